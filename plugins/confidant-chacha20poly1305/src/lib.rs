@@ -1,0 +1,1 @@
+//! ChaCha20-Poly1305 suite for Confidant with a counter IV.
