@@ -1,0 +1,81 @@
+//! Session settings.
+
+use crate::replay::{MAX_WINDOW, MIN_WINDOW};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A setting is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid session config: {0}")]
+pub struct InvalidConfig(pub &'static str);
+
+/// How a session behaves. The defaults suit most uses.
+///
+/// ```
+/// use confidant_session::SessionConfig;
+/// let config = SessionConfig { replay_window: 4096, ..SessionConfig::default() };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// How many counters the replay window covers: a message whose counter is
+    /// this far or more below the highest received one is refused. A multiple
+    /// of 64 from 64 to 65,536. Default 1,024.
+    pub replay_window: u32,
+    /// Lowers the number of messages one sending key may seal (the hard
+    /// limit) below the suite's own limit; `None` keeps the suite's.
+    pub max_messages_per_epoch: Option<u64>,
+    /// At what share of the hard limit, in percent, the session recommends a
+    /// key update (the soft limit). 1 to 100. Default 75.
+    pub soft_limit_percent: u8,
+    /// Longest plaintext accepted for sealing or opening, in bytes (also
+    /// capped by the suite). Default 16 MiB.
+    pub max_plaintext_len: u64,
+    /// How many epochs ahead of the current one a received message may be
+    /// (the peer updated its key and the messages between were lost). 1 to
+    /// 1,024. Default 16.
+    pub max_epoch_skip: u32,
+    /// After moving to a new receiving epoch, how many messages of the new
+    /// epoch are received before the previous epoch's key is forgotten. Late
+    /// messages of the previous epoch open until then. Default 1,024.
+    pub previous_epoch_grace: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            replay_window: 1024,
+            max_messages_per_epoch: None,
+            soft_limit_percent: 75,
+            max_plaintext_len: 16 * 1024 * 1024,
+            max_epoch_skip: 16,
+            previous_epoch_grace: 1024,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&self.replay_window)
+            || !self.replay_window.is_multiple_of(64)
+        {
+            return Err(InvalidConfig(
+                "replay_window must be a multiple of 64 from 64 to 65536",
+            ));
+        }
+        // A key update announcement takes counter 0 of the new epoch, so an
+        // epoch must hold at least one more message than that.
+        if self.max_messages_per_epoch.is_some_and(|limit| limit < 2) {
+            return Err(InvalidConfig("max_messages_per_epoch must be at least 2"));
+        }
+        if !(1..=100).contains(&self.soft_limit_percent) {
+            return Err(InvalidConfig("soft_limit_percent must be from 1 to 100"));
+        }
+        if !(1..=1024).contains(&self.max_epoch_skip) {
+            return Err(InvalidConfig("max_epoch_skip must be from 1 to 1024"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! From a key agreement to an established [`Session`], generic over the
+//! [`KeyAgreement`] plugin.
+//!
+//! The initiator (holder) verifies the responder's bundle, agrees on a
+//! secret, creates its session and seals its first message into the initial
+//! message. The responder (issuer) derives the same secret, creates its
+//! session and opens the first message; if that fails, the new session is
+//! discarded, as X3DH requires. The same two calls perform a **session
+//! reset**: the new session simply replaces the old one, with fresh keys and
+//! counters starting again at zero.
+
+use crate::config::SessionConfig;
+use crate::error::{OpenError, SealError, SessionError};
+use crate::session::Session;
+use confidant_core::wire::{InitialMessage, PreKeyBundle};
+use confidant_core::{ConnectionId, KeyAgreement, Role, SuiteId, SuiteRegistry, UnknownSuite};
+use thiserror::Error;
+
+/// A handshake failed. No session was created.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HandshakeError<E: std::error::Error + 'static> {
+    /// The key agreement refused (bad bundle, identity mismatch, …).
+    #[error("key agreement failed: {0}")]
+    KeyAgreement(#[source] E),
+    /// None of the bundle's suites is registered here.
+    #[error("no suite offered by the responder ({offered:?}) is registered")]
+    NoCommonSuite {
+        /// The suites the bundle offered.
+        offered: Vec<u32>,
+    },
+    /// The initial message names a suite that is not registered, or one the
+    /// responder did not offer.
+    #[error(transparent)]
+    UnknownSuite(#[from] UnknownSuite),
+    /// The initial message carries no first message, or its first message
+    /// names another suite.
+    #[error("initial message is malformed: {0}")]
+    MalformedInitialMessage(&'static str),
+    /// The session could not be set up.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The first message could not be sealed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The first message did not open: the agreed secrets differ, or the
+    /// message was tampered with.
+    #[error("first message did not open: {0}")]
+    FirstMessage(#[source] OpenError),
+}
+
+/// The suite an initiator picks: the first one offered that is registered.
+/// An empty offer stands for the default suite.
+pub fn choose_suite(offered: &[u32], registry: &SuiteRegistry) -> Option<SuiteId> {
+    if offered.is_empty() {
+        let default = SuiteId::AES_256_GCM_SHA256_COUNTER;
+        return registry.get(default).ok().map(|_| default);
+    }
+    offered
+        .iter()
+        .map(|&id| SuiteId(id))
+        .find(|&id| registry.get(id).is_ok())
+}
+
+/// Initiator: verifies `bundle` against the responder identity learned out
+/// of band, agrees on a secret, and returns the new session with the initial
+/// message (carrying `first_plaintext` sealed) to send.
+#[allow(clippy::too_many_arguments)]
+pub fn initiate<K: KeyAgreement>(
+    key_agreement: &K,
+    initiator_keys: &K::InitiatorKeys,
+    expected_responder_identity: &[u8],
+    bundle: &PreKeyBundle,
+    registry: &SuiteRegistry,
+    connection_id: ConnectionId,
+    first_plaintext: &[u8],
+    config: SessionConfig,
+) -> Result<(Session, InitialMessage), HandshakeError<K::Error>> {
+    let suite_id = choose_suite(&bundle.suites, registry).ok_or_else(|| {
+        HandshakeError::NoCommonSuite {
+            offered: bundle.suites.clone(),
+        }
+    })?;
+    let suite = registry.get(suite_id)?;
+    let (agreed, mut initial) = key_agreement
+        .initiate(
+            initiator_keys,
+            expected_responder_identity,
+            bundle,
+            suite_id,
+        )
+        .map_err(HandshakeError::KeyAgreement)?;
+    let mut session = Session::new(Role::Initiator, connection_id, suite, &agreed, config)?;
+    initial.suite = suite_id.0;
+    initial.first_message = Some(session.seal(first_plaintext)?);
+    Ok((session, initial))
+}
+
+/// What the responder gets from a valid initial message.
+#[derive(Debug)]
+pub struct Responded {
+    /// The new session.
+    pub session: Session,
+    /// The plaintext of the initiator's first message.
+    pub first_plaintext: Vec<u8>,
+    /// The one-time pre-key the agreement used: delete it in the same
+    /// transaction that stores `session`.
+    pub one_time_pre_key_id: Option<u32>,
+}
+
+/// Responder: derives the secret from `initial`, creates the session and
+/// opens the first message. Nothing is kept if any step fails.
+///
+/// `offered` is the list of suites the responder put in its bundle; a suite
+/// outside it is refused even if registered. Pass an empty list to accept
+/// any registered suite.
+pub fn respond<K: KeyAgreement>(
+    key_agreement: &K,
+    responder_keys: &K::ResponderKeys,
+    initial: &InitialMessage,
+    offered: &[SuiteId],
+    registry: &SuiteRegistry,
+    connection_id: ConnectionId,
+    config: SessionConfig,
+) -> Result<Responded, HandshakeError<K::Error>> {
+    let first = initial
+        .first_message
+        .clone()
+        .ok_or(HandshakeError::MalformedInitialMessage("no first message"))?;
+    if first.suite != initial.suite {
+        return Err(HandshakeError::MalformedInitialMessage(
+            "first message uses another suite than the initial message",
+        ));
+    }
+    let suite_id = SuiteId(initial.suite);
+    if !offered.is_empty() && !offered.contains(&suite_id) {
+        return Err(UnknownSuite(suite_id).into());
+    }
+    let suite = registry.get(suite_id)?;
+    let agreed = key_agreement
+        .respond(responder_keys, initial)
+        .map_err(HandshakeError::KeyAgreement)?;
+    let mut session = Session::new(Role::Responder, connection_id, suite, &agreed, config)?;
+    let first_plaintext = session.open(first).map_err(HandshakeError::FirstMessage)?;
+    Ok(Responded {
+        session,
+        first_plaintext,
+        one_time_pre_key_id: agreed.one_time_pre_key_id(),
+    })
+}

@@ -1,0 +1,129 @@
+//! Serializable snapshots of a whole session, for storage.
+//!
+//! A snapshot holds secrets (the current keys and chain keys): whoever stores
+//! it must protect it. Its secret parts are wiped when it is dropped.
+//!
+//! The byte form is one format byte ([`SNAPSHOT_FORMAT`]) followed by the
+//! postcard encoding of [`SessionSnapshot`]. Decoding never panics and
+//! refuses inputs longer than [`MAX_SNAPSHOT_LEN`];
+//! [`Session::restore`](crate::Session::restore) checks the snapshot's
+//! consistency against its suite.
+
+use crate::config::SessionConfig;
+use crate::error::SnapshotError;
+use crate::keys::{ChainKey, EpochKeys};
+use crate::replay::ReplayWindow;
+use confidant_core::{ConnectionId, Role};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The snapshot format this build writes and reads.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
+/// The longest snapshot accepted: room for two replay windows of the largest
+/// size plus keys.
+pub const MAX_SNAPSHOT_LEN: usize = 64 * 1024;
+
+/// The state of a session, secrets included.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    pub(crate) role: Role,
+    pub(crate) connection_id: ConnectionId,
+    pub(crate) suite: u32,
+    pub(crate) config: SessionConfig,
+    pub(crate) binding: [u8; 32],
+    pub(crate) send: SendSnapshot,
+    pub(crate) recv: RecvSnapshot,
+    pub(crate) peer_requested_update: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SendSnapshot {
+    pub(crate) epoch: u32,
+    pub(crate) next_counter: u64,
+    pub(crate) keys: EpochKeys,
+    pub(crate) next_chain: ChainKey,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecvSnapshot {
+    pub(crate) current: RecvEpochSnapshot,
+    pub(crate) next_chain: ChainKey,
+    pub(crate) previous: Option<RecvEpochSnapshot>,
+    pub(crate) received_in_current: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecvEpochSnapshot {
+    pub(crate) epoch: u32,
+    pub(crate) keys: EpochKeys,
+    pub(crate) window: ReplayWindow,
+}
+
+impl fmt::Debug for SessionSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSnapshot")
+            .field("role", &self.role)
+            .field("connection_id", &self.connection_id)
+            .field("suite", &self.suite)
+            .field("send_epoch", &self.send.epoch)
+            .field("next_send_counter", &self.send.next_counter)
+            .field("recv_epoch", &self.recv.current.epoch)
+            .field("keys", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SessionSnapshot {
+    /// The connection the session protects.
+    pub fn connection_id(&self) -> &ConnectionId {
+        &self.connection_id
+    }
+
+    /// The counter the next sealed message will carry.
+    pub fn next_send_counter(&self) -> u64 {
+        self.send.next_counter
+    }
+
+    /// The sending epoch.
+    pub fn send_epoch(&self) -> u32 {
+        self.send.epoch
+    }
+
+    /// Encodes the snapshot.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut bytes = vec![SNAPSHOT_FORMAT];
+        let body = postcard::to_allocvec(self)
+            .map_err(|error| SnapshotError::Malformed(error.to_string()))?;
+        bytes.extend_from_slice(&body);
+        Ok(bytes)
+    }
+
+    /// Decodes a snapshot written by [`SessionSnapshot::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        if bytes.len() > MAX_SNAPSHOT_LEN {
+            return Err(SnapshotError::Malformed(format!(
+                "{} bytes is longer than the {MAX_SNAPSHOT_LEN}-byte limit",
+                bytes.len()
+            )));
+        }
+        let Some((&format, body)) = bytes.split_first() else {
+            return Err(SnapshotError::Malformed("empty input".into()));
+        };
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::UnsupportedFormat {
+                found: format,
+                supported: SNAPSHOT_FORMAT,
+            });
+        }
+        let (snapshot, rest) = postcard::take_from_bytes::<Self>(body)
+            .map_err(|error| SnapshotError::Malformed(error.to_string()))?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(snapshot)
+    }
+}
