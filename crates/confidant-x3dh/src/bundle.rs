@@ -1,0 +1,231 @@
+//! The responder's pre-key bundle, as a validated domain type.
+
+use crate::error::X3dhError;
+use crate::keys::{Hex, IdentityPublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey};
+use confidant_core::SuiteId;
+use confidant_core::wire::{self, fixed_len};
+use prost::Message;
+use std::fmt;
+
+/// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A bundle
+/// with every field set is under 200 bytes; the rest leaves room for a long
+/// list of suites.
+pub const MAX_BUNDLE_LEN: usize = 1024;
+
+/// A one-time pre-key as offered in a bundle: its id and public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicOneTimePreKey {
+    /// The id the responder chose for it.
+    pub id: u32,
+    /// The public key `OPK_B`.
+    pub public_key: X25519PublicKey,
+}
+
+/// The responder's pre-key bundle: identity key, signed pre-key with its
+/// signature, an optional one-time pre-key, and the suites on offer.
+///
+/// A value of this type is well formed (every key has the right length, the
+/// identity key is a valid, non-weak Ed25519 key) but **not yet trusted**:
+/// [`verify`](Self::verify) checks the identity against the expected one and
+/// the signature, and only the [`VerifiedPreKeyBundle`] it returns can be
+/// used to agree on a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreKeyBundle {
+    identity_key: IdentityPublicKey,
+    signed_pre_key_id: u32,
+    signed_pre_key: X25519PublicKey,
+    signed_pre_key_signature: [u8; SIGNATURE_LEN],
+    one_time_pre_key: Option<PublicOneTimePreKey>,
+    suites: Vec<SuiteId>,
+}
+
+impl PreKeyBundle {
+    /// Assembles a bundle from its parts (the responder normally builds it
+    /// with [`ResponderKeys::bundle`](crate::ResponderKeys::bundle)).
+    pub fn new(
+        identity_key: IdentityPublicKey,
+        signed_pre_key_id: u32,
+        signed_pre_key: X25519PublicKey,
+        signed_pre_key_signature: [u8; SIGNATURE_LEN],
+        one_time_pre_key: Option<PublicOneTimePreKey>,
+        suites: Vec<SuiteId>,
+    ) -> Self {
+        Self {
+            identity_key,
+            signed_pre_key_id,
+            signed_pre_key,
+            signed_pre_key_signature,
+            one_time_pre_key,
+            suites,
+        }
+    }
+
+    /// Validates a bundle received from the wire: every key field must have
+    /// exactly its length, and the identity key must be a valid, non-weak
+    /// Ed25519 key. The signature is not checked here; see
+    /// [`verify`](Self::verify).
+    pub fn from_wire(bundle: &wire::PreKeyBundle) -> Result<Self, X3dhError> {
+        let identity_key =
+            IdentityPublicKey::from_slice("bundle.identity_key", &bundle.identity_key)?;
+        let signed_pre_key = X25519PublicKey::from_bytes(fixed_len::<PUBLIC_KEY_LEN>(
+            "bundle.signed_pre_key",
+            &bundle.signed_pre_key,
+        )?);
+        let signed_pre_key_signature = fixed_len::<SIGNATURE_LEN>(
+            "bundle.signed_pre_key_signature",
+            &bundle.signed_pre_key_signature,
+        )?;
+        let one_time_pre_key = match &bundle.one_time_pre_key {
+            None => None,
+            Some(one_time) => Some(PublicOneTimePreKey {
+                id: one_time.id,
+                public_key: X25519PublicKey::from_bytes(fixed_len::<PUBLIC_KEY_LEN>(
+                    "bundle.one_time_pre_key.public_key",
+                    &one_time.public_key,
+                )?),
+            }),
+        };
+        Ok(Self {
+            identity_key,
+            signed_pre_key_id: bundle.signed_pre_key_id,
+            signed_pre_key,
+            signed_pre_key_signature,
+            one_time_pre_key,
+            suites: bundle.suites.iter().copied().map(SuiteId).collect(),
+        })
+    }
+
+    /// The wire form of this bundle.
+    pub fn to_wire(&self) -> wire::PreKeyBundle {
+        wire::PreKeyBundle {
+            identity_key: self.identity_key.to_bytes().to_vec(),
+            signed_pre_key_id: self.signed_pre_key_id,
+            signed_pre_key: self.signed_pre_key.to_bytes().to_vec(),
+            signed_pre_key_signature: self.signed_pre_key_signature.to_vec(),
+            one_time_pre_key: self.one_time_pre_key.map(|one_time| wire::OneTimePreKey {
+                id: one_time.id,
+                public_key: one_time.public_key.to_bytes().to_vec(),
+            }),
+            suites: self.suites.iter().map(|suite| suite.0).collect(),
+        }
+    }
+
+    /// Decodes and validates a bare protobuf `PreKeyBundle` (not wrapped in an
+    /// envelope) of at most [`MAX_BUNDLE_LEN`] bytes. Never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, X3dhError> {
+        let bundle: wire::PreKeyBundle = wire::decode_message(bytes, MAX_BUNDLE_LEN)?;
+        Self::from_wire(&bundle)
+    }
+
+    /// Encodes this bundle as a bare protobuf `PreKeyBundle`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_wire().encode_to_vec()
+    }
+
+    /// The responder's identity key `IK_B`.
+    pub fn identity_key(&self) -> &IdentityPublicKey {
+        &self.identity_key
+    }
+
+    /// The id of the signed pre-key.
+    pub fn signed_pre_key_id(&self) -> u32 {
+        self.signed_pre_key_id
+    }
+
+    /// The signed pre-key `SPK_B`.
+    pub fn signed_pre_key(&self) -> &X25519PublicKey {
+        &self.signed_pre_key
+    }
+
+    /// The signature `Sig(IK_B, Encode(SPK_B))`.
+    pub fn signed_pre_key_signature(&self) -> &[u8; SIGNATURE_LEN] {
+        &self.signed_pre_key_signature
+    }
+
+    /// The one-time pre-key `OPK_B`, if the bundle carries one.
+    pub fn one_time_pre_key(&self) -> Option<&PublicOneTimePreKey> {
+        self.one_time_pre_key.as_ref()
+    }
+
+    /// The suites the responder accepts, most preferred first, as listed on
+    /// the wire (possibly empty; see [`offers`](Self::offers)).
+    pub fn suites(&self) -> &[SuiteId] {
+        &self.suites
+    }
+
+    /// Whether the bundle offers `suite`. An empty list stands for the
+    /// default suite, [`SuiteId::AES_256_GCM_SHA256_COUNTER`] (see
+    /// `docs/protocol.md`).
+    pub fn offers(&self, suite: SuiteId) -> bool {
+        if self.suites.is_empty() {
+            suite == SuiteId::AES_256_GCM_SHA256_COUNTER
+        } else {
+            self.suites.contains(&suite)
+        }
+    }
+
+    /// Checks the bundle before it is used, in this order:
+    ///
+    /// 1. its identity key must equal `expected_identity` (the one from the
+    ///    invitation), else [`X3dhError::IdentityMismatch`]: a bundle swapped
+    ///    by the relay stops here;
+    /// 2. the signed pre-key's signature must verify strictly under that
+    ///    identity key, else [`X3dhError::BadSignature`].
+    pub fn verify(
+        self,
+        expected_identity: &IdentityPublicKey,
+    ) -> Result<VerifiedPreKeyBundle, X3dhError> {
+        if self.identity_key != *expected_identity {
+            return Err(X3dhError::IdentityMismatch);
+        }
+        self.identity_key.verify_strict(
+            self.signed_pre_key.as_bytes(),
+            &self.signed_pre_key_signature,
+        )?;
+        Ok(VerifiedPreKeyBundle { bundle: self })
+    }
+}
+
+impl fmt::Debug for PreKeyBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreKeyBundle")
+            .field("identity_key", &Hex(self.identity_key.as_bytes()))
+            .field("signed_pre_key_id", &self.signed_pre_key_id)
+            .field("signed_pre_key", &Hex(self.signed_pre_key.as_bytes()))
+            .field(
+                "signed_pre_key_signature",
+                &Hex(&self.signed_pre_key_signature),
+            )
+            .field("one_time_pre_key", &self.one_time_pre_key)
+            .field("suites", &self.suites)
+            .finish()
+    }
+}
+
+impl TryFrom<&wire::PreKeyBundle> for PreKeyBundle {
+    type Error = X3dhError;
+    fn try_from(bundle: &wire::PreKeyBundle) -> Result<Self, Self::Error> {
+        Self::from_wire(bundle)
+    }
+}
+
+impl From<&PreKeyBundle> for wire::PreKeyBundle {
+    fn from(bundle: &PreKeyBundle) -> Self {
+        bundle.to_wire()
+    }
+}
+
+/// A bundle whose identity key is the expected one and whose signed pre-key
+/// signature verifies. Made only by [`PreKeyBundle::verify`]; consumed by
+/// [`agree`](VerifiedPreKeyBundle::agree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPreKeyBundle {
+    pub(crate) bundle: PreKeyBundle,
+}
+
+impl VerifiedPreKeyBundle {
+    /// The verified bundle.
+    pub fn bundle(&self) -> &PreKeyBundle {
+        &self.bundle
+    }
+}
