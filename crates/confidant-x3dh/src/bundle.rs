@@ -66,7 +66,7 @@ impl PreKeyBundle {
     /// [`verify`](Self::verify).
     pub fn from_wire(bundle: &wire::PreKeyBundle) -> Result<Self, X3dhError> {
         let identity_key =
-            IdentityPublicKey::from_slice("bundle.identity_key", &bundle.identity_key)?;
+            IdentityPublicKey::from_field("bundle.identity_key", &bundle.identity_key)?;
         let signed_pre_key = X25519PublicKey::from_bytes(fixed_len::<PUBLIC_KEY_LEN>(
             "bundle.signed_pre_key",
             &bundle.signed_pre_key,

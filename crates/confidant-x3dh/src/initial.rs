@@ -52,7 +52,7 @@ impl InitialMessageHeader {
     /// non-weak Ed25519 key. `first_message` is not looked at.
     pub fn from_wire(initial: &wire::InitialMessage) -> Result<Self, X3dhError> {
         let identity_key =
-            IdentityPublicKey::from_slice("initial.identity_key", &initial.identity_key)?;
+            IdentityPublicKey::from_field("initial.identity_key", &initial.identity_key)?;
         let ephemeral_key = X25519PublicKey::from_bytes(fixed_len::<PUBLIC_KEY_LEN>(
             "initial.ephemeral_key",
             &initial.ephemeral_key,

@@ -78,9 +78,14 @@ impl IdentityKeyPair {
         IdentityPublicKey::from_verifying_key(self.signing_key.verifying_key())
     }
 
-    /// Signs `message` with the identity key (used for the signed pre-key).
-    pub(crate) fn sign(&self, message: &[u8]) -> Signature {
-        self.signing_key.sign(message)
+    /// Signs `message` with the identity key (Ed25519, RFC 8032), for
+    /// protocol messages other than the bundle, such as a session reset.
+    ///
+    /// X3DH signs exactly the 32 bytes of a signed pre-key with this key, so
+    /// every other use must be domain-separated: start `message` with a
+    /// label naming its purpose (then it is never 32 bytes of a key).
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing_key.sign(message).to_bytes()
     }
 
     /// The X25519 form of the identity secret: the first half of SHA-512 of
@@ -136,8 +141,15 @@ impl IdentityPublicKey {
     }
 
     /// Like [`from_bytes`](Self::from_bytes), for a slice that must be 32
-    /// bytes long (otherwise [`X3dhError::Decode`]).
-    pub fn from_slice(field: &'static str, bytes: &[u8]) -> Result<Self, X3dhError> {
+    /// bytes long (otherwise [`X3dhError::Decode`]), such as the identity key
+    /// read from an invitation.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, X3dhError> {
+        Self::from_field("identity_key", bytes)
+    }
+
+    /// [`from_slice`](Self::from_slice), naming the wire field in a length
+    /// error.
+    pub(crate) fn from_field(field: &'static str, bytes: &[u8]) -> Result<Self, X3dhError> {
         let bytes = confidant_core::wire::fixed_len::<PUBLIC_KEY_LEN>(field, bytes)?;
         Self::from_bytes(&bytes)
     }
@@ -238,7 +250,7 @@ impl SignedPreKey {
     pub fn new(identity: &IdentityKeyPair, id: u32, secret: [u8; SECRET_KEY_LEN]) -> Self {
         let secret = StaticSecret::from(*Zeroizing::new(secret));
         let public_key = X25519PublicKey::of(&secret);
-        let signature = identity.sign(public_key.as_bytes()).to_bytes();
+        let signature = identity.sign(public_key.as_bytes());
         Self {
             id,
             secret,

@@ -82,7 +82,7 @@ impl X3dh {
         if bundle.identity_key.as_slice() != expected_responder_identity {
             return Err(X3dhError::IdentityMismatch);
         }
-        let expected = IdentityPublicKey::from_slice(
+        let expected = IdentityPublicKey::from_field(
             "expected_responder_identity",
             expected_responder_identity,
         )?;

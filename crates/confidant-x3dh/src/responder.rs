@@ -85,6 +85,21 @@ impl ResponderKeys {
         Ok(self.older_signed_pre_keys.remove(&id))
     }
 
+    /// Makes the signed pre-key `id`, already held, the one advertised in
+    /// bundles (for a store restoring its keys in any order).
+    pub fn set_current_signed_pre_key(&mut self, id: u32) -> Result<(), X3dhError> {
+        if id == self.current_signed_pre_key.id() {
+            return Ok(());
+        }
+        let next = self
+            .older_signed_pre_keys
+            .remove(&id)
+            .ok_or(X3dhError::UnknownSignedPreKey { id })?;
+        let previous = std::mem::replace(&mut self.current_signed_pre_key, next);
+        self.older_signed_pre_keys.insert(previous.id(), previous);
+        Ok(())
+    }
+
     /// The signed pre-key advertised in bundles.
     pub fn current_signed_pre_key(&self) -> &SignedPreKey {
         &self.current_signed_pre_key
@@ -129,6 +144,11 @@ impl ResponderKeys {
     /// [`X3dhError::UnknownOneTimePreKey`].
     pub fn consume_one_time_pre_key(&mut self, id: u32) -> Option<OneTimePreKey> {
         self.one_time_pre_keys.remove(&id)
+    }
+
+    /// The one-time pre-key with this id, if held.
+    pub fn one_time_pre_key(&self, id: u32) -> Option<&OneTimePreKey> {
+        self.one_time_pre_keys.get(&id)
     }
 
     /// Whether a one-time pre-key with this id is held.

@@ -508,9 +508,34 @@ fn low_order_pre_keys_are_refused_without_panic() {
 /// low-order signed pre-key gets past the signature check and the test shows
 /// the DH check stopping it.
 fn signed_by(identity: &IdentityKeyPair, point: &X25519PublicKey) -> [u8; 64] {
-    use ed25519_dalek::Signer;
-    let signing_key = ed25519_dalek::SigningKey::from_bytes(&identity.to_seed());
-    signing_key.sign(point.as_bytes()).to_bytes()
+    identity.sign(point.as_bytes())
+}
+
+#[test]
+fn identity_signatures_verify_strictly() {
+    let identity = IdentityKeyPair::generate();
+    let message = b"Confidant v1 reset: example transcript";
+    let signature = identity.sign(message);
+    let public = IdentityPublicKey::from_slice(identity.public_key().as_bytes()).unwrap();
+    assert!(public.verify_strict(message, &signature).is_ok());
+    assert_eq!(
+        public.verify_strict(b"another transcript", &signature),
+        Err(X3dhError::BadSignature)
+    );
+    assert_eq!(
+        IdentityKeyPair::generate()
+            .public_key()
+            .verify_strict(message, &signature),
+        Err(X3dhError::BadSignature)
+    );
+    assert_eq!(
+        IdentityPublicKey::from_slice(&[1; 31]).unwrap_err(),
+        X3dhError::Decode(DecodeError::FieldLength {
+            field: "identity_key",
+            expected: 32,
+            actual: 31
+        })
+    );
 }
 
 #[test]
@@ -862,6 +887,15 @@ fn unknown_signed_pre_key_and_rotation() {
         issuer.remove_signed_pre_key(2).unwrap_err(),
         X3dhError::CurrentSignedPreKey { id: 2 }
     );
+    // A store restoring its keys may pick the current one explicitly.
+    issuer.set_current_signed_pre_key(1).unwrap();
+    assert_eq!(issuer.bundle(&[SUITE]).signed_pre_key_id(), 1);
+    assert_eq!(
+        issuer.set_current_signed_pre_key(3).unwrap_err(),
+        X3dhError::UnknownSignedPreKey { id: 3 }
+    );
+    issuer.set_current_signed_pre_key(2).unwrap();
+    assert_eq!(issuer.signed_pre_key_ids(), vec![1, 2]);
     assert_eq!(issuer.remove_signed_pre_key(1).unwrap().unwrap().id(), 1);
     assert!(issuer.remove_signed_pre_key(1).unwrap().is_none());
     assert_eq!(
@@ -927,6 +961,19 @@ fn keys_rebuild_from_their_secret_bytes() {
 
     let one_time = OneTimePreKey::generate(9);
     let again = OneTimePreKey::new(9, *one_time.to_secret_bytes());
+    let mut store = ResponderKeys::new(
+        IdentityKeyPair::from_seed(*identity.to_seed()),
+        SignedPreKey::new(&identity, 1, [1; 32]),
+    )
+    .unwrap();
+    store
+        .add_one_time_pre_key(OneTimePreKey::new(9, *one_time.to_secret_bytes()))
+        .unwrap();
+    assert_eq!(
+        store.one_time_pre_key(9).unwrap().public_key(),
+        one_time.public_key()
+    );
+    assert!(store.one_time_pre_key(8).is_none());
     assert_eq!(again.public_key(), one_time.public_key());
     assert_eq!(again.id(), 9);
 
