@@ -13,8 +13,9 @@ pub struct InvalidConfig(pub &'static str);
 ///
 /// ```
 /// use confidant_session::SessionConfig;
-/// let config = SessionConfig { replay_window: 4096, ..SessionConfig::default() };
+/// let config = SessionConfig::default().with_replay_window(4096);
 /// assert!(config.validate().is_ok());
+/// assert!(SessionConfig::default().with_replay_window(100).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -56,6 +57,42 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// Sets [`SessionConfig::replay_window`].
+    pub fn with_replay_window(mut self, counters: u32) -> Self {
+        self.replay_window = counters;
+        self
+    }
+
+    /// Sets [`SessionConfig::max_messages_per_epoch`].
+    pub fn with_max_messages_per_epoch(mut self, limit: u64) -> Self {
+        self.max_messages_per_epoch = Some(limit);
+        self
+    }
+
+    /// Sets [`SessionConfig::soft_limit_percent`].
+    pub fn with_soft_limit_percent(mut self, percent: u8) -> Self {
+        self.soft_limit_percent = percent;
+        self
+    }
+
+    /// Sets [`SessionConfig::max_plaintext_len`].
+    pub fn with_max_plaintext_len(mut self, bytes: u64) -> Self {
+        self.max_plaintext_len = bytes;
+        self
+    }
+
+    /// Sets [`SessionConfig::max_epoch_skip`].
+    pub fn with_max_epoch_skip(mut self, epochs: u32) -> Self {
+        self.max_epoch_skip = epochs;
+        self
+    }
+
+    /// Sets [`SessionConfig::previous_epoch_grace`].
+    pub fn with_previous_epoch_grace(mut self, messages: u64) -> Self {
+        self.previous_epoch_grace = messages;
+        self
+    }
+
     /// Checks every setting's range.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if !(MIN_WINDOW..=MAX_WINDOW).contains(&self.replay_window)

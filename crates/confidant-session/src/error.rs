@@ -23,7 +23,9 @@ pub enum SessionError {
     UnknownSuite(#[from] UnknownSuite),
     /// HKDF refused to derive the requested key material (a suite asked for
     /// keys longer than 64 bytes).
-    #[error("key derivation failed: the suite asks for more key material than HKDF-SHA-256 may give")]
+    #[error(
+        "key derivation failed: the suite asks for more key material than HKDF-SHA-256 may give"
+    )]
     KeyDerivation,
 }
 

@@ -76,11 +76,10 @@ pub fn initiate<K: KeyAgreement>(
     first_plaintext: &[u8],
     config: SessionConfig,
 ) -> Result<(Session, InitialMessage), HandshakeError<K::Error>> {
-    let suite_id = choose_suite(&bundle.suites, registry).ok_or_else(|| {
-        HandshakeError::NoCommonSuite {
+    let suite_id =
+        choose_suite(&bundle.suites, registry).ok_or_else(|| HandshakeError::NoCommonSuite {
             offered: bundle.suites.clone(),
-        }
-    })?;
+        })?;
     let suite = registry.get(suite_id)?;
     let (agreed, mut initial) = key_agreement
         .initiate(

@@ -29,7 +29,7 @@
 //! use confidant_core::{AgreedSecret, ConnectionId, Role, Suite};
 //! use confidant_session::{Session, SessionConfig};
 //!
-//! let suite: Arc<dyn Suite> = confidant_aes_gcm::aes_256_gcm_counter();
+//! let suite: Arc<dyn Suite> = confidant_aes_gcm::aes_256_gcm_sha256_counter();
 //! // In real use the secret comes from X3DH; see `handshake`.
 //! let agreed = AgreedSecret::new([7; 32], b"IK_A || IK_B".to_vec(), None);
 //! let connection = ConnectionId::new("conn-1").unwrap();

@@ -138,13 +138,16 @@ impl Session {
     ) -> Result<Self, SessionError> {
         config.validate()?;
         let binding = keys::binding(connection_id.as_bytes(), agreed.associated_data());
-        let chain = |direction| {
-            keys::initial_chain_key(agreed.secret(), suite.id(), direction, &binding)
-        };
+        let chain =
+            |direction| keys::initial_chain_key(agreed.secret(), suite.id(), direction, &binding);
         let (send_keys, send_next, send_cipher) =
             derive_epoch(suite.as_ref(), &chain(role.sending())?, role.sending(), 0)?;
-        let (recv_keys, recv_next, recv_cipher) =
-            derive_epoch(suite.as_ref(), &chain(role.receiving())?, role.receiving(), 0)?;
+        let (recv_keys, recv_next, recv_cipher) = derive_epoch(
+            suite.as_ref(),
+            &chain(role.receiving())?,
+            role.receiving(),
+            0,
+        )?;
         let window = ReplayWindow::new(config.replay_window);
         Ok(Self {
             role,
@@ -329,7 +332,10 @@ impl Session {
     ///
     /// With `request_peer_update` the peer is asked to update its own
     /// sending key as well.
-    pub fn update_sending_key(&mut self, request_peer_update: bool) -> Result<KeyUpdate, SealError> {
+    pub fn update_sending_key(
+        &mut self,
+        request_peer_update: bool,
+    ) -> Result<KeyUpdate, SealError> {
         let epoch = self
             .send
             .epoch
@@ -426,14 +432,15 @@ impl Session {
         let mut acceptance = self.acceptance(message.epoch, direction)?;
         let state = match &mut acceptance {
             Acceptance::Current => &mut self.recv.current,
-            Acceptance::Previous => self
-                .recv
-                .previous
-                .as_mut()
-                .ok_or(OpenError::UnacceptableEpoch {
-                    current: self.recv.current.epoch,
-                    got: message.epoch,
-                })?,
+            Acceptance::Previous => {
+                self.recv
+                    .previous
+                    .as_mut()
+                    .ok_or(OpenError::UnacceptableEpoch {
+                        current: self.recv.current.epoch,
+                        got: message.epoch,
+                    })?
+            }
             Acceptance::Next(next) => &mut next.0,
         };
         state.window.check(counter)?;
@@ -451,12 +458,20 @@ impl Session {
         if epoch == current {
             return Ok(Acceptance::Current);
         }
-        if self.recv.previous.as_ref().is_some_and(|p| p.epoch == epoch) {
+        if self
+            .recv
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.epoch == epoch)
+        {
             return Ok(Acceptance::Previous);
         }
         let ahead = epoch.saturating_sub(current);
         if ahead == 0 || ahead > self.config.max_epoch_skip {
-            return Err(OpenError::UnacceptableEpoch { current, got: epoch });
+            return Err(OpenError::UnacceptableEpoch {
+                current,
+                got: epoch,
+            });
         }
         let suite = self.suite.as_ref();
         let mut chain = self.recv.next_chain.clone();
@@ -547,10 +562,7 @@ impl Session {
         snapshot: &SessionSnapshot,
         registry: &SuiteRegistry,
     ) -> Result<Self, SnapshotError> {
-        snapshot
-            .config
-            .validate()
-            .map_err(SessionError::from)?;
+        snapshot.config.validate().map_err(SessionError::from)?;
         let suite = registry
             .get(SuiteId(snapshot.suite))
             .map_err(SessionError::from)?;
@@ -580,7 +592,12 @@ impl Session {
         };
         check_keys(&snapshot.send.keys)?;
         let current = recv_epoch(&snapshot.recv.current)?;
-        let previous = snapshot.recv.previous.as_ref().map(recv_epoch).transpose()?;
+        let previous = snapshot
+            .recv
+            .previous
+            .as_ref()
+            .map(recv_epoch)
+            .transpose()?;
         if previous
             .as_ref()
             .is_some_and(|previous| previous.epoch >= current.epoch)

@@ -127,3 +127,68 @@ impl SessionSnapshot {
         Ok(snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Session, SessionConfig};
+    use confidant_core::{AgreedSecret, SuiteRegistry};
+
+    fn snapshot_and_registry() -> (SessionSnapshot, SuiteRegistry) {
+        let mut registry = SuiteRegistry::new();
+        confidant_aes_gcm::register(&mut registry).unwrap();
+        let suite = confidant_aes_gcm::aes_256_gcm_lfsr();
+        let agreed = AgreedSecret::new([5; 32], vec![], None);
+        let connection = ConnectionId::new("c").unwrap();
+        let session = Session::new(
+            Role::Initiator,
+            connection,
+            suite,
+            &agreed,
+            SessionConfig::default(),
+        )
+        .unwrap();
+        (session.snapshot(), registry)
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_refused() {
+        let (good, registry) = snapshot_and_registry();
+        assert!(Session::restore(&good, &registry).is_ok());
+
+        let mut short_key = good.clone();
+        short_key.send.keys.key.truncate(16);
+        assert!(matches!(
+            Session::restore(&short_key, &registry),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+
+        let mut other_window = good.clone();
+        other_window.config.replay_window = 2048;
+        assert!(matches!(
+            Session::restore(&other_window, &registry),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+
+        let mut previous_after_current = good.clone();
+        previous_after_current.recv.previous = Some(good.recv.current.clone());
+        assert!(matches!(
+            Session::restore(&previous_after_current, &registry),
+            Err(SnapshotError::Inconsistent(_))
+        ));
+
+        let mut zero_seed = good.clone();
+        zero_seed.send.keys.iv_seed.iter_mut().for_each(|b| *b = 0);
+        assert!(matches!(
+            Session::restore(&zero_seed, &registry),
+            Err(SnapshotError::Session(_))
+        ));
+
+        let mut bad_config = good;
+        bad_config.config.soft_limit_percent = 0;
+        assert!(matches!(
+            Session::restore(&bad_config, &registry),
+            Err(SnapshotError::Session(_))
+        ));
+    }
+}
