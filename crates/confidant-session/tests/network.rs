@@ -6,6 +6,8 @@
 //! accepted, and no (direction, epoch, counter), hence no (key, IV), is used
 //! twice by a sender.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::pair;

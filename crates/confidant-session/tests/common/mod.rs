@@ -1,5 +1,5 @@
 //! Helpers shared by the session tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use confidant_core::{AgreedSecret, ConnectionId, Role, Suite, SuiteRegistry};
 use confidant_session::{Session, SessionConfig};
