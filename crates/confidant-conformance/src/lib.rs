@@ -38,7 +38,7 @@ mod rng;
 mod suite_checks;
 mod wycheproof_runner;
 
-pub use aead_checks::{AeadReport, check_aead, check_iv_strategy};
+pub use aead_checks::{Report, check_aead, check_iv_strategy};
 pub use failure::Failure;
 pub use kat::{KnownAnswer, known_answer};
 pub use suite_checks::{SuiteChecks, SuiteReport, check_suite};

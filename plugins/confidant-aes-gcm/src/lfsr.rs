@@ -8,9 +8,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// How far from the cached state a request may be and still be served by
 /// stepping (forward or backward) instead of a jump. One step is a masked
-/// parity and a shift, a jump a few dozen polynomial products plus 127 steps,
-/// so a few hundred steps still beat a jump.
-const MAX_STEPS: u64 = 256;
+/// parity and a shift (a few nanoseconds); a jump is up to 64 polynomial
+/// products plus 127 steps (tens of microseconds unoptimised), so stepping
+/// wins up to several thousand steps. 4096 stays below that break-even.
+const MAX_STEPS: u64 = 4096;
 
 /// IV_n = the state of a 128-bit Fibonacci LFSR after `n` steps, as 16
 /// big-endian bytes.
@@ -41,7 +42,7 @@ const MAX_STEPS: u64 = 256;
 ///
 /// # Caching
 /// The strategy remembers the last state it produced. A request within
-/// 256 steps of it, forward or backward (the LFSR steps backward as easily,
+/// 4096 steps of it, forward or backward (the LFSR steps backward as easily,
 /// since the tap at x^0 is set), is served by stepping: sequential sealing
 /// costs one step per message, cheaper than a SHA-256 call. The cache never
 /// changes the mapping: IV_n is a pure function of (seed, n).
@@ -298,6 +299,10 @@ mod tests {
             1256,
             1257,
             900,
+            5097,
+            5098,
+            1001,
+            9000,
             1 << 40,
             (1 << 40) - 256,
             (1 << 40) + 300,
@@ -311,6 +316,18 @@ mod tests {
             let mut fresh = lfsr(SEED);
             assert_eq!(iv(&mut shared, n), iv(&mut fresh, n), "n = {n}");
             assert_eq!(iv(&mut shared, n), shared.jump(n));
+        }
+    }
+
+    #[test]
+    fn stepping_threshold_edges() {
+        let base = 1u64 << 30;
+        for offset in [MAX_STEPS - 1, MAX_STEPS, MAX_STEPS + 1] {
+            for target in [base + offset, base - offset] {
+                let mut strategy = lfsr(SEED);
+                iv(&mut strategy, base);
+                assert_eq!(iv(&mut strategy, target), strategy.jump(target), "{target}");
+            }
         }
     }
 
