@@ -1,0 +1,137 @@
+//! A full X3DH handshake (both sides) against the sum of its primitive
+//! operations, timed in the same run.
+
+use crate::measure::{compare, format_ns, per_call};
+use crate::{Settings, Verdict};
+use confidant_core::{KeyAgreement, SuiteId};
+use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh};
+use ed25519_dalek::{Signature, VerifyingKey};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use std::hint::black_box;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// Runs the handshake benchmark and prints its table.
+pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
+    let iterations = if settings.quick { 50 } else { 400 };
+    let suite = SuiteId::AES_256_GCM_SHA256_COUNTER;
+    let x3dh = X3dh::default();
+
+    let issuer_identity = IdentityKeyPair::from_seed([0x01; 32]);
+    let signed_pre_key = SignedPreKey::new(&issuer_identity, 1, [0x02; 32]);
+    let Ok(mut issuer) = ResponderKeys::new(issuer_identity, signed_pre_key) else {
+        println!("could not build the responder's keys");
+        return;
+    };
+    if issuer
+        .add_one_time_pre_key(OneTimePreKey::new(9, [0x03; 32]))
+        .is_err()
+    {
+        println!("could not add a one-time pre-key");
+        return;
+    }
+    let invitation = issuer.identity_public_key().to_bytes();
+    let holder = IdentityKeyPair::from_seed([0x04; 32]);
+    let Ok(bundle) = x3dh.bundle(&issuer, &[suite]) else {
+        println!("could not build a bundle");
+        return;
+    };
+
+    // The full handshake, both sides, through the KeyAgreement plugin: the
+    // holder verifies the bundle and agrees, the issuer answers. `respond`
+    // only reports the one-time pre-key, so the same keys serve every run.
+    let mut handshake = || {
+        per_call(iterations, || {
+            let Ok((holder_secret, initial)) =
+                x3dh.initiate(&holder, &invitation, black_box(&bundle), suite)
+            else {
+                return;
+            };
+            let issuer_secret = x3dh.respond(&issuer, black_box(&initial)).ok();
+            black_box((holder_secret, issuer_secret));
+        })
+    };
+
+    // The primitives, on the same kind of inputs.
+    let spk_public: [u8; 32] = bundle
+        .signed_pre_key
+        .as_slice()
+        .try_into()
+        .unwrap_or([0; 32]);
+    let signature_bytes: [u8; 64] = bundle
+        .signed_pre_key_signature
+        .as_slice()
+        .try_into()
+        .unwrap_or([0; 64]);
+    let mut verify = || {
+        per_call(iterations, || {
+            let ok = VerifyingKey::from_bytes(black_box(&invitation)).is_ok_and(|key| {
+                key.verify_strict(&spk_public, &Signature::from_bytes(&signature_bytes))
+                    .is_ok()
+            });
+            black_box(ok);
+        })
+    };
+    let secret = StaticSecret::from([0x05; 32]);
+    let peer = PublicKey::from(&StaticSecret::from([0x06; 32]));
+    let mut dh = || {
+        per_call(iterations, || {
+            black_box(black_box(&secret).diffie_hellman(black_box(&peer)));
+        })
+    };
+    let mut keygen = || {
+        let mut seed = 0u8;
+        per_call(iterations, || {
+            seed = seed.wrapping_add(1);
+            let ephemeral = StaticSecret::from([seed; 32]);
+            black_box(PublicKey::from(&ephemeral));
+        })
+    };
+    let ikm = [0xAB; 32 * 5];
+    let mut hkdf = || {
+        per_call(iterations * 10, || {
+            let hkdf = Hkdf::<Sha256>::new(Some(&[0u8; 32]), black_box(&ikm));
+            let mut okm = [0u8; 32];
+            let _ = hkdf.expand(b"Confidant X3DH v1", &mut okm);
+            black_box(okm);
+        })
+    };
+    let [full, verify, dh, keygen, hkdf] = compare(
+        settings.rounds,
+        [&mut handshake, &mut verify, &mut dh, &mut keygen, &mut hkdf],
+    );
+    // Initiator: 1 signature verification, 1 ephemeral key, 4 DH, 1 HKDF;
+    // responder: 4 DH, 1 HKDF.
+    let primitives = verify + keygen + 8.0 * dh + 2.0 * hkdf;
+    let ratio = full / primitives;
+    println!("## X3DH: a full handshake (both sides, with a one-time pre-key)");
+    println!(
+        "{:<52} {:>10}",
+        "signature verify (key decoding + verify_strict)",
+        format_ns(verify)
+    );
+    println!("{:<52} {:>10}", "X25519 DH", format_ns(dh));
+    println!(
+        "{:<52} {:>10}",
+        "X25519 key generation (base point)",
+        format_ns(keygen)
+    );
+    println!(
+        "{:<52} {:>10}",
+        "HKDF-SHA-256 (160-byte IKM, 32-byte output)",
+        format_ns(hkdf)
+    );
+    println!(
+        "{:<52} {:>10}",
+        "sum: verify + keygen + 8 DH + 2 HKDF",
+        format_ns(primitives)
+    );
+    println!("{:<52} {:>10}", "full X3DH, both sides", format_ns(full));
+    println!("ratio full / primitives: {ratio:.3} (target ≤ 1.15)");
+    println!();
+    verdicts.push(Verdict {
+        what: "X3DH both sides vs its primitives".into(),
+        ratio,
+        target: 1.15,
+    });
+}
