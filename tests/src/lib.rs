@@ -1,1 +1,6 @@
-//! Cross-crate tests of Confidant.
+//! Cross-crate tests of Confidant live in `tests/tests/`. This library holds
+//! nothing yet; later issues add shared helpers for end-to-end tests here.
+
+/// The README, compiled as a doc test so its example cannot go stale.
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctest;

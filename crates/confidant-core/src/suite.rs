@@ -120,7 +120,10 @@ impl<A: Aead, I: IvStrategy> SuiteOf<A, I> {
                 A::NONCE_LEN == I::IV_LEN,
                 "the IV strategy's IV length must equal the AEAD's nonce length"
             );
-            assert!(A::NONCE_LEN <= MAX_NONCE_LEN, "nonce longer than MAX_NONCE_LEN");
+            assert!(
+                A::NONCE_LEN <= MAX_NONCE_LEN,
+                "nonce longer than MAX_NONCE_LEN"
+            );
         }
         Self {
             id,

@@ -5,7 +5,11 @@
 //! [`decode_message`] for a bare message), which bounds the input length
 //! before parsing and turns every failure into a [`DecodeError`].
 
-#![allow(missing_docs, clippy::doc_markdown, clippy::derive_partial_eq_without_eq)]
+#![allow(
+    missing_docs,
+    clippy::doc_markdown,
+    clippy::derive_partial_eq_without_eq
+)]
 
 include!(concat!(env!("OUT_DIR"), "/confidant.v1.rs"));
 
@@ -69,7 +73,10 @@ impl From<prost::DecodeError> for DecodeError {
 
 /// Decodes one protobuf message of type `M`, refusing inputs over `max_len`
 /// bytes before parsing them.
-pub fn decode_message<M: Message + Default>(bytes: &[u8], max_len: usize) -> Result<M, DecodeError> {
+pub fn decode_message<M: Message + Default>(
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<M, DecodeError> {
     if bytes.len() > max_len {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -109,7 +116,10 @@ pub fn encode_envelope(body: envelope::Body) -> Vec<u8> {
 
 /// Checks that a byte field has exactly `expected` bytes and returns them as
 /// an array.
-pub fn fixed_len<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], DecodeError> {
+pub fn fixed_len<const N: usize>(
+    field: &'static str,
+    bytes: &[u8],
+) -> Result<[u8; N], DecodeError> {
     bytes.try_into().map_err(|_| DecodeError::FieldLength {
         field,
         expected: N,

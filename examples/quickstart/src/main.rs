@@ -1,3 +1,6 @@
-//! Two Confidant parties in memory: bundle, X3DH and messages both ways, printed step by step.
+//! Runs the quickstart: `cargo run -p quickstart`.
 
-fn main() {}
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    quickstart::run(&mut std::io::stdout())?;
+    Ok(())
+}

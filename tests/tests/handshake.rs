@@ -1,0 +1,338 @@
+//! The handshake glue of `confidant-session` driven by the X3DH plugin,
+//! through encoded envelopes: suite negotiation, refusals, one-time pre-key
+//! reuse, session reset.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use confidant_core::wire::{self, envelope::Body};
+use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
+use confidant_session::handshake::{self, HandshakeError};
+use confidant_session::{OpenError, Session, SessionConfig};
+use confidant_x3dh::{
+    IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh, X3dhError,
+};
+
+fn registry() -> SuiteRegistry {
+    let mut registry = SuiteRegistry::new();
+    confidant_aes_gcm::register(&mut registry).unwrap();
+    confidant_chacha20poly1305::register(&mut registry).unwrap();
+    registry
+}
+
+fn issuer() -> ResponderKeys {
+    let identity = IdentityKeyPair::generate();
+    let signed_pre_key = SignedPreKey::generate(&identity, 1);
+    let mut keys = ResponderKeys::new(identity, signed_pre_key).unwrap();
+    for id in 1..=3 {
+        keys.add_one_time_pre_key(OneTimePreKey::generate(id))
+            .unwrap();
+    }
+    keys
+}
+
+fn connection() -> ConnectionId {
+    ConnectionId::new("conn-handshake").unwrap()
+}
+
+/// Encodes and decodes a body, as the relay would carry it.
+fn over_the_wire(body: Body) -> Body {
+    wire::decode_envelope(&wire::encode_envelope(body), wire::DEFAULT_MAX_ENVELOPE_LEN).unwrap()
+}
+
+fn bundle_for(keys: &ResponderKeys, one_time: u32, suites: &[SuiteId]) -> wire::PreKeyBundle {
+    match over_the_wire(Body::Bundle(
+        keys.bundle_with_one_time_pre_key(one_time, suites)
+            .unwrap()
+            .to_wire(),
+    )) {
+        Body::Bundle(bundle) => bundle,
+        _ => unreachable!(),
+    }
+}
+
+fn initial(body: Body) -> wire::InitialMessage {
+    match over_the_wire(body) {
+        Body::Initial(initial) => initial,
+        _ => unreachable!(),
+    }
+}
+
+fn establish(
+    x3dh: &X3dh,
+    issuer_keys: &mut ResponderKeys,
+    holder: &IdentityKeyPair,
+    one_time: u32,
+    suites: &[SuiteId],
+) -> (Session, Session) {
+    let registry = registry();
+    let invitation = issuer_keys.identity_public_key().to_bytes();
+    let bundle = bundle_for(issuer_keys, one_time, suites);
+    let (holder_session, initial_message) = handshake::initiate(
+        x3dh,
+        holder,
+        &invitation,
+        &bundle,
+        &registry,
+        connection(),
+        b"first",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let initial_message = initial(Body::Initial(initial_message));
+    let responded = handshake::respond(
+        x3dh,
+        issuer_keys,
+        &initial_message,
+        suites,
+        &registry,
+        connection(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(responded.first_plaintext, b"first");
+    assert_eq!(responded.one_time_pre_key_id, Some(one_time));
+    issuer_keys.consume_one_time_pre_key(one_time);
+    (holder_session, responded.session)
+}
+
+#[test]
+fn every_suite_can_be_negotiated_and_used() {
+    let x3dh = X3dh::default();
+    for suite in [
+        SuiteId::AES_256_GCM_SHA256_COUNTER,
+        SuiteId::AES_256_GCM_LFSR,
+        SuiteId::CHACHA20_POLY1305_COUNTER,
+    ] {
+        let mut issuer_keys = issuer();
+        let holder = IdentityKeyPair::generate();
+        let (mut holder_session, mut issuer_session) =
+            establish(&x3dh, &mut issuer_keys, &holder, 1, &[suite]);
+        assert_eq!(holder_session.suite_id(), suite);
+        assert_eq!(issuer_session.suite_id(), suite);
+        let reply = issuer_session.seal(b"credential").unwrap();
+        assert_eq!(holder_session.open(reply).unwrap(), b"credential");
+    }
+}
+
+#[test]
+fn the_first_supported_suite_of_the_offer_is_chosen() {
+    let x3dh = X3dh::default();
+    let mut issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let offer = [
+        SuiteId(SuiteId::PRIVATE_USE_START + 99), // nobody has it
+        SuiteId::CHACHA20_POLY1305_COUNTER,
+        SuiteId::AES_256_GCM_SHA256_COUNTER,
+    ];
+    let (holder_session, _) = establish(&x3dh, &mut issuer_keys, &holder, 1, &offer);
+    assert_eq!(
+        holder_session.suite_id(),
+        SuiteId::CHACHA20_POLY1305_COUNTER
+    );
+
+    let only_unknown = bundle_for(&issuer_keys, 2, &[SuiteId(SuiteId::PRIVATE_USE_START + 99)]);
+    let result = handshake::initiate(
+        &x3dh,
+        &holder,
+        &issuer_keys.identity_public_key().to_bytes(),
+        &only_unknown,
+        &registry(),
+        connection(),
+        b"x",
+        SessionConfig::default(),
+    );
+    assert!(matches!(result, Err(HandshakeError::NoCommonSuite { .. })));
+}
+
+#[test]
+fn a_swapped_bundle_is_refused_before_any_session_exists() {
+    let x3dh = X3dh::default();
+    let genuine = issuer();
+    let impostor = issuer();
+    let holder = IdentityKeyPair::generate();
+    let swapped = bundle_for(&impostor, 1, &[]);
+    let result = handshake::initiate(
+        &x3dh,
+        &holder,
+        &genuine.identity_public_key().to_bytes(),
+        &swapped,
+        &registry(),
+        connection(),
+        b"x",
+        SessionConfig::default(),
+    );
+    assert!(matches!(
+        result,
+        Err(HandshakeError::KeyAgreement(X3dhError::IdentityMismatch))
+    ));
+}
+
+#[test]
+fn the_responder_refuses_tampered_or_unoffered_initial_messages() {
+    let x3dh = X3dh::default();
+    let issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let registry = registry();
+    let offered = [SuiteId::AES_256_GCM_SHA256_COUNTER];
+    let bundle = bundle_for(&issuer_keys, 1, &offered);
+    let (_, initial_message) = handshake::initiate(
+        &x3dh,
+        &holder,
+        &issuer_keys.identity_public_key().to_bytes(),
+        &bundle,
+        &registry,
+        connection(),
+        b"first",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let respond = |initial: &wire::InitialMessage, offered: &[SuiteId]| {
+        handshake::respond(
+            &x3dh,
+            &issuer_keys,
+            initial,
+            offered,
+            &registry,
+            connection(),
+            SessionConfig::default(),
+        )
+    };
+
+    let mut tampered = initial_message.clone();
+    tampered.first_message.as_mut().unwrap().content[0] ^= 0x80;
+    assert!(matches!(
+        respond(&tampered, &offered),
+        Err(HandshakeError::FirstMessage(OpenError::Authentication))
+    ));
+
+    let mut other_ephemeral = initial_message.clone();
+    other_ephemeral.ephemeral_key = IdentityKeyPair::generate()
+        .public_key()
+        .to_x25519()
+        .to_bytes()
+        .to_vec();
+    assert!(matches!(
+        respond(&other_ephemeral, &offered),
+        Err(HandshakeError::FirstMessage(OpenError::Authentication))
+    ));
+
+    let mut no_first = initial_message.clone();
+    no_first.first_message = None;
+    assert!(matches!(
+        respond(&no_first, &offered),
+        Err(HandshakeError::MalformedInitialMessage(_))
+    ));
+
+    assert!(matches!(
+        respond(&initial_message, &[SuiteId::CHACHA20_POLY1305_COUNTER]),
+        Err(HandshakeError::UnknownSuite(_))
+    ));
+
+    assert!(respond(&initial_message, &offered).is_ok());
+}
+
+#[test]
+fn a_consumed_one_time_pre_key_cannot_serve_a_replayed_initial_message() {
+    let x3dh = X3dh::default();
+    let mut issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let registry = registry();
+    let bundle = bundle_for(&issuer_keys, 2, &[]);
+    let (_, initial_message) = handshake::initiate(
+        &x3dh,
+        &holder,
+        &issuer_keys.identity_public_key().to_bytes(),
+        &bundle,
+        &registry,
+        connection(),
+        b"first",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let responded = handshake::respond(
+        &x3dh,
+        &issuer_keys,
+        &initial_message,
+        &[],
+        &registry,
+        connection(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    issuer_keys.consume_one_time_pre_key(responded.one_time_pre_key_id.unwrap());
+    let replay = handshake::respond(
+        &x3dh,
+        &issuer_keys,
+        &initial_message,
+        &[],
+        &registry,
+        connection(),
+        SessionConfig::default(),
+    );
+    assert!(matches!(
+        replay,
+        Err(HandshakeError::KeyAgreement(
+            X3dhError::UnknownOneTimePreKey { id: 2 }
+        ))
+    ));
+}
+
+#[test]
+fn a_session_reset_starts_again_under_new_keys() {
+    let x3dh = X3dh::default();
+    let mut issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let (mut old_holder, mut old_issuer) = establish(&x3dh, &mut issuer_keys, &holder, 1, &[]);
+    for _ in 0..5 {
+        old_issuer.open(old_holder.seal(b"old").unwrap()).unwrap();
+    }
+    old_holder.update_sending_key(false).unwrap();
+    let old_message = old_holder.seal(b"old epoch 1").unwrap();
+
+    // The holder lost its state: a fresh X3DH.
+    let (mut new_holder, mut new_issuer) = establish(&x3dh, &mut issuer_keys, &holder, 2, &[]);
+    // Counter 0 was taken by the first message in the initial message.
+    assert_eq!(new_holder.next_send_counter(), 1);
+    assert_eq!(new_holder.send_epoch(), 0);
+    // Epoch 1 is a reachable next epoch for the new session, so the tag is
+    // what refuses the old session's message.
+    assert_eq!(new_issuer.open(old_message), Err(OpenError::Authentication));
+    let fresh = new_holder.seal(b"new").unwrap();
+    assert_eq!(fresh.counter, 1);
+    assert_eq!(new_issuer.open(fresh.clone()).unwrap(), b"new");
+    // The old session cannot read the new one's messages.
+    assert!(old_issuer.open(fresh).is_err());
+}
+
+#[test]
+fn the_bundle_from_the_key_agreement_trait_works_through_the_glue() {
+    let x3dh = X3dh::default();
+    let issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let bundle = x3dh
+        .bundle(&issuer_keys, &[SuiteId::AES_256_GCM_LFSR])
+        .unwrap();
+    let (mut holder_session, initial_message) = handshake::initiate(
+        &x3dh,
+        &holder,
+        &issuer_keys.identity_public_key().to_bytes(),
+        &bundle,
+        &registry(),
+        connection(),
+        b"hi",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let mut responded = handshake::respond(
+        &x3dh,
+        &issuer_keys,
+        &initial_message,
+        &[SuiteId::AES_256_GCM_LFSR],
+        &registry(),
+        connection(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(responded.first_plaintext, b"hi");
+    let reply = responded.session.seal(b"hello").unwrap();
+    assert_eq!(holder_session.open(reply).unwrap(), b"hello");
+}
