@@ -4,3 +4,7 @@
 /// The README, compiled as a doc test so its example cannot go stale.
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctest;
+
+/// `docs/plugins.md`, compiled as a doc test so its examples cannot go stale.
+#[doc = include_str!("../../docs/plugins.md")]
+pub struct PluginGuideDoctest;
