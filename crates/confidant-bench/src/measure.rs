@@ -1,6 +1,9 @@
-//! Timing helpers. The machine is shared and noisy, so every figure is the
-//! median of several rounds, and the variants being compared are measured in
-//! alternation within each round rather than one after the other.
+//! Timing helpers. The machine is shared and noisy: its speed drifts by tens
+//! of percent over seconds. So the variants being compared are measured in
+//! alternation, a few milliseconds each, round after round; a ratio is
+//! computed within each round (both sides saw the same machine) and the
+//! median of those per-round ratios is reported. Times shown are each
+//! variant's fastest round.
 
 use std::time::Instant;
 
@@ -13,7 +16,44 @@ pub fn per_call(iterations: u64, mut operation: impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / iterations.max(1) as f64
 }
 
-/// The median of `samples` (which must not be empty; returns NaN if it is).
+/// Every variant's time (nanoseconds per operation) in every round.
+pub struct Rounds<const N: usize> {
+    rounds: Vec<[f64; N]>,
+}
+
+impl<const N: usize> Rounds<N> {
+    /// Each variant's fastest round.
+    pub fn fastest(&self) -> [f64; N] {
+        std::array::from_fn(|variant| {
+            let times: Vec<f64> = self.rounds.iter().map(|round| round[variant]).collect();
+            fastest(&times)
+        })
+    }
+
+    /// The median over rounds of `ratio` computed within each round.
+    pub fn median_ratio(&self, ratio: impl Fn(&[f64; N]) -> f64) -> f64 {
+        let mut ratios: Vec<f64> = self.rounds.iter().map(ratio).collect();
+        median(&mut ratios)
+    }
+}
+
+/// Runs every variant once per round, `rounds` times.
+pub fn compare<const N: usize>(
+    rounds: usize,
+    mut variants: [&mut dyn FnMut() -> f64; N],
+) -> Rounds<N> {
+    let mut all = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut round = [0.0; N];
+        for (variant, time) in variants.iter_mut().zip(round.iter_mut()) {
+            *time = variant();
+        }
+        all.push(round);
+    }
+    Rounds { rounds: all }
+}
+
+/// The median of `samples` (NaN if empty).
 pub fn median(samples: &mut [f64]) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
@@ -27,19 +67,9 @@ pub fn median(samples: &mut [f64]) -> f64 {
     }
 }
 
-/// Runs every variant once per round, `rounds` times, and returns each
-/// variant's median in nanoseconds.
-pub fn compare<const N: usize>(
-    rounds: usize,
-    mut variants: [&mut dyn FnMut() -> f64; N],
-) -> [f64; N] {
-    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds));
-    for _ in 0..rounds {
-        for (variant, samples) in variants.iter_mut().zip(samples.iter_mut()) {
-            samples.push(variant());
-        }
-    }
-    samples.map(|mut samples| median(&mut samples))
+/// The smallest of `samples` (NaN if empty).
+pub fn fastest(samples: &[f64]) -> f64 {
+    samples.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
 }
 
 /// Formats nanoseconds with a sensible unit.
@@ -58,17 +88,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fastest_of_samples() {
+        assert_eq!(fastest(&[3.0, 1.0, 2.0]), 1.0);
+        assert!(fastest(&[]).is_nan());
+    }
+
+    #[test]
+    fn compare_returns_one_figure_per_variant_in_order() {
+        let mut a = || 1.0;
+        let mut b = || 5.0;
+        let rounds = compare(3, [&mut a, &mut b]);
+        assert_eq!(rounds.fastest(), [1.0, 5.0]);
+        assert_eq!(rounds.median_ratio(|[a, b]| b / a), 5.0);
+    }
+
+    #[test]
+    fn ratios_are_paired_within_rounds() {
+        // The machine halves its speed in the second round: both variants
+        // slow down together, and the per-round ratio stays 2.
+        let mut round = 0;
+        let mut slow = || {
+            round += 1;
+            if round == 2 { 2.0 } else { 1.0 }
+        };
+        let mut calls = 0;
+        let mut fast = || {
+            calls += 1;
+            if calls == 2 { 4.0 } else { 2.0 }
+        };
+        let rounds = compare(3, [&mut slow, &mut fast]);
+        assert_eq!(rounds.median_ratio(|[a, b]| b / a), 2.0);
+    }
+
+    #[test]
     fn median_of_odd_and_even_samples() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(&mut []).is_nan());
-    }
-
-    #[test]
-    fn compare_returns_one_median_per_variant_in_order() {
-        let mut a = || 1.0;
-        let mut b = || 5.0;
-        assert_eq!(compare(3, [&mut a, &mut b]), [1.0, 5.0]);
     }
 
     #[test]

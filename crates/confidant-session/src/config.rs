@@ -16,13 +16,14 @@ pub struct InvalidConfig(pub &'static str);
 /// let config = SessionConfig::default().with_replay_window(4096);
 /// assert!(config.validate().is_ok());
 /// assert!(SessionConfig::default().with_replay_window(100).validate().is_err());
+/// assert!(SessionConfig::default().with_replay_window(192).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SessionConfig {
     /// How many counters the replay window covers: a message whose counter is
-    /// this far or more below the highest received one is refused. A multiple
-    /// of 64 from 64 to 65,536. Default 1,024.
+    /// this far or more below the highest received one is refused. A power
+    /// of two from 64 to 65,536. Default 1,024.
     pub replay_window: u32,
     /// Lowers the number of messages one sending key may seal (the hard
     /// limit) below the suite's own limit; `None` keeps the suite's.
@@ -96,10 +97,10 @@ impl SessionConfig {
     /// Checks every setting's range.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if !(MIN_WINDOW..=MAX_WINDOW).contains(&self.replay_window)
-            || !self.replay_window.is_multiple_of(64)
+            || !self.replay_window.is_power_of_two()
         {
             return Err(InvalidConfig(
-                "replay_window must be a multiple of 64 from 64 to 65536",
+                "replay_window must be a power of two from 64 to 65536",
             ));
         }
         // A key update announcement takes counter 0 of the new epoch, so an

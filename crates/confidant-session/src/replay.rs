@@ -49,7 +49,7 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
-    /// An empty window of `size` counters; `size` is a multiple of 64 between
+    /// An empty window of `size` counters; `size` is a power of two between
     /// [`MIN_WINDOW`] and [`MAX_WINDOW`].
     pub(crate) fn new(size: u32) -> Self {
         Self {
@@ -61,7 +61,7 @@ impl ReplayWindow {
     /// Whether the window's shape is one [`ReplayWindow::new`] could make.
     pub(crate) fn is_well_formed(&self) -> bool {
         let size = self.size();
-        (MIN_WINDOW as u64..=MAX_WINDOW as u64).contains(&size)
+        size.is_power_of_two() && (MIN_WINDOW as u64..=MAX_WINDOW as u64).contains(&size)
     }
 
     /// How many counters the window covers.
@@ -75,7 +75,9 @@ impl ReplayWindow {
     }
 
     fn slot(&self, counter: u64) -> (usize, u64) {
-        let index = counter % self.size().max(1);
+        // The size is a power of two: a mask instead of a division, on the
+        // path of every received message.
+        let index = counter & self.size().wrapping_sub(1);
         ((index / 64) as usize, 1u64 << (index % 64))
     }
 

@@ -488,6 +488,8 @@ fn invalid_configs_are_refused() {
     let agreed = AgreedSecret::new([0; 32], vec![], None);
     for config in [
         SessionConfig::default().with_replay_window(100),
+        SessionConfig::default().with_replay_window(192),
+        SessionConfig::default().with_replay_window(1 << 17),
         SessionConfig::default().with_replay_window(0),
         SessionConfig::default().with_max_messages_per_epoch(1),
         SessionConfig::default().with_soft_limit_percent(0),
