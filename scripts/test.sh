@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit, integration, property and
-# conformance tests (with cargo-nextest), then the doc tests (which nextest
-# does not run). Installs cargo-nextest if it is missing.
+# Runs every test of the workspace: the doc tests (which nextest does not
+# run), then unit, integration, property and conformance tests with
+# cargo-nextest, whose summary closes the output. Installs cargo-nextest if
+# it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +11,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --locked --doc
+cargo nextest run --workspace --locked --no-fail-fast
