@@ -1,0 +1,322 @@
+//! A session whose state survives crashes.
+//!
+//! **Sending: counter reservation.** Before a message with counter `n`
+//! leaves [`DurableSession::seal`], the store holds a durable reservation
+//! `(epoch, reserved_until)` with `n < reserved_until`. Reservations are
+//! taken in blocks (default [`DEFAULT_RESERVATION_BLOCK`] counters): one
+//! durable commit per block, not per message. After a crash, sealing
+//! resumes at `reserved_until`, above every counter that may have been used;
+//! the counters skipped are harmless, a reused one would be fatal. A key
+//! update stores the new epoch and its first reservation in one commit before
+//! the announcement is returned.
+//!
+//! **Receiving: durable before reported.** [`DurableSession::receive`] opens
+//! a batch of messages, then commits in one transaction the session (with its
+//! replay window) and an inbox entry for each opened message. Only then does
+//! it report them. A crash before the commit loses nothing (the connector
+//! redelivers, and the messages are accepted once); a crash after it cannot
+//! deliver them again (the window refuses them). The application takes
+//! messages from the inbox and deletes them when it has handled them.
+//!
+//! If a commit fails after the session changed in memory, the session is
+//! *poisoned*: every later call fails until it is loaded again from the
+//! store, so memory never runs ahead of the disk.
+
+use crate::batch::WriteBatch;
+use crate::error::StoreError;
+use crate::records::{CounterReservation, InboxEntry};
+use crate::store::{CounterStore, RawStore, SessionStore};
+use confidant_core::wire::{EncryptedMessage, KeyUpdate};
+use confidant_core::{ConnectionId, SuiteRegistry};
+use confidant_session::{KeyUpdateReceived, OpenError, Session};
+use zeroize::Zeroizing;
+
+/// Default number of counters reserved per durable commit.
+pub const DEFAULT_RESERVATION_BLOCK: u64 = 16_384;
+
+/// A [`Session`] bound to a store.
+#[derive(Debug)]
+pub struct DurableSession {
+    session: Session,
+    reservation: CounterReservation,
+    block: u64,
+    dirty: bool,
+    poisoned: bool,
+}
+
+/// What [`DurableSession::receive`] did with one message.
+#[derive(Debug)]
+pub enum Received {
+    /// Opened, and durably in the inbox.
+    Stored(InboxEntry),
+    /// Refused; nothing changed.
+    Refused(OpenError),
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Inconsistent("a failed commit left this session ahead of the store; load it again")
+}
+
+impl DurableSession {
+    /// Stores a newly established session, together with the other changes
+    /// in `batch` (for a responder: the deletion of the one-time pre-key the
+    /// handshake used), in one transaction.
+    pub fn create<S: RawStore + ?Sized>(
+        store: &S,
+        session: Session,
+        mut batch: WriteBatch,
+        block: u64,
+    ) -> Result<Self, StoreError> {
+        if block == 0 {
+            return Err(StoreError::Inconsistent(
+                "reservation block must be at least 1",
+            ));
+        }
+        let reservation = CounterReservation {
+            epoch: session.send_epoch(),
+            reserved_until: session.next_send_counter(),
+        };
+        batch.put_session(&session.snapshot())?;
+        batch.put_reservation(session.connection_id(), reservation);
+        store.commit(batch)?;
+        Ok(Self {
+            session,
+            reservation,
+            block,
+            dirty: false,
+            poisoned: false,
+        })
+    }
+
+    /// Loads a connection's session, resuming its sending counter above the
+    /// durable reservation. `None` if the connection has no session.
+    pub fn load<S: RawStore + ?Sized>(
+        store: &S,
+        registry: &SuiteRegistry,
+        connection_id: &ConnectionId,
+        block: u64,
+    ) -> Result<Option<Self>, StoreError> {
+        if block == 0 {
+            return Err(StoreError::Inconsistent(
+                "reservation block must be at least 1",
+            ));
+        }
+        let Some(snapshot) = store.session(connection_id)? else {
+            return Ok(None);
+        };
+        let reservation = store
+            .reservation(connection_id)?
+            .ok_or(StoreError::Inconsistent(
+                "session without a counter reservation",
+            ))?;
+        if reservation.epoch != snapshot.send_epoch() {
+            return Err(StoreError::Inconsistent(
+                "counter reservation and session are in different sending epochs",
+            ));
+        }
+        let mut session = confidant_session::Session::restore(&snapshot, registry)?;
+        session.advance_send_counter(reservation.reserved_until);
+        Ok(Some(Self {
+            session,
+            reservation,
+            block,
+            dirty: false,
+            poisoned: false,
+        }))
+    }
+
+    /// The session (read only: every change goes through this type).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The durable reservation.
+    pub fn reservation(&self) -> CounterReservation {
+        self.reservation
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.poisoned {
+            Err(poisoned())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes sure the next counter is durably reserved.
+    fn reserve<S: RawStore + ?Sized>(&mut self, store: &S) -> Result<(), StoreError> {
+        let next = self.session.next_send_counter();
+        if next < self.reservation.reserved_until {
+            return Ok(());
+        }
+        let limit = self.session.hard_limit();
+        if next >= limit {
+            // Nothing to reserve: the session refuses to seal anyway.
+            return Ok(());
+        }
+        let reservation = CounterReservation {
+            epoch: self.session.send_epoch(),
+            reserved_until: next.saturating_add(self.block).min(limit),
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_reservation(self.session.connection_id(), reservation);
+        store.commit(batch)?;
+        self.reservation = reservation;
+        Ok(())
+    }
+
+    /// Seals `plaintext`, first reserving counters durably if needed.
+    pub fn seal<S: RawStore + ?Sized>(
+        &mut self,
+        store: &S,
+        plaintext: &[u8],
+    ) -> Result<EncryptedMessage, StoreError> {
+        self.check()?;
+        self.reserve(store)?;
+        self.session
+            .seal(plaintext)
+            .map_err(|error| StoreError::Session(error.to_string()))
+    }
+
+    /// Seals `plaintext` in place, first reserving counters if needed.
+    pub fn seal_vec<S: RawStore + ?Sized>(
+        &mut self,
+        store: &S,
+        plaintext: Vec<u8>,
+    ) -> Result<EncryptedMessage, StoreError> {
+        self.check()?;
+        self.reserve(store)?;
+        self.session
+            .seal_vec(plaintext)
+            .map_err(|error| StoreError::Session(error.to_string()))
+    }
+
+    /// Moves the sending direction to the next epoch. The new epoch and its
+    /// first reservation are durable before the announcement is returned.
+    pub fn update_sending_key<S: RawStore + ?Sized>(
+        &mut self,
+        store: &S,
+        request_peer_update: bool,
+    ) -> Result<KeyUpdate, StoreError> {
+        self.check()?;
+        let update = self
+            .session
+            .update_sending_key(request_peer_update)
+            .map_err(|error| StoreError::Session(error.to_string()))?;
+        let next = self.session.next_send_counter();
+        let reservation = CounterReservation {
+            epoch: self.session.send_epoch(),
+            reserved_until: next
+                .saturating_add(self.block)
+                .min(self.session.hard_limit()),
+        };
+        let mut batch = WriteBatch::new();
+        let result = batch.put_session(&self.session.snapshot()).and_then(|()| {
+            batch.put_reservation(self.session.connection_id(), reservation);
+            store.commit(batch)
+        });
+        if let Err(error) = result {
+            // The announcement never leaves; the session in memory is ahead
+            // of the store.
+            self.poisoned = true;
+            return Err(error);
+        }
+        self.reservation = reservation;
+        Ok(update)
+    }
+
+    /// Opens a message in memory only and adds its inbox entry to `batch`.
+    /// Call [`DurableSession::stage`] and commit the batch before reporting
+    /// the message anywhere. Lets a caller commit many sessions' messages
+    /// in one transaction (group commit).
+    pub fn open_into(
+        &mut self,
+        message: EncryptedMessage,
+        batch: &mut WriteBatch,
+    ) -> Result<InboxEntry, OpenError> {
+        if self.poisoned {
+            return Err(OpenError::Authentication);
+        }
+        let (epoch, counter) = (message.epoch, message.counter);
+        let plaintext = self.session.open(message)?;
+        self.dirty = true;
+        let entry = InboxEntry {
+            sequence: 0,
+            connection_id: self.session.connection_id().clone(),
+            epoch,
+            counter,
+            plaintext: Zeroizing::new(plaintext),
+        };
+        batch.push_inbox(&entry);
+        Ok(entry)
+    }
+
+    /// Opens a key update in memory only (see [`DurableSession::open_into`]).
+    pub fn open_key_update_into(
+        &mut self,
+        update: KeyUpdate,
+    ) -> Result<KeyUpdateReceived, OpenError> {
+        if self.poisoned {
+            return Err(OpenError::Authentication);
+        }
+        let received = self.session.open_key_update(update)?;
+        self.dirty = true;
+        Ok(received)
+    }
+
+    /// Adds the session's snapshot to `batch` if anything changed since it
+    /// was last stored. After committing the batch, call
+    /// [`DurableSession::committed`]; if the commit failed,
+    /// [`DurableSession::commit_failed`].
+    pub fn stage(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        self.check()?;
+        if self.dirty {
+            batch.put_session(&self.session.snapshot())?;
+        }
+        Ok(())
+    }
+
+    /// The staged batch was committed.
+    pub fn committed(&mut self) {
+        self.dirty = false;
+    }
+
+    /// The staged batch was not committed: memory is ahead of the store.
+    pub fn commit_failed(&mut self) {
+        if self.dirty {
+            self.poisoned = true;
+        }
+    }
+
+    /// Opens `messages`, then commits the session and the opened messages'
+    /// inbox entries in one transaction, and only then reports them.
+    pub fn receive<S: RawStore + ?Sized>(
+        &mut self,
+        store: &S,
+        messages: Vec<EncryptedMessage>,
+    ) -> Result<Vec<Received>, StoreError> {
+        self.check()?;
+        let mut batch = WriteBatch::new();
+        let results: Vec<Received> = messages
+            .into_iter()
+            .map(|message| match self.open_into(message, &mut batch) {
+                Ok(entry) => Received::Stored(entry),
+                Err(error) => Received::Refused(error),
+            })
+            .collect();
+        self.stage(&mut batch)?;
+        if batch.is_empty() {
+            return Ok(results);
+        }
+        match store.commit(batch) {
+            Ok(()) => {
+                self.committed();
+                Ok(results)
+            }
+            Err(error) => {
+                self.commit_failed();
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! # confidant-store
+//!
+//! Durable state for Confidant: identity and pre-keys, sessions, counter
+//! reservations and an inbox of opened messages, behind small typed traits
+//! ([`IdentityStore`], [`PreKeyStore`], [`SessionStore`], [`CounterStore`],
+//! [`InboxStore`]) that every backend gets from one raw trait
+//! ([`RawStore`]: byte records in tables, and atomic [`WriteBatch`]es).
+//!
+//! Two backends pass the same test suite: [`MemoryStore`], the reference,
+//! and [`RedbStore`], a redb file with a schema version checked on open and
+//! optional encryption of secret values at rest.
+//!
+//! [`DurableSession`] binds a session to a store: it never lets a sealed
+//! message out unless its counter is below a durable reservation (reserved
+//! in blocks: one commit per block), and it makes the replay window durable,
+//! together with the opened messages, before reporting them. See
+//! `docs/storage.md`.
+
+mod batch;
+mod durable;
+mod error;
+mod memory;
+mod records;
+mod store;
+
+pub use batch::{WriteBatch, WriteOp};
+pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, Received};
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use records::{
+    CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key,
+};
+pub use store::{
+    CounterStore, IdentityStore, InboxStore, PreKeyStore, RawStore, Record, SCHEMA_VERSION,
+    SessionStore, Store,
+};
