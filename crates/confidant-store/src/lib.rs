@@ -9,6 +9,10 @@
 //! Two backends pass the same test suite: [`MemoryStore`], the reference,
 //! and [`RedbStore`], a redb file with a schema version checked on open and
 //! optional encryption of secret values at rest.
+//! [`RedbStore::open`] takes [`StoreOptions`]: a [`Durability`] (every
+//! commit synced by default) and an optional [`KeyEncryptionKey`] under
+//! which secret values are sealed ([`at_rest`] has the format; the
+//! [`redb_store`] module says what is on disk, with and without it).
 //!
 //! [`DurableSession`] binds a session to a store: it never lets a sealed
 //! message out unless its counter is below a durable reservation (reserved
@@ -16,13 +20,16 @@
 //! together with the opened messages, before reporting them. See
 //! `docs/storage.md`.
 
+pub mod at_rest;
 mod batch;
 mod durable;
 mod error;
 mod memory;
 mod records;
+pub mod redb_store;
 mod store;
 
+pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
 pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, Received};
 pub use error::StoreError;
@@ -30,6 +37,7 @@ pub use memory::MemoryStore;
 pub use records::{
     CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key,
 };
+pub use redb_store::{Durability, RedbStore, StoreOptions};
 pub use store::{
     CounterStore, IdentityStore, InboxStore, PreKeyStore, RawStore, Record, SCHEMA_VERSION,
     SessionStore, Store,

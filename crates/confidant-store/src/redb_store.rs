@@ -1,0 +1,781 @@
+//! The redb store: Confidant's records in one redb file.
+//!
+//! ## What is on disk
+//!
+//! One redb table per [`Table`], named [`Table::name`], mapping byte keys to
+//! byte values (`TableDefinition<&[u8], &[u8]>`). Keys and values are the
+//! record encodings every backend shares (integers big-endian):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `confidant_meta` | `"schema_version"` | [`SCHEMA_VERSION`], `u32` |
+//! | | `"key_check"` | only in an encrypted store: the at-rest seal of a fixed label |
+//! | | `"inbox_next"` | the next inbox sequence number, `u64` |
+//! | `identity` | `"identity"` | the 32-byte identity seed |
+//! | `signed_pre_keys` | id, `u32` | id ‖ secret (32) ‖ signature (64) |
+//! | `one_time_pre_keys` | id, `u32` | id ‖ secret (32) |
+//! | `sessions` | connection id (UTF-8) | a session snapshot ([`confidant_session::SessionSnapshot::to_bytes`]) |
+//! | `counters` | connection id (UTF-8) | epoch `u32` ‖ first unreserved counter `u64` |
+//! | `inbox` | sequence number, `u64` | connection id length (1) ‖ connection id ‖ epoch `u32` ‖ counter `u64` ‖ plaintext |
+//!
+//! **Without a key-encryption key, every value above is on disk in
+//! plaintext**: the identity key, the pre-keys, the session keys and the
+//! opened messages waiting in the inbox. Whoever can read the file (or a
+//! backup of it) can impersonate the node and read those messages. With a
+//! [`KeyEncryptionKey`] in [`StoreOptions`], the values of the secret tables
+//! (identity, pre-keys, sessions, inbox) are sealed with AES-256-GCM (format
+//! in [`crate::at_rest`]); keys, `confidant_meta` and `counters` stay in
+//! plaintext. redb's page cache holds the file's bytes in memory, and it is
+//! not wiped: ciphertext with a KEK, plaintext without.
+//!
+//! ## Opening
+//!
+//! Opening checks, in this order: that redb can open the file (by default
+//! with a full integrity check, see [`StoreOptions::verify_on_open`]); that
+//! `confidant_meta` holds a schema version ([`StoreError::NotAStore`]
+//! otherwise) equal to [`SCHEMA_VERSION`] ([`StoreError::SchemaMismatch`]
+//! otherwise); and that the key-encryption key matches the key check
+//! ([`StoreError::KeyRequired`], [`StoreError::WrongKey`],
+//! [`StoreError::NotEncrypted`]). A file that another handle has open is
+//! [`StoreError::AlreadyOpen`].
+//!
+//! ## Commits
+//!
+//! [`RawStore::commit`] applies a whole batch in one redb write transaction;
+//! any error aborts it. With [`Durability::Durable`] (the default) each
+//! commit is a two-phase redb commit: two `fdatasync`s, after which the
+//! batch survives a crash or power loss. Two phases rather than one so that
+//! a file damaged after the fact is reported as corrupt instead of being
+//! silently rolled back to the commit before (a one-phase commit is
+//! recognised as torn by a checksum, and recovery then falls back to the
+//! previous commit, which could hand back a counter reservation that was
+//! already used).
+//!
+//! ## After an I/O error
+//!
+//! When redb reports a storage failure (a full disk, say), the commit that
+//! hit it fails with [`StoreError::Io`] and changed nothing that the store
+//! will show: it was applied entirely or not at all, and if the failure hit
+//! the final sync, it may have become durable. redb then refuses further
+//! writes on that handle, so the next call reopens the file (redb recovers
+//! it to its last commit), and from then on the store shows what is really
+//! on disk. A failed reopen fails that call, and the one after tries again.
+//!
+//! ## Panics
+//!
+//! redb may panic on some files damaged outside it (its documentation says
+//! so for a plain open; debug builds of redb also assert on such files). Every
+//! call into redb runs under [`std::panic::catch_unwind`]: a panic becomes
+//! [`StoreError::Corrupt`] and the handle is reopened on the next call. This
+//! needs the default `panic = "unwind"`.
+
+use crate::at_rest::{self, KeyEncryptionKey};
+use crate::batch::{WriteBatch, WriteOp};
+use crate::error::StoreError;
+use crate::memory::{INBOX_NEXT_KEY, next_inbox_sequence};
+use crate::records::{KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key};
+use crate::store::{RawStore, Record, SCHEMA_VERSION};
+use redb::backends::FileBackend;
+use redb::{
+    Builder, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+    TableError, WriteTransaction,
+};
+use std::any::Any;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
+use zeroize::Zeroizing;
+
+/// When a commit's changes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every commit is synced to disk before it returns: once
+    /// [`RawStore::commit`] returns `Ok`, the changes survive a crash or a
+    /// power loss. The default: it never loses a message the caller was told
+    /// is stored, nor hands back a counter reservation.
+    #[default]
+    Durable,
+    /// Commits return without syncing (redb `Durability::None`). They are
+    /// visible at once, and become durable with the next durable commit:
+    /// [`RedbStore::sync`], a clean [`RedbStore::close`] or drop. A crash or
+    /// power loss before then loses them, and with them counter
+    /// reservations (so a reloaded session could reuse counters) and
+    /// messages the caller was told are stored. Only for data that can be
+    /// rebuilt, or with an explicit `sync` before anything leaves the node.
+    Deferred,
+}
+
+/// How to open or create a [`RedbStore`].
+///
+/// ```
+/// use confidant_store::{Durability, KeyEncryptionKey, StoreOptions};
+/// let options = StoreOptions::new()
+///     .durability(Durability::Durable)
+///     .key_encryption_key(KeyEncryptionKey::from_bytes([7; 32]));
+/// assert!(options.is_encrypted());
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    durability: Durability,
+    key_encryption_key: Option<KeyEncryptionKey>,
+    verify_on_open: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Durable,
+            key_encryption_key: None,
+            verify_on_open: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Durable commits, no encryption at rest, integrity check on open.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// When commits reach the disk (default [`Durability::Durable`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Encrypts secret values at rest under `key` (see [`crate::at_rest`]).
+    /// A store created with a key must be opened with the same key.
+    pub fn key_encryption_key(mut self, key: KeyEncryptionKey) -> Self {
+        self.key_encryption_key = Some(key);
+        self
+    }
+
+    /// Whether opening verifies the checksum of every page in the file
+    /// (default `true`). The check reads the whole file, so it costs time
+    /// proportional to its size; it turns a file damaged outside redb into
+    /// [`StoreError::Corrupt`] at open, instead of an error (or a caught
+    /// redb panic) at some later read.
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    /// Whether a key-encryption key is set.
+    pub fn is_encrypted(&self) -> bool {
+        self.key_encryption_key.is_some()
+    }
+
+    fn builder(&self) -> Builder {
+        let mut builder = Builder::new();
+        builder.set_check_integrity_on_open(self.verify_on_open);
+        builder
+    }
+}
+
+type Reopen = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
+/// A store in a redb file. See the [module documentation](self) for what it
+/// writes and how it fails.
+///
+/// ```
+/// use confidant_store::{IdentityStore, RawStore, RedbStore, StoreOptions, WriteBatch};
+/// use confidant_x3dh::IdentityKeyPair;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("node.redb");
+/// let store = RedbStore::create(&path, StoreOptions::new()).unwrap();
+/// let mut batch = WriteBatch::new();
+/// batch.put_identity(&IdentityKeyPair::from_seed([1; 32]));
+/// store.commit(batch).unwrap();
+/// drop(store);
+/// let store = RedbStore::open(&path, StoreOptions::new()).unwrap();
+/// assert!(store.identity().unwrap().is_some());
+/// ```
+pub struct RedbStore {
+    path: PathBuf,
+    durability: Durability,
+    key_encryption_key: Option<KeyEncryptionKey>,
+    database: RwLock<Option<Database>>,
+    needs_reopen: AtomicBool,
+    reopen: Reopen,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("encrypted", &self.key_encryption_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+fn table_index(table: Table) -> usize {
+    match table {
+        Table::Meta => 0,
+        Table::Identity => 1,
+        Table::SignedPreKeys => 2,
+        Table::OneTimePreKeys => 3,
+        Table::Sessions => 4,
+        Table::Counters => 5,
+        Table::Inbox => 6,
+    }
+}
+
+/// Maps a redb error to ours: a storage failure of the operating system is
+/// `Io`, a file redb cannot make sense of is `Corrupt`.
+fn from_redb(error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+            StoreError::AlreadyOpen
+        }
+        redb::Error::Io(error) => match error.kind() {
+            // redb reports a file that is not a database as InvalidData, and
+            // a read past the end of a truncated one as UnexpectedEof.
+            ErrorKind::InvalidData | ErrorKind::UnexpectedEof => {
+                StoreError::Corrupt(format!("not a readable redb file: {error}"))
+            }
+            _ => StoreError::Io(error.to_string()),
+        },
+        redb::Error::Corrupted(message) => StoreError::Corrupt(message),
+        redb::Error::UpgradeRequired(version) => StoreError::Corrupt(format!(
+            "redb file format {version} is not supported by this build"
+        )),
+        redb::Error::PreviousIo => StoreError::Io(
+            "an earlier I/O error stopped this handle; the store reopens on the next call".into(),
+        ),
+        redb::Error::ValueTooLarge(_) => {
+            StoreError::Inconsistent("a value exceeds redb's 3 GiB limit")
+        }
+        error @ (redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. }) => {
+            StoreError::Corrupt(format!("unexpected table in the file: {error}"))
+        }
+        redb::Error::Backend(error) => StoreError::Io(error.to_string()),
+        error => StoreError::Io(format!("redb: {error}")),
+    }
+}
+
+/// Runs `f`, turning a panic (redb may panic on a damaged file) into
+/// `Corrupt`.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(panic_error(what, payload.as_ref())))
+}
+
+fn panic_error(what: &str, payload: &(dyn Any + Send)) -> StoreError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    StoreError::Corrupt(format!(
+        "redb panicked while {what} (a damaged file?): {message}"
+    ))
+}
+
+fn open_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{}: {error}", path.display()))
+}
+
+/// Checks the schema version and the key check of an opened file.
+fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(), StoreError> {
+    let txn = database.begin_read().map_err(from_redb)?;
+    let meta = match txn.open_table(definition(Table::Meta)) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => return Err(StoreError::NotAStore),
+        Err(
+            TableError::TableTypeMismatch { .. }
+            | TableError::TableIsMultimap(_)
+            | TableError::TypeDefinitionChanged { .. },
+        ) => return Err(StoreError::NotAStore),
+        Err(error) => return Err(from_redb(error)),
+    };
+    let version = meta
+        .get(SCHEMA_VERSION_KEY)
+        .map_err(from_redb)?
+        .ok_or(StoreError::NotAStore)?;
+    let found = <[u8; 4]>::try_from(version.value())
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("malformed schema version".into()))?;
+    if found != SCHEMA_VERSION {
+        return Err(StoreError::SchemaMismatch {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let check = meta.get(KEY_CHECK_KEY).map_err(from_redb)?;
+    match (check, kek) {
+        (Some(record), Some(kek)) => at_rest::verify_key_check(kek, record.value()),
+        (Some(_), None) => Err(StoreError::KeyRequired),
+        (None, Some(_)) => Err(StoreError::NotEncrypted),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Opens `open()`'s database and checks it, all under the panic guard.
+fn open_checked(
+    open: impl FnOnce() -> Result<Database, StoreError>,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<Database, StoreError> {
+    guarded("opening the store", || {
+        let database = open()?;
+        check_meta(&database, kek)?;
+        Ok(database)
+    })
+}
+
+/// Writes the meta records and creates every table, in one durable commit.
+fn initialize(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(), StoreError> {
+    let mut txn = database.begin_write().map_err(from_redb)?;
+    txn.set_two_phase_commit(true);
+    let written = (|| {
+        for table in Table::ALL {
+            txn.open_table(definition(table)).map_err(from_redb)?;
+        }
+        let mut meta = txn.open_table(definition(Table::Meta)).map_err(from_redb)?;
+        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_be_bytes().as_slice())
+            .map_err(from_redb)?;
+        if let Some(kek) = kek {
+            meta.insert(KEY_CHECK_KEY, at_rest::key_check(kek)?.as_slice())
+                .map_err(from_redb)?;
+        }
+        Ok(())
+    })();
+    match written {
+        Ok(()) => txn.commit().map_err(from_redb),
+        Err(error) => {
+            // The write error is the one to report.
+            let _ = txn.abort();
+            Err(error)
+        }
+    }
+}
+
+impl RedbStore {
+    /// Creates a store in a new file at `path`; fails if the file exists.
+    pub fn create(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|error| open_error(&path, error))?;
+        let kek = options.key_encryption_key.as_ref();
+        let created = guarded("creating the store", || {
+            let backend = FileBackend::new(file).map_err(from_redb)?;
+            let database = options
+                .builder()
+                .create_with_backend(backend)
+                .map_err(from_redb)?;
+            initialize(&database, kek)?;
+            Ok(database)
+        });
+        match created {
+            Ok(database) => Ok(Self::assemble(path, database, options)),
+            Err(error) => {
+                // The file is ours and holds no store: leave nothing behind
+                // that a later `create` would trip over or `open` misread.
+                let _ = std::fs::remove_file(&path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens the store in the existing file at `path`.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let database = open_checked(
+            || {
+                options.builder().open(&path).map_err(|error| match error {
+                    redb::DatabaseError::Storage(redb::StorageError::Io(error))
+                        if error.kind() == ErrorKind::NotFound =>
+                    {
+                        open_error(&path, error)
+                    }
+                    error => from_redb(error),
+                })
+            },
+            options.key_encryption_key.as_ref(),
+        )?;
+        Ok(Self::assemble(path, database, options))
+    }
+
+    /// Opens the store at `path`, or creates it if there is no file there.
+    /// An existing file that is not a store (an empty one included) is an
+    /// error, never replaced.
+    pub fn open_or_create(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Self::open(path, options),
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                match Self::create(path, options.clone()) {
+                    // Another process created it in between.
+                    Err(StoreError::Io(_)) if path.exists() => Self::open(path, options),
+                    result => result,
+                }
+            }
+            Err(error) => Err(open_error(path, error)),
+        }
+    }
+
+    /// Opens or creates a store on a custom redb storage backend (tests use
+    /// it to simulate a full disk). `backend` is called again to reopen the
+    /// store after a storage failure; `path` is only reported by
+    /// [`Self::path`]. An empty backend is initialized as a new store.
+    #[doc(hidden)]
+    pub fn with_backend<B, F>(
+        path: impl Into<PathBuf>,
+        backend: F,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError>
+    where
+        B: StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let path = path.into();
+        let kek = options.key_encryption_key.clone();
+        let verify = options.verify_on_open;
+        let open = move || -> Result<Database, StoreError> {
+            let backend = backend().map_err(|error| StoreError::Io(error.to_string()))?;
+            let empty = backend
+                .len()
+                .map_err(|error| StoreError::Io(error.to_string()))?
+                == 0;
+            let database = StoreOptions::new()
+                .verify_on_open(verify)
+                .builder()
+                .create_with_backend(backend)
+                .map_err(from_redb)?;
+            if empty {
+                initialize(&database, kek.as_ref())?;
+            }
+            Ok(database)
+        };
+        let database = open_checked(&open, options.key_encryption_key.as_ref())?;
+        let kek = options.key_encryption_key.clone();
+        Ok(Self {
+            path,
+            durability: options.durability,
+            key_encryption_key: kek,
+            database: RwLock::new(Some(database)),
+            needs_reopen: AtomicBool::new(false),
+            reopen: Box::new(open),
+        })
+    }
+
+    fn assemble(path: PathBuf, database: Database, options: StoreOptions) -> Self {
+        let reopen_path = path.clone();
+        let builder_options = options.clone();
+        let reopen: Reopen = Box::new(move || {
+            builder_options
+                .builder()
+                .open(&reopen_path)
+                .map_err(from_redb)
+        });
+        Self {
+            path,
+            durability: options.durability,
+            key_encryption_key: options.key_encryption_key,
+            database: RwLock::new(Some(database)),
+            needs_reopen: AtomicBool::new(false),
+            reopen,
+        }
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store's commit durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Whether secret values are encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.key_encryption_key.is_some()
+    }
+
+    /// Makes every earlier commit durable (one durable commit). Only useful
+    /// with [`Durability::Deferred`]; with the default every commit already
+    /// is.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.with_database("syncing", |database| {
+            let mut txn = database.begin_write().map_err(RedbOr::redb)?;
+            txn.set_two_phase_commit(true);
+            txn.commit().map_err(RedbOr::redb)
+        })
+    }
+
+    /// Rewrites the file to release the space of deleted records.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.recover_if_needed()?;
+        let database = self
+            .database
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .ok_or_else(closed)?;
+        let result = guarded("compacting", || {
+            database.compact().map(|_| ()).map_err(from_redb)
+        });
+        if result.is_err() {
+            self.needs_reopen.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Closes the store, making [`Durability::Deferred`] commits durable,
+    /// and reports any error (dropping the store does the same silently).
+    pub fn close(self) -> Result<(), StoreError> {
+        let database = self
+            .database
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        match database {
+            Some(database) => guarded("closing", || database.close().map_err(from_redb)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reopens the file if an earlier redb failure stopped the handle.
+    fn recover_if_needed(&self) -> Result<(), StoreError> {
+        if !self.needs_reopen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut slot = self
+            .database
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !self.needs_reopen.load(Ordering::Acquire) {
+            return Ok(()); // another thread reopened it
+        }
+        // Close the failed handle first: it holds the file lock. After a
+        // latched I/O error, redb writes nothing on close.
+        if let Some(failed) = slot.take() {
+            let _ = guarded("closing after a failure", || {
+                drop(failed);
+                Ok(())
+            });
+        }
+        let database = open_checked(&self.reopen, self.key_encryption_key.as_ref())?;
+        *slot = Some(database);
+        self.needs_reopen.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `f` on the database under the panic guard; a redb failure marks
+    /// the handle for reopening.
+    fn with_database<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Database) -> Result<T, RedbOr>,
+    ) -> Result<T, StoreError> {
+        self.recover_if_needed()?;
+        let slot = self.database.read().unwrap_or_else(PoisonError::into_inner);
+        let database = slot.as_ref().ok_or_else(closed)?;
+        let result = catch_unwind(AssertUnwindSafe(|| f(database)));
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(RedbOr::Store(error))) => Err(error),
+            Ok(Err(RedbOr::Redb(error))) => {
+                self.needs_reopen.store(true, Ordering::Release);
+                Err(error)
+            }
+            Err(payload) => {
+                self.needs_reopen.store(true, Ordering::Release);
+                Err(panic_error(what, payload.as_ref()))
+            }
+        }
+    }
+
+    fn seal<'v>(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: &'v [u8],
+        sealed: &'v mut Vec<u8>,
+    ) -> Result<&'v [u8], StoreError> {
+        match &self.key_encryption_key {
+            Some(kek) if table.is_secret() => {
+                *sealed = at_rest::seal(kek, table, key, value)?;
+                Ok(sealed.as_slice())
+            }
+            _ => Ok(value),
+        }
+    }
+
+    fn unseal(
+        &self,
+        table: Table,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        match &self.key_encryption_key {
+            Some(kek) if table.is_secret() => at_rest::open(kek, table, key, stored),
+            _ => Ok(Zeroizing::new(stored.to_vec())),
+        }
+    }
+
+    /// Applies every change of `ops` in `txn`, numbering inbox entries as
+    /// [`crate::MemoryStore`] does.
+    fn write_ops(&self, txn: &WriteTransaction, ops: Vec<WriteOp>) -> Result<(), RedbOr> {
+        let mut tables: [Option<redb::Table<'_, &[u8], &[u8]>>; 7] = Default::default();
+
+        // Number the inbox entries first, as the reference store does: a
+        // malformed counter fails the batch before anything is written.
+        let appends = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
+            .count() as u64;
+        let meta = open_table(txn, &mut tables, Table::Meta)?;
+        let current = meta
+            .get(INBOX_NEXT_KEY)
+            .map_err(RedbOr::redb)?
+            .map(|value| value.value().to_vec());
+        let (mut sequence, _) = next_inbox_sequence(current.as_deref())?;
+        let after = sequence
+            .checked_add(appends)
+            .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
+        if appends > 0 {
+            meta.insert(INBOX_NEXT_KEY, after.to_be_bytes().as_slice())
+                .map_err(RedbOr::redb)?;
+        }
+
+        let mut sealed = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Put { table, key, value } => {
+                    let stored = self.seal(table, &key, &value, &mut sealed)?;
+                    open_table(txn, &mut tables, table)?
+                        .insert(key.as_slice(), stored)
+                        .map_err(RedbOr::redb)?;
+                }
+                WriteOp::Delete { table, key } => {
+                    open_table(txn, &mut tables, table)?
+                        .remove(key.as_slice())
+                        .map_err(RedbOr::redb)?;
+                }
+                WriteOp::AppendInbox { value } => {
+                    let key = inbox_key(sequence);
+                    let stored = self.seal(Table::Inbox, &key, &value, &mut sealed)?;
+                    open_table(txn, &mut tables, Table::Inbox)?
+                        .insert(key.as_slice(), stored)
+                        .map_err(RedbOr::redb)?;
+                    sequence += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The table `table` of `txn`, opened once per transaction.
+fn open_table<'t, 'txn>(
+    txn: &'txn WriteTransaction,
+    tables: &'t mut [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; 7],
+    table: Table,
+) -> Result<&'t mut redb::Table<'txn, &'static [u8], &'static [u8]>, RedbOr> {
+    let slot = &mut tables[table_index(table)];
+    if slot.is_none() {
+        *slot = Some(txn.open_table(definition(table)).map_err(RedbOr::redb)?);
+    }
+    slot.as_mut()
+        .ok_or(RedbOr::Store(StoreError::Inconsistent("table not open")))
+}
+
+fn closed() -> StoreError {
+    StoreError::Io("the store could not be reopened after an earlier failure".into())
+}
+
+/// An error from redb (which stops the handle until it is reopened) or
+/// one of ours (which leaves it usable).
+enum RedbOr {
+    Redb(StoreError),
+    Store(StoreError),
+}
+
+impl RedbOr {
+    fn redb(error: impl Into<redb::Error>) -> Self {
+        Self::Redb(from_redb(error))
+    }
+}
+
+impl From<StoreError> for RedbOr {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl RawStore for RedbStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.with_database("reading", |database| {
+            let txn = database.begin_read().map_err(RedbOr::redb)?;
+            let records = match txn.open_table(definition(table)) {
+                Ok(records) => records,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(error) => return Err(RedbOr::redb(error)),
+            };
+            let Some(stored) = records.get(key).map_err(RedbOr::redb)? else {
+                return Ok(None);
+            };
+            Ok(Some(self.unseal(table, key, stored.value())?))
+        })
+    }
+
+    fn entries(&self, table: Table) -> Result<Vec<Record>, StoreError> {
+        self.with_database("reading", |database| {
+            let txn = database.begin_read().map_err(RedbOr::redb)?;
+            let records = match txn.open_table(definition(table)) {
+                Ok(records) => records,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(error) => return Err(RedbOr::redb(error)),
+            };
+            let mut entries = Vec::new();
+            for entry in records.iter().map_err(RedbOr::redb)? {
+                let (key, stored) = entry.map_err(RedbOr::redb)?;
+                let key = key.value().to_vec();
+                let value = self.unseal(table, &key, stored.value())?;
+                entries.push((key, value));
+            }
+            Ok(entries)
+        })
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.with_database("committing", |database| {
+            let mut txn = database.begin_write().map_err(RedbOr::redb)?;
+            match self.durability {
+                Durability::Durable => txn.set_two_phase_commit(true),
+                Durability::Deferred => txn
+                    .set_durability(redb::Durability::None)
+                    .map_err(RedbOr::redb)?,
+            }
+            match self.write_ops(&txn, batch.into_ops()) {
+                Ok(()) => txn.commit().map_err(RedbOr::redb),
+                Err(error) => {
+                    // Nothing of the batch is applied; the write error is
+                    // the one to report.
+                    let _ = txn.abort();
+                    Err(error)
+                }
+            }
+        })
+    }
+}
