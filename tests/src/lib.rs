@@ -1,5 +1,8 @@
 //! Cross-crate tests of Confidant live in `tests/tests/`. This library holds
-//! nothing yet; later issues add shared helpers for end-to-end tests here.
+//! what they share with the helper processes in `src/bin/` (the crash
+//! tests' sender and receiver).
+
+pub mod crash;
 
 /// The README, compiled as a doc test so its example cannot go stale.
 #[doc = include_str!("../../README.md")]

@@ -295,11 +295,11 @@ fn report(
         format!("≤{target:.2}"),
         throughput,
     );
-    verdicts.push(Verdict {
-        what: format!("{} {op} {size_label}", under_test.suite.name()),
+    verdicts.push(Verdict::at_most(
+        format!("{} {op} {size_label}", under_test.suite.name()),
         ratio,
         target,
-    });
+    ));
 }
 
 /// Per-message cost of each IV strategy, sequential and with random jumps.
@@ -351,9 +351,9 @@ pub fn run_iv(settings: &Settings, verdicts: &mut Vec<Verdict>) {
     let ratio = rounds.median_ratio(|[sha, lfsr, ..]| lfsr / sha);
     println!("LFSR / SHA-256 counter, sequential: {ratio:.3} (target ≤ 1.00)");
     println!();
-    verdicts.push(Verdict {
-        what: "LFSR IV vs SHA-256 counter IV (sequential)".into(),
+    verdicts.push(Verdict::at_most(
+        "LFSR IV vs SHA-256 counter IV (sequential)",
         ratio,
-        target: 1.0,
-    });
+        1.0,
+    ));
 }

@@ -5,13 +5,14 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv or x3dh
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh or storage
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
 //! against the raw AEAD crate plus the IV cost; the IV strategies per
 //! message; a full X3DH (both sides) against the sum of its primitive
-//! operations. The compared variants alternate every few milliseconds for
+//! operations; sealing with durable counter reservation on redb against the
+//! in-memory store, session load/save latency and bytes per idle session. The compared variants alternate every few milliseconds for
 //! many rounds; each ratio is the median of the ratios measured within a
 //! round, and each time shown is the fastest round.
 
@@ -20,6 +21,7 @@
 mod aead;
 mod backends;
 mod measure;
+mod storage;
 mod x3dh;
 
 /// How long to measure.
@@ -34,10 +36,43 @@ pub struct Settings {
 pub struct Verdict {
     /// What was compared.
     pub what: String,
-    /// Measured ratio (Confidant / baseline).
+    /// Measured ratio.
     pub ratio: f64,
-    /// The ratio must not exceed this.
+    /// The bound the ratio must respect.
     pub target: f64,
+    /// The ratio must be at least `target` (a throughput) rather than at
+    /// most (a cost).
+    pub at_least: bool,
+}
+
+impl Verdict {
+    /// A cost ratio that must not exceed `target`.
+    pub fn at_most(what: impl Into<String>, ratio: f64, target: f64) -> Self {
+        Self {
+            what: what.into(),
+            ratio,
+            target,
+            at_least: false,
+        }
+    }
+
+    /// A throughput ratio that must reach `target`.
+    pub fn at_least(what: impl Into<String>, ratio: f64, target: f64) -> Self {
+        Self {
+            what: what.into(),
+            ratio,
+            target,
+            at_least: true,
+        }
+    }
+
+    fn ok(&self) -> bool {
+        if self.at_least {
+            self.ratio >= self.target
+        } else {
+            self.ratio <= self.target
+        }
+    }
 }
 
 fn main() {
@@ -65,19 +100,23 @@ fn main() {
     if selected("x3dh") {
         x3dh::run(&settings, &mut verdicts);
     }
+    if selected("storage") {
+        storage::run(&settings, &mut verdicts);
+    }
 
     println!("## Summary");
     let mut missed = 0;
     for verdict in &verdicts {
-        let ok = verdict.ratio <= verdict.target;
+        let ok = verdict.ok();
         if !ok {
             missed += 1;
         }
         println!(
-            "{:<4} {:<58} ratio {:>6.3}  target ≤ {:.2}",
+            "{:<4} {:<58} ratio {:>6.3}  target {} {:.2}",
             if ok { "ok" } else { "MISS" },
             verdict.what,
             verdict.ratio,
+            if verdict.at_least { "≥" } else { "≤" },
             verdict.target
         );
     }

@@ -32,7 +32,7 @@ use confidant_session::{KeyUpdateReceived, OpenError, Session};
 use zeroize::Zeroizing;
 
 /// Default number of counters reserved per durable commit.
-pub const DEFAULT_RESERVATION_BLOCK: u64 = 16_384;
+pub const DEFAULT_RESERVATION_BLOCK: u64 = 65_536;
 
 /// A [`Session`] bound to a store.
 #[derive(Debug)]

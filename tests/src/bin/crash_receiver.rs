@@ -1,0 +1,64 @@
+//! The receiving side of the crash test: reads the wire file from the start
+//! (as a connector redelivers everything not acknowledged), opens envelopes
+//! in small batches with a durable session on a redb store, and commits each
+//! batch's replay window and inbox entries in one transaction.
+//!
+//! `crash_receiver STORE WIRE`
+
+use confidant_core::Role;
+use confidant_core::wire::envelope::Body;
+use confidant_store::{DurableSession, RawStore, RedbStore, StoreOptions, WriteBatch};
+use confidant_tests::crash;
+use std::path::PathBuf;
+
+/// Envelopes per transaction.
+const BATCH: usize = 7;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let store_path = PathBuf::from(args.next().ok_or("usage: crash_receiver STORE WIRE")?);
+    let wire_path = PathBuf::from(args.next().ok_or("missing WIRE")?);
+
+    let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
+    let registry = crash::registry();
+    let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
+    let mut durable = match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
+        Some(durable) => durable,
+        None => DurableSession::create(
+            &store,
+            crash::fresh_session(Role::Responder)?,
+            WriteBatch::new(),
+            crash::RESERVATION_BLOCK,
+        )?,
+    };
+
+    let envelopes = crash::read_wire(&wire_path)?;
+    for chunk in envelopes.chunks(BATCH) {
+        let mut batch = WriteBatch::new();
+        for body in chunk.iter().cloned() {
+            // Refusals (duplicates of what an earlier run stored) change
+            // nothing and are expected after a restart.
+            match body {
+                Body::Message(message) => {
+                    let _ = durable.open_into(message, &mut batch);
+                }
+                Body::KeyUpdate(update) => {
+                    let _ = durable.open_key_update_into(update);
+                }
+                _ => return Err("unexpected envelope on the wire".into()),
+            }
+        }
+        durable.stage(&mut batch)?;
+        if batch.is_empty() {
+            continue;
+        }
+        match store.commit(batch) {
+            Ok(()) => durable.committed(),
+            Err(error) => {
+                durable.commit_failed();
+                return Err(error.into());
+            }
+        }
+    }
+    Ok(())
+}

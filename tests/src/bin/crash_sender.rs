@@ -1,0 +1,57 @@
+//! The sending side of the crash test: seals messages with a durable session
+//! on a redb store and appends each envelope to the wire file, updating its
+//! key whenever the session asks, until killed or, with `--until N`, until
+//! the wire holds N envelopes.
+//!
+//! `crash_sender STORE WIRE [--until N]`
+
+use confidant_core::Role;
+use confidant_core::wire::envelope::Body;
+use confidant_session::KeyStatus;
+use confidant_store::{DurableSession, RedbStore, StoreOptions, WriteBatch};
+use confidant_tests::crash;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let store_path = PathBuf::from(args.next().ok_or("usage: crash_sender STORE WIRE [--until N]")?);
+    let wire_path = PathBuf::from(args.next().ok_or("missing WIRE")?);
+    let until: Option<usize> = match (args.next().as_deref(), args.next()) {
+        (Some("--until"), Some(n)) => Some(n.parse()?),
+        _ => None,
+    };
+
+    // A frame half-written when the last run was killed never reached the
+    // relay.
+    crash::repair_wire(&wire_path)?;
+    let mut sent = crash::read_wire(&wire_path)?.len();
+
+    let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
+    let registry = crash::registry();
+    let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
+    let mut durable = match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
+        Some(durable) => durable,
+        None => DurableSession::create(
+            &store,
+            crash::fresh_session(Role::Initiator)?,
+            WriteBatch::new(),
+            crash::RESERVATION_BLOCK,
+        )?,
+    };
+
+    let pid = std::process::id();
+    let mut sequence = 0u64;
+    while until.is_none_or(|until| sent < until) {
+        if durable.session().key_status() != KeyStatus::Fresh {
+            let update = durable.update_sending_key(&store, false)?;
+            crash::append(&wire_path, Body::KeyUpdate(update))?;
+        } else {
+            let plaintext = format!("message {pid}-{sequence}");
+            sequence += 1;
+            let message = durable.seal(&store, plaintext.as_bytes())?;
+            crash::append(&wire_path, Body::Message(message))?;
+        }
+        sent += 1;
+    }
+    Ok(())
+}
