@@ -81,6 +81,7 @@ use redb::{
     TableError, WriteTransaction,
 };
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
@@ -605,19 +606,19 @@ impl RedbStore {
         }
     }
 
+    /// The bytes to store for `value`: sealed in a secret table of an
+    /// encrypted store, as they are otherwise.
     fn seal<'v>(
         &self,
         table: Table,
         key: &[u8],
         value: &'v [u8],
-        sealed: &'v mut Vec<u8>,
-    ) -> Result<&'v [u8], StoreError> {
+    ) -> Result<Cow<'v, [u8]>, StoreError> {
         match &self.key_encryption_key {
             Some(kek) if table.is_secret() => {
-                *sealed = at_rest::seal(kek, table, key, value)?;
-                Ok(sealed.as_slice())
+                Ok(Cow::Owned(at_rest::seal(kek, table, key, value)?))
             }
-            _ => Ok(value),
+            _ => Ok(Cow::Borrowed(value)),
         }
     }
 
@@ -658,13 +659,12 @@ impl RedbStore {
                 .map_err(RedbOr::redb)?;
         }
 
-        let mut sealed = Vec::new();
         for op in ops {
             match op {
                 WriteOp::Put { table, key, value } => {
-                    let stored = self.seal(table, &key, &value, &mut sealed)?;
+                    let stored = self.seal(table, &key, &value)?;
                     open_table(txn, &mut tables, table)?
-                        .insert(key.as_slice(), stored)
+                        .insert(key.as_slice(), stored.as_ref())
                         .map_err(RedbOr::redb)?;
                 }
                 WriteOp::Delete { table, key } => {
@@ -674,9 +674,9 @@ impl RedbStore {
                 }
                 WriteOp::AppendInbox { value } => {
                     let key = inbox_key(sequence);
-                    let stored = self.seal(Table::Inbox, &key, &value, &mut sealed)?;
+                    let stored = self.seal(Table::Inbox, &key, &value)?;
                     open_table(txn, &mut tables, Table::Inbox)?
-                        .insert(key.as_slice(), stored)
+                        .insert(key.as_slice(), stored.as_ref())
                         .map_err(RedbOr::redb)?;
                     sequence += 1;
                 }
