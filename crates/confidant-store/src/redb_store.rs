@@ -336,6 +336,75 @@ fn open_checked(
     })
 }
 
+/// A fresh name beside `path` for building a store before it is published.
+fn temporary_path(path: &Path) -> Result<PathBuf, StoreError> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)
+        .map_err(|error| StoreError::Io(format!("OS random number generator failed: {error}")))?;
+    let suffix: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::Io(format!("{}: not a file name", path.display())))?;
+    let mut temporary = std::ffi::OsString::from(".");
+    temporary.push(name);
+    temporary.push(format!(".creating-{suffix}"));
+    Ok(path.with_file_name(temporary))
+}
+
+/// Creates a complete, durable, closed store at `temporary`.
+fn build_store(temporary: &Path, options: &StoreOptions) -> Result<(), StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(temporary)
+        .map_err(|error| open_error(temporary, error))?;
+    guarded("creating the store", || {
+        let backend = FileBackend::new(file).map_err(from_redb)?;
+        let database = options
+            .builder()
+            .create_with_backend(backend)
+            .map_err(from_redb)?;
+        initialize(&database, options.key_encryption_key.as_ref())?;
+        database.close().map_err(from_redb)
+    })
+}
+
+/// Gives the store at `temporary` the name `path`, unless `path` exists.
+fn publish(temporary: &Path, path: &Path) -> Result<(), StoreError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+            return Err(open_error(path, error));
+        }
+        // A file system without hard links: rename, which replaces an
+        // existing file, so check first (a race with another creator is
+        // possible there).
+        Err(_) => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(open_error(
+                    path,
+                    std::io::Error::from(ErrorKind::AlreadyExists),
+                ));
+            }
+            std::fs::rename(temporary, path).map_err(|error| open_error(path, error))?;
+        }
+    }
+    // Make the new name durable too.
+    #[cfg(unix)]
+    if let Some(directory) = path.parent() {
+        let directory = if directory.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            directory
+        };
+        std::fs::File::open(directory)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|error| open_error(directory, error))?;
+    }
+    Ok(())
+}
+
 /// Writes the meta records and creates every table, in one durable commit.
 fn initialize(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(), StoreError> {
     let mut txn = database.begin_write().map_err(from_redb)?;
@@ -365,33 +434,25 @@ fn initialize(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(),
 
 impl RedbStore {
     /// Creates a store in a new file at `path`; fails if the file exists.
+    ///
+    /// Creation is atomic: the store is built and made durable under a
+    /// temporary name in the same directory (`.NAME.creating-RANDOM`), then
+    /// linked to `path`. A crash part way leaves either no file at `path` or
+    /// a complete store, never a half-made file that [`Self::open`] would
+    /// refuse (at worst an orphaned temporary file).
     pub fn create(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|error| open_error(&path, error))?;
-        let kek = options.key_encryption_key.as_ref();
-        let created = guarded("creating the store", || {
-            let backend = FileBackend::new(file).map_err(from_redb)?;
-            let database = options
-                .builder()
-                .create_with_backend(backend)
-                .map_err(from_redb)?;
-            initialize(&database, kek)?;
-            Ok(database)
-        });
-        match created {
-            Ok(database) => Ok(Self::assemble(path, database, options)),
-            Err(error) => {
-                // The file is ours and holds no store: leave nothing behind
-                // that a later `create` would trip over or `open` misread.
-                let _ = std::fs::remove_file(&path);
-                Err(error)
-            }
+        let path = path.as_ref();
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(open_error(
+                path,
+                std::io::Error::from(ErrorKind::AlreadyExists),
+            ));
         }
+        let temporary = temporary_path(path)?;
+        let built = build_store(&temporary, &options).and_then(|()| publish(&temporary, path));
+        let _ = std::fs::remove_file(&temporary);
+        built?;
+        Self::open(path, options)
     }
 
     /// Opens the store in the existing file at `path`.

@@ -159,10 +159,16 @@ fn create_open_and_open_or_create_respect_what_is_there() {
     let error = RedbStore::open(&path, StoreOptions::new()).unwrap_err();
     assert!(matches!(error, StoreError::Io(_)), "{error:?}");
     assert!(!path.exists(), "open created nothing");
-    // open_or_create creates...
+    // open_or_create creates (through a temporary file that is gone
+    // afterwards)...
     let store = RedbStore::open_or_create(&path, StoreOptions::new()).unwrap();
     fill(&store);
     drop(store);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["node.redb"]);
     // ...and then opens.
     let store = RedbStore::open_or_create(&path, StoreOptions::new()).unwrap();
     check_filled(&store);
