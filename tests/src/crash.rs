@@ -91,7 +91,12 @@ pub fn read_wire(path: &Path) -> Result<Vec<Body>, Box<dyn std::error::Error>> {
     let (records, _) = records(&bytes);
     records
         .into_iter()
-        .map(|record| Ok(wire::decode_envelope(record, wire::DEFAULT_MAX_ENVELOPE_LEN)?))
+        .map(|record| {
+            Ok(wire::decode_envelope(
+                record,
+                wire::DEFAULT_MAX_ENVELOPE_LEN,
+            )?)
+        })
         .collect()
 }
 

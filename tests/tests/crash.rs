@@ -130,9 +130,14 @@ fn assert_no_counter_twice(wire: &[Body]) {
 fn assert_store_opens(path: &Path) {
     let store = RedbStore::open(path, StoreOptions::default()).unwrap();
     let connection = ConnectionId::new(crash::CONNECTION).unwrap();
-    DurableSession::load(&store, &crash::registry(), &connection, crash::RESERVATION_BLOCK)
-        .unwrap()
-        .unwrap();
+    DurableSession::load(
+        &store,
+        &crash::registry(),
+        &connection,
+        crash::RESERVATION_BLOCK,
+    )
+    .unwrap()
+    .unwrap();
 }
 
 #[test]
@@ -144,18 +149,32 @@ fn the_sender_never_reuses_a_counter_across_sigkills() {
     let mut random = Random::from_clock();
 
     let killed = kill_repeatedly(sender, &[&store, &wire], &mut random);
-    assert!(killed >= KILLS / 2, "only {killed} runs were still running when killed");
+    assert!(
+        killed >= KILLS / 2,
+        "only {killed} runs were still running when killed"
+    );
     crash::repair_wire(&wire).unwrap();
     let before_final = crash::read_wire(&wire).unwrap().len();
     let until = (before_final + 50).to_string();
     run_to_completion(
         sender,
-        &[store.as_os_str(), wire.as_os_str(), "--until".as_ref(), until.as_ref()],
+        &[
+            store.as_os_str(),
+            wire.as_os_str(),
+            "--until".as_ref(),
+            until.as_ref(),
+        ],
     );
 
     let envelopes = crash::read_wire(&wire).unwrap();
-    println!("{} envelopes written over {KILLS} kills ({killed} mid-run)", envelopes.len());
-    assert!(envelopes.len() >= 1000, "too little was written to test anything");
+    println!(
+        "{} envelopes written over {KILLS} kills ({killed} mid-run)",
+        envelopes.len()
+    );
+    assert!(
+        envelopes.len() >= 1000,
+        "too little was written to test anything"
+    );
     let epochs: HashSet<u32> = envelopes
         .iter()
         .filter_map(|body| match body {
@@ -193,7 +212,10 @@ fn the_receiver_delivers_every_message_exactly_once_across_sigkills() {
 
     let killed = kill_repeatedly(receiver, &[&receiver_store, &wire], &mut random);
     println!("receiver killed mid-run {killed} times");
-    assert!(killed >= 10, "only {killed} runs were still running when killed");
+    assert!(
+        killed >= 10,
+        "only {killed} runs were still running when killed"
+    );
     run_to_completion(receiver, &[receiver_store.as_os_str(), wire.as_os_str()]);
 
     let store = RedbStore::open(&receiver_store, StoreOptions::default()).unwrap();

@@ -5,7 +5,9 @@
 use confidant_session::SnapshotError;
 use thiserror::Error;
 
-/// A storage operation failed. A failed write changed nothing.
+/// A storage operation failed. A write is all or nothing: a failed commit
+/// shows none of its changes afterwards (if the failure hit the final sync,
+/// the store reopens the file and shows whether the commit made it).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -7,8 +7,8 @@ use confidant_core::wire::EncryptedMessage;
 use confidant_core::{AgreedSecret, ConnectionId, Role, SuiteRegistry};
 use confidant_session::{OpenError, ReplayError, Session, SessionConfig};
 use confidant_store::{
-    CounterStore, DurableSession, InboxStore, MemoryStore, PreKeyStore, RawStore, Received,
-    Record, SessionStore, StoreError, Table, WriteBatch,
+    CounterStore, DurableSession, InboxStore, MemoryStore, PreKeyStore, RawStore, Received, Record,
+    SessionStore, StoreError, Table, WriteBatch,
 };
 use confidant_x3dh::OneTimePreKey;
 use std::collections::HashSet;
@@ -30,7 +30,14 @@ fn sessions(config: SessionConfig) -> (Session, Session) {
     let agreed = AgreedSecret::new([9; 32], vec![1; 64], None);
     let suite = confidant_aes_gcm::aes_256_gcm_lfsr();
     (
-        Session::new(Role::Initiator, connection(), suite.clone(), &agreed, config.clone()).unwrap(),
+        Session::new(
+            Role::Initiator,
+            connection(),
+            suite.clone(),
+            &agreed,
+            config.clone(),
+        )
+        .unwrap(),
         Session::new(Role::Responder, connection(), suite, &agreed, config).unwrap(),
     )
 }
@@ -130,7 +137,10 @@ fn a_key_update_is_durable_before_it_is_sent() {
     assert_eq!(stored.send_epoch(), 1);
     let reservation = store.reservation(&connection()).unwrap().unwrap();
     assert_eq!(reservation.epoch, 1);
-    assert!(reservation.reserved_until > 0, "the announcement's counter is reserved");
+    assert!(
+        reservation.reserved_until > 0,
+        "the announcement's counter is reserved"
+    );
 
     // Crash right after the update: the reloaded session is in epoch 1 and
     // does not reuse the announcement's counter.
@@ -185,7 +195,10 @@ fn received_messages_are_durable_before_they_are_reported() {
     }
     let inbox = store.inbox().unwrap();
     assert_eq!(
-        inbox.iter().map(|entry| entry.plaintext[0]).collect::<Vec<_>>(),
+        inbox
+            .iter()
+            .map(|entry| entry.plaintext[0])
+            .collect::<Vec<_>>(),
         (0..10).collect::<Vec<u8>>()
     );
 

@@ -22,15 +22,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
     let registry = crash::registry();
     let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
-    let mut durable = match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
-        Some(durable) => durable,
-        None => DurableSession::create(
-            &store,
-            crash::fresh_session(Role::Responder)?,
-            WriteBatch::new(),
-            crash::RESERVATION_BLOCK,
-        )?,
-    };
+    let mut durable =
+        match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
+            Some(durable) => durable,
+            None => DurableSession::create(
+                &store,
+                crash::fresh_session(Role::Responder)?,
+                WriteBatch::new(),
+                crash::RESERVATION_BLOCK,
+            )?,
+        };
 
     let envelopes = crash::read_wire(&wire_path)?;
     for chunk in envelopes.chunks(BATCH) {

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let store_path = PathBuf::from(args.next().ok_or("usage: crash_sender STORE WIRE [--until N]")?);
+    let store_path = PathBuf::from(
+        args.next()
+            .ok_or("usage: crash_sender STORE WIRE [--until N]")?,
+    );
     let wire_path = PathBuf::from(args.next().ok_or("missing WIRE")?);
     let until: Option<usize> = match (args.next().as_deref(), args.next()) {
         (Some("--until"), Some(n)) => Some(n.parse()?),
@@ -29,15 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
     let registry = crash::registry();
     let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
-    let mut durable = match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
-        Some(durable) => durable,
-        None => DurableSession::create(
-            &store,
-            crash::fresh_session(Role::Initiator)?,
-            WriteBatch::new(),
-            crash::RESERVATION_BLOCK,
-        )?,
-    };
+    let mut durable =
+        match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
+            Some(durable) => durable,
+            None => DurableSession::create(
+                &store,
+                crash::fresh_session(Role::Initiator)?,
+                WriteBatch::new(),
+                crash::RESERVATION_BLOCK,
+            )?,
+        };
 
     let pid = std::process::id();
     let mut sequence = 0u64;
