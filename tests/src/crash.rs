@@ -9,6 +9,7 @@
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{AgreedSecret, ConnectionId, Role, SuiteRegistry};
 use confidant_session::{Session, SessionConfig};
+use confidant_store::{DurableSession, RedbStore, StoreOptions, WriteBatch};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -50,6 +51,26 @@ pub fn fresh_session(role: Role) -> Result<Session, Box<dyn std::error::Error>> 
         &agreed,
         config(),
     )?)
+}
+
+/// Opens (or creates) a crash-test process's store and its durable session:
+/// loaded from the store after a restart, fresh on the first run.
+pub fn open_durable(
+    store_path: &Path,
+    role: Role,
+) -> Result<(RedbStore, DurableSession), Box<dyn std::error::Error>> {
+    let store = RedbStore::open_or_create(store_path, StoreOptions::default())?;
+    let connection = ConnectionId::new(CONNECTION)?;
+    let durable = match DurableSession::load(&store, &registry(), &connection, RESERVATION_BLOCK)? {
+        Some(durable) => durable,
+        None => DurableSession::create(
+            &store,
+            fresh_session(role)?,
+            WriteBatch::new(),
+            RESERVATION_BLOCK,
+        )?,
+    };
+    Ok((store, durable))
 }
 
 /// Appends one envelope to the wire file in a single write.

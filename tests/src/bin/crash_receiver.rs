@@ -7,7 +7,7 @@
 
 use confidant_core::Role;
 use confidant_core::wire::envelope::Body;
-use confidant_store::{DurableSession, RawStore, RedbStore, StoreOptions, WriteBatch};
+use confidant_store::{RawStore, WriteBatch};
 use confidant_tests::crash;
 use std::path::PathBuf;
 
@@ -19,19 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store_path = PathBuf::from(args.next().ok_or("usage: crash_receiver STORE WIRE")?);
     let wire_path = PathBuf::from(args.next().ok_or("missing WIRE")?);
 
-    let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
-    let registry = crash::registry();
-    let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
-    let mut durable =
-        match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
-            Some(durable) => durable,
-            None => DurableSession::create(
-                &store,
-                crash::fresh_session(Role::Responder)?,
-                WriteBatch::new(),
-                crash::RESERVATION_BLOCK,
-            )?,
-        };
+    let (store, mut durable) = crash::open_durable(&store_path, Role::Responder)?;
 
     let envelopes = crash::read_wire(&wire_path)?;
     for chunk in envelopes.chunks(BATCH) {

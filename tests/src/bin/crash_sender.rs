@@ -8,7 +8,6 @@
 use confidant_core::Role;
 use confidant_core::wire::envelope::Body;
 use confidant_session::KeyStatus;
-use confidant_store::{DurableSession, RedbStore, StoreOptions, WriteBatch};
 use confidant_tests::crash;
 use std::path::PathBuf;
 
@@ -29,19 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     crash::repair_wire(&wire_path)?;
     let mut sent = crash::read_wire(&wire_path)?.len();
 
-    let store = RedbStore::open_or_create(&store_path, StoreOptions::default())?;
-    let registry = crash::registry();
-    let connection = confidant_core::ConnectionId::new(crash::CONNECTION)?;
-    let mut durable =
-        match DurableSession::load(&store, &registry, &connection, crash::RESERVATION_BLOCK)? {
-            Some(durable) => durable,
-            None => DurableSession::create(
-                &store,
-                crash::fresh_session(Role::Initiator)?,
-                WriteBatch::new(),
-                crash::RESERVATION_BLOCK,
-            )?,
-        };
+    let (store, mut durable) = crash::open_durable(&store_path, Role::Initiator)?;
 
     let pid = std::process::id();
     let mut sequence = 0u64;
