@@ -5,7 +5,7 @@
 
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::handshake::{self, HandshakeError};
+use confidant_session::handshake::{self, HandshakeError, ResponderPolicy};
 use confidant_session::{OpenError, Session, SessionConfig};
 use confidant_x3dh::{
     IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh, X3dhError,
@@ -82,13 +82,16 @@ fn establish(
         x3dh,
         issuer_keys,
         &initial_message,
-        suites,
+        ResponderPolicy {
+            offered: suites,
+            ..ResponderPolicy::default()
+        },
         &registry,
         connection(),
         SessionConfig::default(),
     )
     .unwrap();
-    assert_eq!(responded.first_plaintext, b"first");
+    assert_eq!(responded.first_plaintext.as_slice(), b"first");
     assert_eq!(responded.one_time_pre_key_id, Some(one_time));
     issuer_keys.consume_one_time_pre_key(one_time);
     (holder_session, responded.session)
@@ -190,7 +193,10 @@ fn the_responder_refuses_tampered_or_unoffered_initial_messages() {
             &x3dh,
             &issuer_keys,
             initial,
-            offered,
+            ResponderPolicy {
+                offered,
+                ..ResponderPolicy::default()
+            },
             &registry,
             connection(),
             SessionConfig::default(),
@@ -252,7 +258,7 @@ fn a_consumed_one_time_pre_key_cannot_serve_a_replayed_initial_message() {
         &x3dh,
         &issuer_keys,
         &initial_message,
-        &[],
+        ResponderPolicy::default(),
         &registry,
         connection(),
         SessionConfig::default(),
@@ -263,7 +269,7 @@ fn a_consumed_one_time_pre_key_cannot_serve_a_replayed_initial_message() {
         &x3dh,
         &issuer_keys,
         &initial_message,
-        &[],
+        ResponderPolicy::default(),
         &registry,
         connection(),
         SessionConfig::default(),
@@ -326,13 +332,124 @@ fn the_bundle_from_the_key_agreement_trait_works_through_the_glue() {
         &x3dh,
         &issuer_keys,
         &initial_message,
-        &[SuiteId::AES_256_GCM_LFSR],
+        ResponderPolicy {
+            offered: &[SuiteId::AES_256_GCM_LFSR],
+            ..ResponderPolicy::default()
+        },
         &registry(),
         connection(),
         SessionConfig::default(),
     )
     .unwrap();
-    assert_eq!(responded.first_plaintext, b"hi");
+    assert_eq!(responded.first_plaintext.as_slice(), b"hi");
     let reply = responded.session.seal(b"hello").unwrap();
     assert_eq!(holder_session.open(reply).unwrap(), b"hello");
+}
+
+#[test]
+fn a_relay_cannot_reset_a_connection_with_its_own_identity() {
+    let x3dh = X3dh::default();
+    let mut issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let (_, established) = establish(&x3dh, &mut issuer_keys, &holder, 1, &[]);
+    let registry = registry();
+    let invitation = issuer_keys.identity_public_key().to_bytes();
+    let respond_to = |initial: &wire::InitialMessage| {
+        handshake::respond(
+            &x3dh,
+            &issuer_keys,
+            initial,
+            ResponderPolicy {
+                replacing: Some(&established),
+                ..ResponderPolicy::default()
+            },
+            &registry,
+            connection(),
+            SessionConfig::default(),
+        )
+    };
+
+    // The relay knows the issuer's public bundle and runs X3DH itself.
+    let relay = IdentityKeyPair::generate();
+    let (_, forged) = handshake::initiate(
+        &x3dh,
+        &relay,
+        &invitation,
+        &bundle_for(&issuer_keys, 2, &[]),
+        &registry,
+        connection(),
+        b"I am the holder now",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        respond_to(&forged),
+        Err(HandshakeError::OtherParties)
+    ));
+
+    // The real holder may reset.
+    let (_, genuine) = handshake::initiate(
+        &x3dh,
+        &holder,
+        &invitation,
+        &bundle_for(&issuer_keys, 3, &[]),
+        &registry,
+        connection(),
+        b"hello again",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let responded = respond_to(&genuine).unwrap();
+    assert!(responded.session.same_parties(&established));
+}
+
+#[test]
+fn an_initial_message_without_a_one_time_pre_key_is_refused_by_default() {
+    let x3dh = X3dh::default();
+    let issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let registry = registry();
+    let bundle = match over_the_wire(Body::Bundle(issuer_keys.bundle(&[]).to_wire())) {
+        Body::Bundle(bundle) => bundle,
+        _ => unreachable!(),
+    };
+    assert!(bundle.one_time_pre_key.is_none());
+    let (_, initial_message) = handshake::initiate(
+        &x3dh,
+        &holder,
+        &issuer_keys.identity_public_key().to_bytes(),
+        &bundle,
+        &registry,
+        connection(),
+        b"first",
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let respond = |policy| {
+        handshake::respond(
+            &x3dh,
+            &issuer_keys,
+            &initial_message,
+            policy,
+            &registry,
+            connection(),
+            SessionConfig::default(),
+        )
+    };
+    assert!(matches!(
+        respond(ResponderPolicy::default()),
+        Err(HandshakeError::OneTimePreKeyRequired)
+    ));
+    // Allowed explicitly, the same initial message builds the same session
+    // every time it is replayed: the reason the default refuses it.
+    let lenient = ResponderPolicy {
+        require_one_time_pre_key: false,
+        ..ResponderPolicy::default()
+    };
+    let mut first = respond(lenient).unwrap().session;
+    let mut replayed = respond(lenient).unwrap().session;
+    assert_eq!(
+        first.seal(b"same").unwrap().content,
+        replayed.seal(b"same").unwrap().content
+    );
 }

@@ -32,7 +32,7 @@ pub struct SessionConfig {
     /// key update (the soft limit). 1 to 100. Default 75.
     pub soft_limit_percent: u8,
     /// Longest plaintext accepted for sealing or opening, in bytes (also
-    /// capped by the suite). Default 16 MiB.
+    /// capped by the suite). At least 64. Default 16 MiB.
     pub max_plaintext_len: u64,
     /// How many epochs ahead of the current one a received message may be
     /// (the peer updated its key and the messages between were lost). 1 to
@@ -107,6 +107,10 @@ impl SessionConfig {
         // epoch must hold at least one more message than that.
         if self.max_messages_per_epoch.is_some_and(|limit| limit < 2) {
             return Err(InvalidConfig("max_messages_per_epoch must be at least 2"));
+        }
+        // A key update announcement must fit.
+        if self.max_plaintext_len < 64 {
+            return Err(InvalidConfig("max_plaintext_len must be at least 64"));
         }
         if !(1..=100).contains(&self.soft_limit_percent) {
             return Err(InvalidConfig("soft_limit_percent must be from 1 to 100"));

@@ -15,6 +15,7 @@ use crate::session::Session;
 use confidant_core::wire::{InitialMessage, PreKeyBundle};
 use confidant_core::{ConnectionId, KeyAgreement, Role, SuiteId, SuiteRegistry, UnknownSuite};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 /// A handshake failed. No session was created.
 #[derive(Debug, Error)]
@@ -47,6 +48,16 @@ pub enum HandshakeError<E: std::error::Error + 'static> {
     /// message was tampered with.
     #[error("first message did not open: {0}")]
     FirstMessage(#[source] OpenError),
+    /// The initial message used no one-time pre-key, and the responder
+    /// requires one (a replayed initial message without one would recreate
+    /// the same session, keys and counters included).
+    #[error("initial message used no one-time pre-key; one is required")]
+    OneTimePreKeyRequired,
+    /// A reset would replace the session with one between other parties
+    /// (another initiator identity): refused, or the relay could take the
+    /// connection over by running X3DH itself.
+    #[error("the new session is not between the same parties as the one it would replace")]
+    OtherParties,
 }
 
 /// The suite an initiator picks: the first one offered that is registered.
@@ -96,28 +107,63 @@ pub fn initiate<K: KeyAgreement>(
 }
 
 /// What the responder gets from a valid initial message.
-#[derive(Debug)]
 pub struct Responded {
     /// The new session.
     pub session: Session,
-    /// The plaintext of the initiator's first message.
-    pub first_plaintext: Vec<u8>,
+    /// The plaintext of the initiator's first message. Store it (for example
+    /// as an inbox entry) in the same transaction as the session: the
+    /// session already counts it as received.
+    pub first_plaintext: Zeroizing<Vec<u8>>,
     /// The one-time pre-key the agreement used: delete it in the same
     /// transaction that stores `session`.
     pub one_time_pre_key_id: Option<u32>,
 }
 
+impl std::fmt::Debug for Responded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responded")
+            .field("session", &self.session)
+            .field("first_plaintext_len", &self.first_plaintext.len())
+            .field("one_time_pre_key_id", &self.one_time_pre_key_id)
+            .finish()
+    }
+}
+
+/// What the responder accepts in an initial message.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponderPolicy<'a> {
+    /// The suites the responder put in its bundle; a suite outside them is
+    /// refused even if registered. Empty: any registered suite.
+    pub offered: &'a [SuiteId],
+    /// Refuse initial messages that used no one-time pre-key. On by default:
+    /// a one-time pre-key is deleted when its session is stored, so a
+    /// replayed initial message then fails; without one, a replay would
+    /// recreate the very same session (keys, counters, first message).
+    pub require_one_time_pre_key: bool,
+    /// For a session reset: the session being replaced. The new one must be
+    /// between the same parties (same connection, identities and associated
+    /// data), or the relay could take the connection over with its own
+    /// identity key.
+    pub replacing: Option<&'a Session>,
+}
+
+impl Default for ResponderPolicy<'_> {
+    fn default() -> Self {
+        Self {
+            offered: &[],
+            require_one_time_pre_key: true,
+            replacing: None,
+        }
+    }
+}
+
 /// Responder: derives the secret from `initial`, creates the session and
 /// opens the first message. Nothing is kept if any step fails.
-///
-/// `offered` is the list of suites the responder put in its bundle; a suite
-/// outside it is refused even if registered. Pass an empty list to accept
-/// any registered suite.
 pub fn respond<K: KeyAgreement>(
     key_agreement: &K,
     responder_keys: &K::ResponderKeys,
     initial: &InitialMessage,
-    offered: &[SuiteId],
+    policy: ResponderPolicy<'_>,
     registry: &SuiteRegistry,
     connection_id: ConnectionId,
     config: SessionConfig,
@@ -131,8 +177,11 @@ pub fn respond<K: KeyAgreement>(
             "first message uses another suite than the initial message",
         ));
     }
+    if policy.require_one_time_pre_key && initial.one_time_pre_key_id.is_none() {
+        return Err(HandshakeError::OneTimePreKeyRequired);
+    }
     let suite_id = SuiteId(initial.suite);
-    if !offered.is_empty() && !offered.contains(&suite_id) {
+    if !policy.offered.is_empty() && !policy.offered.contains(&suite_id) {
         return Err(UnknownSuite(suite_id).into());
     }
     let suite = registry.get(suite_id)?;
@@ -140,10 +189,15 @@ pub fn respond<K: KeyAgreement>(
         .respond(responder_keys, initial)
         .map_err(HandshakeError::KeyAgreement)?;
     let mut session = Session::new(Role::Responder, connection_id, suite, &agreed, config)?;
+    if let Some(old) = policy.replacing {
+        if !session.same_parties(old) {
+            return Err(HandshakeError::OtherParties);
+        }
+    }
     let first_plaintext = session.open(first).map_err(HandshakeError::FirstMessage)?;
     Ok(Responded {
         session,
-        first_plaintext,
+        first_plaintext: Zeroizing::new(first_plaintext),
         one_time_pre_key_id: agreed.one_time_pre_key_id(),
     })
 }

@@ -109,7 +109,7 @@ impl ReplayWindow {
         if age >= self.size() {
             return Err(ReplayError::TooOld {
                 counter,
-                oldest: highest.saturating_sub(self.size() - 1),
+                oldest: highest.saturating_sub(self.size().saturating_sub(1)),
             });
         }
         if self.is_set(counter) {

@@ -192,6 +192,14 @@ impl Session {
         self.suite.id()
     }
 
+    /// Whether `other` is a session between the same parties over the same
+    /// connection: the same connection id and the same key-agreement
+    /// associated data (for X3DH, the same two identity keys). A reset may
+    /// only replace a session with one for which this holds.
+    pub fn same_parties(&self, other: &Session) -> bool {
+        self.binding == other.binding
+    }
+
     /// The session's settings.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -328,7 +336,8 @@ impl Session {
     }
 
     /// Moves the sending direction to the next epoch and returns the sealed
-    /// announcement to send. The old sending key is forgotten.
+    /// announcement to send. The old sending key is forgotten. On error the
+    /// session is unchanged.
     ///
     /// With `request_peer_update` the peer is asked to update its own
     /// sending key as well.
@@ -344,22 +353,35 @@ impl Session {
         let direction = self.role.sending();
         let (keys, next_chain, cipher) =
             derive_epoch(self.suite.as_ref(), &self.send.next_chain, direction, epoch)?;
-        self.send = SendDirection {
-            epoch,
-            next_counter: 0,
-            keys,
-            next_chain,
-            cipher,
-        };
-        self.peer_requested_update = false;
+        let previous = std::mem::replace(
+            &mut self.send,
+            SendDirection {
+                epoch,
+                next_counter: 0,
+                keys,
+                next_chain,
+                cipher,
+            },
+        );
         let body = KeyUpdateBody {
             update_requested: request_peer_update,
         }
         .encode_to_vec();
-        let sealed = self.seal_buffer(body, ContentType::KeyUpdate)?;
-        Ok(KeyUpdate {
-            sealed: Some(sealed),
-        })
+        match self.seal_buffer(body, ContentType::KeyUpdate) {
+            Ok(sealed) => {
+                self.peer_requested_update = false;
+                Ok(KeyUpdate {
+                    sealed: Some(sealed),
+                })
+            }
+            Err(error) => {
+                // Nothing was consumed: the old sending state comes back, so
+                // the new epoch's counter 0 is never used by a message that
+                // did not leave.
+                self.send = previous;
+                Err(error)
+            }
+        }
     }
 
     /// Verifies and decrypts a received application message.

@@ -17,7 +17,8 @@
 
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::{OpenError, Session, SessionConfig, handshake};
+use confidant_session::handshake::{self, ResponderPolicy};
+use confidant_session::{OpenError, Session, SessionConfig};
 use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh};
 use std::collections::VecDeque;
 use std::error::Error;
@@ -89,6 +90,7 @@ fn issuer_accepts(
     x3dh: &X3dh,
     issuer_keys: &mut ResponderKeys,
     offered: &[SuiteId],
+    replacing: Option<&Session>,
     registry: &SuiteRegistry,
     connection: &ConnectionId,
 ) -> Result<(Session, String), Box<dyn Error>> {
@@ -99,7 +101,11 @@ fn issuer_accepts(
         x3dh,
         issuer_keys,
         &initial,
-        offered,
+        ResponderPolicy {
+            offered,
+            replacing,
+            ..ResponderPolicy::default()
+        },
         registry,
         connection.clone(),
         SessionConfig::default(),
@@ -222,6 +228,7 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
         &x3dh,
         &mut issuer_keys,
         &offered,
+        None,
         &registry,
         &connection,
     )?;
@@ -307,11 +314,14 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
         &connection,
         "hello again",
     )?;
+    // The issuer only lets the same holder (same identity key) reset the
+    // connection.
     let (mut new_issuer, first) = issuer_accepts(
         &mut relay,
         &x3dh,
         &mut issuer_keys,
         &offered,
+        Some(&issuer),
         &registry,
         &connection,
     )?;
