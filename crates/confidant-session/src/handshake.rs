@@ -189,10 +189,11 @@ pub fn respond<K: KeyAgreement>(
         .respond(responder_keys, initial)
         .map_err(HandshakeError::KeyAgreement)?;
     let mut session = Session::new(Role::Responder, connection_id, suite, &agreed, config)?;
-    if let Some(old) = policy.replacing {
-        if !session.same_parties(old) {
-            return Err(HandshakeError::OtherParties);
-        }
+    if policy
+        .replacing
+        .is_some_and(|old| !session.same_parties(old))
+    {
+        return Err(HandshakeError::OtherParties);
     }
     let first_plaintext = session.open(first).map_err(HandshakeError::FirstMessage)?;
     Ok(Responded {

@@ -40,17 +40,41 @@ pub struct DurableSession {
     session: Session,
     reservation: CounterReservation,
     block: u64,
+    /// Received messages changed the session since it was last stored.
     dirty: bool,
+    /// A snapshot was staged into a batch whose fate is not known yet.
+    staged: bool,
     poisoned: bool,
+}
+
+/// Why a received message was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The session refused the message (forged, replayed, …); nothing
+    /// changed.
+    #[error(transparent)]
+    Refused(#[from] OpenError),
+    /// A staged batch is waiting: call [`DurableSession::committed`] or
+    /// [`DurableSession::commit_failed`] first, so that no later change is
+    /// overwritten by an older staged snapshot.
+    #[error("a staged batch is waiting for committed() or commit_failed()")]
+    Pending,
+    /// A failed commit left the session ahead of the store: load it again.
+    #[error("a failed commit left this session ahead of the store; load it again")]
+    Poisoned,
 }
 
 /// What [`DurableSession::receive`] did with one message.
 #[derive(Debug)]
 pub enum Received {
-    /// Opened, and durably in the inbox.
+    /// Opened, and durably in the inbox. The entry's `sequence` is 0: the
+    /// store numbers entries when it commits, so read
+    /// [`InboxStore::inbox`](crate::InboxStore::inbox) for the numbers to
+    /// delete.
     Stored(InboxEntry),
     /// Refused; nothing changed.
-    Refused(OpenError),
+    Refused(ReceiveError),
 }
 
 fn poisoned() -> StoreError {
@@ -59,8 +83,13 @@ fn poisoned() -> StoreError {
 
 impl DurableSession {
     /// Stores a newly established session, together with the other changes
-    /// in `batch` (for a responder: the deletion of the one-time pre-key the
-    /// handshake used), in one transaction.
+    /// in `batch`, in one transaction. For a responder, `batch` holds the
+    /// deletion of the one-time pre-key the handshake used and an inbox
+    /// entry for the initiator's first message (the session already counts
+    /// it as received, so it must be stored with it).
+    ///
+    /// Keep one `DurableSession` per connection at a time: two handles would
+    /// each reserve counters without seeing the other's.
     pub fn create<S: RawStore + ?Sized>(
         store: &S,
         session: Session,
@@ -84,6 +113,7 @@ impl DurableSession {
             reservation,
             block,
             dirty: false,
+            staged: false,
             poisoned: false,
         })
     }
@@ -121,6 +151,7 @@ impl DurableSession {
             reservation,
             block,
             dirty: false,
+            staged: false,
             poisoned: false,
         }))
     }
@@ -143,10 +174,13 @@ impl DurableSession {
         }
     }
 
-    /// Makes sure the next counter is durably reserved.
+    /// Makes sure the next counter is durably reserved in the current
+    /// sending epoch.
     fn reserve<S: RawStore + ?Sized>(&mut self, store: &S) -> Result<(), StoreError> {
         let next = self.session.next_send_counter();
-        if next < self.reservation.reserved_until {
+        if self.reservation.epoch == self.session.send_epoch()
+            && next < self.reservation.reserved_until
+        {
             return Ok(());
         }
         let limit = self.session.hard_limit();
@@ -193,12 +227,20 @@ impl DurableSession {
 
     /// Moves the sending direction to the next epoch. The new epoch and its
     /// first reservation are durable before the announcement is returned.
+    ///
+    /// Refused while received messages are not committed (the snapshot it
+    /// stores would mark them as seen before their inbox entries exist).
     pub fn update_sending_key<S: RawStore + ?Sized>(
         &mut self,
         store: &S,
         request_peer_update: bool,
     ) -> Result<KeyUpdate, StoreError> {
         self.check()?;
+        if self.dirty || self.staged {
+            return Err(StoreError::Inconsistent(
+                "received messages are not committed yet; commit them before a key update",
+            ));
+        }
         let update = self
             .session
             .update_sending_key(request_peer_update)
@@ -233,10 +275,8 @@ impl DurableSession {
         &mut self,
         message: EncryptedMessage,
         batch: &mut WriteBatch,
-    ) -> Result<InboxEntry, OpenError> {
-        if self.poisoned {
-            return Err(OpenError::Authentication);
-        }
+    ) -> Result<InboxEntry, ReceiveError> {
+        self.ready_to_receive()?;
         let (epoch, counter) = (message.epoch, message.counter);
         let plaintext = self.session.open(message)?;
         self.dirty = true;
@@ -255,34 +295,54 @@ impl DurableSession {
     pub fn open_key_update_into(
         &mut self,
         update: KeyUpdate,
-    ) -> Result<KeyUpdateReceived, OpenError> {
-        if self.poisoned {
-            return Err(OpenError::Authentication);
-        }
+    ) -> Result<KeyUpdateReceived, ReceiveError> {
+        self.ready_to_receive()?;
         let received = self.session.open_key_update(update)?;
         self.dirty = true;
         Ok(received)
     }
 
+    fn ready_to_receive(&self) -> Result<(), ReceiveError> {
+        if self.poisoned {
+            Err(ReceiveError::Poisoned)
+        } else if self.staged {
+            Err(ReceiveError::Pending)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Adds the session's snapshot to `batch` if anything changed since it
     /// was last stored. After committing the batch, call
     /// [`DurableSession::committed`]; if the commit failed,
-    /// [`DurableSession::commit_failed`].
-    pub fn stage(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+    /// [`DurableSession::commit_failed`]. Until then the session takes no
+    /// further message and no key update. (With nothing to store, nothing is
+    /// staged and nothing waits.)
+    pub fn stage(&mut self, batch: &mut WriteBatch) -> Result<(), StoreError> {
         self.check()?;
+        if self.staged {
+            return Err(StoreError::Inconsistent(
+                "a staged batch is already waiting for committed() or commit_failed()",
+            ));
+        }
         if self.dirty {
             batch.put_session(&self.session.snapshot())?;
+            // Only a staged snapshot can go stale; with nothing staged there
+            // is nothing to wait for.
+            self.staged = true;
         }
         Ok(())
     }
 
     /// The staged batch was committed.
     pub fn committed(&mut self) {
+        self.staged = false;
         self.dirty = false;
     }
 
     /// The staged batch was not committed: memory is ahead of the store.
     pub fn commit_failed(&mut self) {
+        self.staged = false;
         if self.dirty {
             self.poisoned = true;
         }
@@ -296,6 +356,11 @@ impl DurableSession {
         messages: Vec<EncryptedMessage>,
     ) -> Result<Vec<Received>, StoreError> {
         self.check()?;
+        if self.staged {
+            return Err(StoreError::Inconsistent(
+                "a staged batch is waiting for committed() or commit_failed()",
+            ));
+        }
         let mut batch = WriteBatch::new();
         let results: Vec<Received> = messages
             .into_iter()

@@ -31,7 +31,7 @@ mod store;
 
 pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
-pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, Received};
+pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use records::{

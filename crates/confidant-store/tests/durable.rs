@@ -7,8 +7,8 @@ use confidant_core::wire::EncryptedMessage;
 use confidant_core::{AgreedSecret, ConnectionId, Role, SuiteRegistry};
 use confidant_session::{OpenError, ReplayError, Session, SessionConfig};
 use confidant_store::{
-    CounterStore, DurableSession, InboxStore, MemoryStore, PreKeyStore, RawStore, Received, Record,
-    SessionStore, StoreError, Table, WriteBatch,
+    CounterStore, DurableSession, InboxStore, MemoryStore, PreKeyStore, RawStore, ReceiveError,
+    Received, Record, SessionStore, StoreError, Table, WriteBatch,
 };
 use confidant_x3dh::OneTimePreKey;
 use std::collections::HashSet;
@@ -190,7 +190,9 @@ fn received_messages_are_durable_before_they_are_reported() {
     for result in &results[10..] {
         assert!(matches!(
             result,
-            Received::Refused(OpenError::Replay(ReplayError::Duplicate { .. }))
+            Received::Refused(ReceiveError::Refused(OpenError::Replay(
+                ReplayError::Duplicate { .. }
+            )))
         ));
     }
     let inbox = store.inbox().unwrap();
@@ -332,4 +334,96 @@ fn inconsistent_stores_are_refused_on_load() {
     );
     // A block of zero is refused.
     assert!(DurableSession::load(&store, &registry, &connection(), 0).is_err());
+}
+
+#[test]
+fn a_staged_batch_blocks_further_changes_until_its_fate_is_known() {
+    let store = MemoryStore::new();
+    let registry = registry();
+    let (mut holder, issuer) = sessions(SessionConfig::default());
+    let mut durable = DurableSession::create(&store, issuer, WriteBatch::new(), 16).unwrap();
+    let first = holder.seal(b"one").unwrap();
+    let second = holder.seal(b"two").unwrap();
+
+    let mut pending = WriteBatch::new();
+    durable.open_into(first, &mut pending).unwrap();
+    // A key update now would store the window with "one" marked as seen
+    // before its inbox entry exists.
+    assert!(matches!(
+        durable.update_sending_key(&store, false),
+        Err(StoreError::Inconsistent(_))
+    ));
+    durable.stage(&mut pending).unwrap();
+    // While the staged batch waits, nothing else may change the session:
+    // a later commit of the older snapshot would undo it.
+    let mut other = WriteBatch::new();
+    assert!(matches!(
+        durable.open_into(second.clone(), &mut other),
+        Err(ReceiveError::Pending)
+    ));
+    assert!(durable.receive(&store, vec![second.clone()]).is_err());
+    assert!(durable.stage(&mut other).is_err());
+
+    store.commit(pending).unwrap();
+    durable.committed();
+    let results = durable.receive(&store, vec![second]).unwrap();
+    assert!(matches!(results[0], Received::Stored(_)));
+    durable.update_sending_key(&store, false).unwrap();
+
+    // Reloaded, the session agrees with the inbox.
+    let mut durable = DurableSession::load(&store, &registry, &connection(), 16)
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.inbox().unwrap().len(), 2);
+    let third = holder.seal(b"three").unwrap();
+    assert!(matches!(
+        durable.receive(&store, vec![third]).unwrap()[0],
+        Received::Stored(_)
+    ));
+}
+
+#[test]
+fn a_failed_group_commit_poisons_the_session() {
+    let store = Flaky::new();
+    let (mut holder, issuer) = sessions(SessionConfig::default());
+    let mut durable = DurableSession::create(&store, issuer, WriteBatch::new(), 16).unwrap();
+    let mut batch = WriteBatch::new();
+    durable
+        .open_into(holder.seal(b"one").unwrap(), &mut batch)
+        .unwrap();
+    durable.stage(&mut batch).unwrap();
+    store.set_failing(true);
+    assert!(store.commit(batch).is_err());
+    durable.commit_failed();
+    let mut next = WriteBatch::new();
+    assert!(matches!(
+        durable.open_into(holder.seal(b"two").unwrap(), &mut next),
+        Err(ReceiveError::Poisoned)
+    ));
+}
+
+#[test]
+fn a_reservation_of_another_epoch_is_never_trusted() {
+    // Defence in depth: even if the session's epoch and the reservation's
+    // differed in memory, sealing reserves in the session's epoch first.
+    let store = MemoryStore::new();
+    let registry = registry();
+    let (holder, mut issuer) = sessions(SessionConfig::default());
+    let mut durable = DurableSession::create(&store, holder, WriteBatch::new(), 1000).unwrap();
+    let first = durable.seal(&store, b"a").unwrap();
+    let update = durable.update_sending_key(&store, false).unwrap();
+    let second = durable.seal(&store, b"b").unwrap();
+    let reservation = store.reservation(&connection()).unwrap().unwrap();
+    assert_eq!(reservation.epoch, 1);
+    assert!(second.counter < reservation.reserved_until);
+    drop(durable);
+    let mut durable = DurableSession::load(&store, &registry, &connection(), 1000)
+        .unwrap()
+        .unwrap();
+    let third = durable.seal(&store, b"c").unwrap();
+    assert!(third.counter > second.counter);
+    issuer.open(first).unwrap();
+    issuer.open_key_update(update).unwrap();
+    issuer.open(second).unwrap();
+    issuer.open(third).unwrap();
 }
