@@ -58,6 +58,16 @@ impl ReplayWindow {
         }
     }
 
+    /// A window of `size` counters with every bit set, for tests of the
+    /// largest encodings.
+    #[cfg(test)]
+    pub(crate) fn full_for_tests(size: u32, highest: u64) -> Self {
+        Self {
+            highest: Some(highest),
+            bits: vec![u64::MAX; (size / 64) as usize],
+        }
+    }
+
     /// Whether the window's shape is one [`ReplayWindow::new`] could make.
     pub(crate) fn is_well_formed(&self) -> bool {
         let size = self.size();

@@ -16,6 +16,7 @@ use crate::replay::ReplayWindow;
 use confidant_core::{ConnectionId, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_FORMAT: u8 = 1;
@@ -90,13 +91,24 @@ impl SessionSnapshot {
         self.send.epoch
     }
 
-    /// Encodes the snapshot.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
-        let mut bytes = vec![SNAPSHOT_FORMAT];
-        let body = postcard::to_allocvec(self)
-            .map_err(|error| SnapshotError::Malformed(error.to_string()))?;
-        bytes.extend_from_slice(&body);
-        Ok(bytes)
+    /// Encodes the snapshot. The bytes hold keys: they are wiped when
+    /// dropped, and they are written into one buffer sized up front, so no
+    /// outgrown copy is left in freed memory.
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, SnapshotError> {
+        // Two windows of `replay_window / 64` words, each at most 10 bytes
+        // as a varint, plus keys, ids and counters well within 1 KiB.
+        let window_bytes = (self.config.replay_window as usize / 64) * 10 + 16;
+        let capacity = (2 * window_bytes + 1024).min(MAX_SNAPSHOT_LEN);
+        let mut buffer = Zeroizing::new(vec![0u8; capacity]);
+        let (format, body) = buffer
+            .split_first_mut()
+            .ok_or_else(|| SnapshotError::Malformed("empty buffer".into()))?;
+        *format = SNAPSHOT_FORMAT;
+        let used = postcard::to_slice(self, body)
+            .map_err(|error| SnapshotError::Malformed(error.to_string()))?
+            .len();
+        buffer.truncate(1 + used);
+        Ok(buffer)
     }
 
     /// Decodes a snapshot written by [`SessionSnapshot::to_bytes`].
@@ -149,6 +161,37 @@ mod tests {
         )
         .unwrap();
         (session.snapshot(), registry)
+    }
+
+    #[test]
+    fn the_largest_snapshot_fits_its_buffer() {
+        let mut registry = SuiteRegistry::new();
+        confidant_aes_gcm::register(&mut registry).unwrap();
+        let agreed = AgreedSecret::new([5; 32], vec![7; 200], None);
+        let config = SessionConfig::default().with_replay_window(crate::MAX_WINDOW);
+        let session = Session::new(
+            Role::Responder,
+            ConnectionId::new("c".repeat(128)).unwrap(),
+            confidant_aes_gcm::aes_256_gcm_lfsr(),
+            &agreed,
+            config,
+        )
+        .unwrap();
+        let mut snapshot = session.snapshot();
+        // Dense windows: every word all ones, the longest varint encoding.
+        snapshot.recv.current.window =
+            ReplayWindow::full_for_tests(crate::MAX_WINDOW, u64::MAX - 1);
+        snapshot.recv.previous = Some(RecvEpochSnapshot {
+            epoch: 0,
+            keys: snapshot.recv.current.keys.clone(),
+            window: ReplayWindow::full_for_tests(crate::MAX_WINDOW, u64::MAX - 1),
+        });
+        snapshot.recv.current.epoch = u32::MAX;
+        snapshot.send.next_counter = u64::MAX;
+        let bytes = snapshot.to_bytes().unwrap();
+        assert!(bytes.len() > 2 * 8192, "{}", bytes.len());
+        assert!(bytes.len() <= MAX_SNAPSHOT_LEN);
+        assert_eq!(SessionSnapshot::from_bytes(&bytes).unwrap(), snapshot);
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl WriteBatch {
 
     /// Stores a session snapshot.
     pub fn put_session(&mut self, snapshot: &SessionSnapshot) -> Result<(), StoreError> {
-        let bytes = Zeroizing::new(snapshot.to_bytes()?);
+        let bytes = snapshot.to_bytes()?;
         self.put(
             Table::Sessions,
             snapshot.connection_id().as_bytes().to_vec(),
