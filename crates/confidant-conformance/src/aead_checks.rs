@@ -180,6 +180,27 @@ pub fn check_aead<A: Aead>() -> Result<Report, Failure> {
     )?;
     checks.push("the nonce changes the ciphertext and is authenticated".into());
 
+    // A genuine message under a nonce of the wrong length (the right one cut
+    // short or extended) must be refused: an implementation that pads or
+    // truncates nonces would accept it. (Opening garbage could not tell.)
+    let mut longer = nonce.clone();
+    longer.push(0);
+    let shorter = nonce
+        .get(..nonce.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_vec();
+    for wrong in [longer, shorter, Vec::new()] {
+        ensure(
+            aead.open(&wrong, &associated_data, &sealed).is_err(),
+            "nonce length",
+            format!(
+                "opened a genuine message under a {}-byte nonce",
+                wrong.len()
+            ),
+        )?;
+    }
+    checks.push("a genuine message under a nonce of the wrong length is refused".into());
+
     Ok(Report {
         subject: A::NAME.to_owned(),
         checks,

@@ -409,6 +409,26 @@ impl<'a> Run<'a> {
             }
         }
 
+        // A fresh cipher asked first for counter k must give the IV the
+        // sequential run gave for k: a sender resuming at a reservation mark
+        // starts exactly like this. Sampled along the run, plus the gaps a
+        // cache is most likely to get wrong.
+        let stride = (sequential / 1000).max(1);
+        let sampled = (0..sequential).step_by(usize::try_from(stride).unwrap_or(1));
+        let edges = [2u64, 3, 100, 255, 256, 257, 1000, 4095, 4096, 4097]
+            .into_iter()
+            .filter(|&counter| counter < sequential);
+        for counter in sampled.chain(edges) {
+            let fresh_iv = self.iv(self.cipher()?.as_mut(), counter)?;
+            ensure(
+                seen.get(&fresh_iv) == Some(&counter),
+                "IV purity",
+                format!(
+                    "a fresh cipher gives another IV for counter {counter} than the sequential run"
+                ),
+            )?;
+        }
+
         // Jump around in one long-lived cipher (exercising any cache) and
         // compare with fresh ciphers.
         let mut wanderer = self.cipher()?;
@@ -434,9 +454,18 @@ impl<'a> Run<'a> {
                 _ => {}
             }
         }
-        // Backwards and nearby requests after a far jump.
+        // Backwards and nearby requests after a far jump, then walks from a
+        // far point with small and cache-sized gaps, forwards and backwards
+        // (a receiver skipping lost messages, a reordered delivery).
         let far = self.limit - 1;
-        for counter in [far, far.saturating_sub(1), far / 2, far / 2 + 1, 1, 0, far] {
+        let mut requests = vec![far, far.saturating_sub(1), far / 2, far / 2 + 1, 1, 0, far];
+        let base = far / 3;
+        for gap in [2u64, 3, 100, 255, 256, 1000, 4095, 4096, 4097] {
+            requests.push(base);
+            requests.push(base.saturating_add(gap).min(far));
+            requests.push(base.saturating_add(gap).min(far).saturating_sub(2 * gap));
+        }
+        for counter in requests {
             let iv = self.iv(wanderer.as_mut(), counter)?;
             ensure(
                 iv == self.iv(self.cipher()?.as_mut(), counter)?,

@@ -375,3 +375,117 @@ fn lax_key_lengths_are_caught() {
     let suite = SuiteOf::<LaxKey, CounterIv>::new(ID, "lax key");
     assert_eq!(failure_of(&suite, quick()).check, "construction");
 }
+
+/// IV_n = origin + n, with a "step from the cached state" fast path whose
+/// step count is truncated to 8 bits: a fresh cipher asked first for counter
+/// 4096 (a sender resuming at its reservation mark) returns IV_0. The
+/// sequential run alone cannot see it; comparing with fresh ciphers at
+/// cache-sized gaps does. (Found by review.)
+struct TruncatedStepIv {
+    origin: u128,
+    cached: u64,
+    state: u128,
+}
+
+impl IvStrategy for TruncatedStepIv {
+    const NAME: &'static str = "truncated-step cache";
+    const IV_LEN: usize = 12;
+    const SEED_LEN: usize = 16;
+    const MAX_IVS: u64 = u64::MAX;
+
+    fn new(seed: &[u8]) -> Result<Self, IvError> {
+        let seed: [u8; 16] = seed.try_into().map_err(|_| IvError::SeedLength {
+            expected: 16,
+            actual: seed.len(),
+        })?;
+        let origin = u128::from_be_bytes(seed);
+        Ok(Self {
+            origin,
+            cached: 0,
+            state: origin,
+        })
+    }
+
+    fn iv(&mut self, n: u64, out: &mut [u8]) -> Result<(), IvError> {
+        if n == u64::MAX {
+            return Err(IvError::Exhausted {
+                counter: n,
+                max: u64::MAX,
+            });
+        }
+        let actual = out.len();
+        let out: &mut [u8; 12] = out.try_into().map_err(|_| IvError::OutputLength {
+            expected: 12,
+            actual,
+        })?;
+        let state = if n >= self.cached && n - self.cached <= 4096 {
+            let steps = (n - self.cached) as u8; // the bug
+            (0..steps).fold(self.state, |state, _| state.wrapping_add(1))
+        } else if n < self.cached && self.cached - n <= 4096 {
+            (n..self.cached).fold(self.state, |state, _| state.wrapping_sub(1))
+        } else {
+            self.origin.wrapping_add(u128::from(n))
+        };
+        self.cached = n;
+        self.state = state;
+        out.copy_from_slice(&state.to_be_bytes()[4..]);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_cache_wrong_for_small_gaps_is_caught() {
+    let suite = SuiteOf::<confidant_chacha20poly1305::ChaCha20Poly1305, TruncatedStepIv>::new(
+        ID,
+        "truncated-step cache",
+    );
+    let failure = failure_of(&suite, quick());
+    assert_eq!(failure.check, "IV purity", "{failure}");
+}
+
+/// `open` silently pads or truncates any nonce to 12 bytes. Opening garbage
+/// under a wrong-length nonce fails anyway; opening a genuine message shows
+/// the bug. (Found by review.)
+struct LaxOpen(confidant_chacha20poly1305::ChaCha20Poly1305);
+
+impl Aead for LaxOpen {
+    const NAME: &'static str = "lax open";
+    const KEY_LEN: usize = 32;
+    const NONCE_LEN: usize = 12;
+    const CONFIDENTIALITY_LIMIT: u64 = 1 << 62;
+    const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
+
+    fn new(key: &[u8]) -> Result<Self, KeyLengthError> {
+        confidant_chacha20poly1305::ChaCha20Poly1305::new(key).map(Self)
+    }
+
+    fn seal_in_place_detached(
+        &self,
+        nonce: &[u8],
+        associated_data: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<Tag, SealError> {
+        self.0
+            .seal_in_place_detached(nonce, associated_data, buffer)
+    }
+
+    fn open_in_place_detached(
+        &self,
+        nonce: &[u8],
+        associated_data: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), OpenError> {
+        let mut fixed = [0u8; 12];
+        let len = nonce.len().min(12);
+        fixed[..len].copy_from_slice(&nonce[..len]);
+        self.0
+            .open_in_place_detached(&fixed, associated_data, buffer, tag)
+    }
+}
+
+#[test]
+fn an_open_that_ignores_the_nonce_length_is_caught() {
+    let failure = check_aead::<LaxOpen>().unwrap_err();
+    assert_eq!(failure.check, "nonce length", "{failure}");
+}
