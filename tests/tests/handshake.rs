@@ -33,6 +33,27 @@ fn connection() -> ConnectionId {
     ConnectionId::new("conn-handshake").unwrap()
 }
 
+/// The holder's side of a handshake, with the registry, connection and
+/// config every test here uses.
+fn initiate(
+    x3dh: &X3dh,
+    holder: &IdentityKeyPair,
+    invitation: &[u8],
+    bundle: &wire::PreKeyBundle,
+    first: &[u8],
+) -> Result<(Session, wire::InitialMessage), HandshakeError<X3dhError>> {
+    handshake::initiate(
+        x3dh,
+        holder,
+        invitation,
+        bundle,
+        &registry(),
+        connection(),
+        first,
+        SessionConfig::default(),
+    )
+}
+
 /// Encodes and decodes a body, as the relay would carry it.
 fn over_the_wire(body: Body) -> Body {
     wire::decode_envelope(&wire::encode_envelope(body), wire::DEFAULT_MAX_ENVELOPE_LEN).unwrap()
@@ -66,17 +87,8 @@ fn establish(
     let registry = registry();
     let invitation = issuer_keys.identity_public_key().to_bytes();
     let bundle = bundle_for(issuer_keys, one_time, suites);
-    let (holder_session, initial_message) = handshake::initiate(
-        x3dh,
-        holder,
-        &invitation,
-        &bundle,
-        &registry,
-        connection(),
-        b"first",
-        SessionConfig::default(),
-    )
-    .unwrap();
+    let (holder_session, initial_message) =
+        initiate(x3dh, holder, &invitation, &bundle, b"first").unwrap();
     let initial_message = initial(Body::Initial(initial_message));
     let responded = handshake::respond(
         x3dh,
@@ -133,15 +145,12 @@ fn the_first_supported_suite_of_the_offer_is_chosen() {
     );
 
     let only_unknown = bundle_for(&issuer_keys, 2, &[SuiteId(SuiteId::PRIVATE_USE_START + 99)]);
-    let result = handshake::initiate(
+    let result = initiate(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &only_unknown,
-        &registry(),
-        connection(),
         b"x",
-        SessionConfig::default(),
     );
     assert!(matches!(result, Err(HandshakeError::NoCommonSuite { .. })));
 }
@@ -153,15 +162,12 @@ fn a_swapped_bundle_is_refused_before_any_session_exists() {
     let impostor = issuer();
     let holder = IdentityKeyPair::generate();
     let swapped = bundle_for(&impostor, 1, &[]);
-    let result = handshake::initiate(
+    let result = initiate(
         &x3dh,
         &holder,
         &genuine.identity_public_key().to_bytes(),
         &swapped,
-        &registry(),
-        connection(),
         b"x",
-        SessionConfig::default(),
     );
     assert!(matches!(
         result,
@@ -177,15 +183,12 @@ fn the_responder_refuses_tampered_or_unoffered_initial_messages() {
     let registry = registry();
     let offered = [SuiteId::AES_256_GCM_SHA256_COUNTER];
     let bundle = bundle_for(&issuer_keys, 1, &offered);
-    let (_, initial_message) = handshake::initiate(
+    let (_, initial_message) = initiate(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &bundle,
-        &registry,
-        connection(),
         b"first",
-        SessionConfig::default(),
     )
     .unwrap();
     let respond = |initial: &wire::InitialMessage, offered: &[SuiteId]| {
@@ -243,15 +246,12 @@ fn a_consumed_one_time_pre_key_cannot_serve_a_replayed_initial_message() {
     let holder = IdentityKeyPair::generate();
     let registry = registry();
     let bundle = bundle_for(&issuer_keys, 2, &[]);
-    let (_, initial_message) = handshake::initiate(
+    let (_, initial_message) = initiate(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &bundle,
-        &registry,
-        connection(),
         b"first",
-        SessionConfig::default(),
     )
     .unwrap();
     let responded = handshake::respond(
@@ -317,15 +317,12 @@ fn the_bundle_from_the_key_agreement_trait_works_through_the_glue() {
     let bundle = x3dh
         .bundle(&issuer_keys, &[SuiteId::AES_256_GCM_LFSR])
         .unwrap();
-    let (mut holder_session, initial_message) = handshake::initiate(
+    let (mut holder_session, initial_message) = initiate(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &bundle,
-        &registry(),
-        connection(),
         b"hi",
-        SessionConfig::default(),
     )
     .unwrap();
     let mut responded = handshake::respond(
@@ -371,15 +368,12 @@ fn a_relay_cannot_reset_a_connection_with_its_own_identity() {
 
     // The relay knows the issuer's public bundle and runs X3DH itself.
     let relay = IdentityKeyPair::generate();
-    let (_, forged) = handshake::initiate(
+    let (_, forged) = initiate(
         &x3dh,
         &relay,
         &invitation,
         &bundle_for(&issuer_keys, 2, &[]),
-        &registry,
-        connection(),
         b"I am the holder now",
-        SessionConfig::default(),
     )
     .unwrap();
     assert!(matches!(
@@ -388,15 +382,12 @@ fn a_relay_cannot_reset_a_connection_with_its_own_identity() {
     ));
 
     // The real holder may reset.
-    let (_, genuine) = handshake::initiate(
+    let (_, genuine) = initiate(
         &x3dh,
         &holder,
         &invitation,
         &bundle_for(&issuer_keys, 3, &[]),
-        &registry,
-        connection(),
         b"hello again",
-        SessionConfig::default(),
     )
     .unwrap();
     let responded = respond_to(&genuine).unwrap();
@@ -414,15 +405,12 @@ fn an_initial_message_without_a_one_time_pre_key_is_refused_by_default() {
         _ => unreachable!(),
     };
     assert!(bundle.one_time_pre_key.is_none());
-    let (_, initial_message) = handshake::initiate(
+    let (_, initial_message) = initiate(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &bundle,
-        &registry,
-        connection(),
         b"first",
-        SessionConfig::default(),
     )
     .unwrap();
     let respond = |policy| {
