@@ -1,13 +1,14 @@
 //! Encryption of secret values at rest, under a key-encryption key (KEK)
 //! that the embedding application supplies.
 //!
-//! Only the values of secret tables ([`Table::is_secret`]) are sealed: the
-//! identity key, pre-keys, session snapshots and the inbox. Keys (record
-//! ids, connection ids, inbox sequence numbers) and the non-secret tables
-//! (`Meta`: schema version, key check, next inbox number; `Counters`:
-//! counter reservations) stay in plaintext, so the file reveals which
-//! connections exist and how far their counters are reserved, never a key
-//! or a message.
+//! The values of the sealed tables ([`Table::is_sealed_at_rest`]) are
+//! sealed: the identity key, pre-keys, session snapshots and the inbox
+//! (secret), and the counter reservations (not secret, but sealing
+//! authenticates them, so that someone who can write the file cannot lower
+//! one and make the next start reuse counters). Keys (record ids,
+//! connection ids, inbox sequence numbers) and `Meta` (schema version, key
+//! check, next inbox number) stay in plaintext, so the file reveals which
+//! connections exist, never a key or a message.
 //!
 //! ## Format
 //!

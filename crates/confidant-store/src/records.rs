@@ -55,8 +55,15 @@ impl Table {
         }
     }
 
-    /// Whether the table's values are secret (and so encrypted at rest when
-    /// the store has a key-encryption key).
+    /// Whether the table's values are sealed at rest when the store has a
+    /// key-encryption key: the secret tables, and the counter reservations,
+    /// which are not secret but must not be lowered by someone who can write
+    /// the file (that would make the next start reuse counters).
+    pub fn is_sealed_at_rest(self) -> bool {
+        self.is_secret() || self == Table::Counters
+    }
+
+    /// Whether the table's values are secret.
     pub fn is_secret(self) -> bool {
         matches!(
             self,

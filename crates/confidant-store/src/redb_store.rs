@@ -23,9 +23,9 @@
 //! opened messages waiting in the inbox. Whoever can read the file (or a
 //! backup of it) can impersonate the node and read those messages. With a
 //! [`KeyEncryptionKey`] in [`StoreOptions`], the values of the secret tables
-//! (identity, pre-keys, sessions, inbox) are sealed with AES-256-GCM (format
-//! in [`crate::at_rest`]); keys, `confidant_meta` and `counters` stay in
-//! plaintext. redb's page cache holds the file's bytes in memory, and it is
+//! (identity, pre-keys, sessions, inbox) and of `counters` (for integrity)
+//! are sealed with AES-256-GCM (format in [`crate::at_rest`]); keys and
+//! `confidant_meta` stay in plaintext. redb's page cache holds the file's bytes in memory, and it is
 //! not wiped: ciphertext with a KEK, plaintext without.
 //!
 //! ## Opening
@@ -667,7 +667,7 @@ impl RedbStore {
         }
     }
 
-    /// The bytes to store for `value`: sealed in a secret table of an
+    /// The bytes to store for `value`: sealed in a sealed table of an
     /// encrypted store, as they are otherwise.
     fn seal<'v>(
         &self,
@@ -676,7 +676,7 @@ impl RedbStore {
         value: &'v [u8],
     ) -> Result<Cow<'v, [u8]>, StoreError> {
         match &self.key_encryption_key {
-            Some(kek) if table.is_secret() => {
+            Some(kek) if table.is_sealed_at_rest() => {
                 Ok(Cow::Owned(at_rest::seal(kek, table, key, value)?))
             }
             _ => Ok(Cow::Borrowed(value)),
@@ -690,7 +690,7 @@ impl RedbStore {
         stored: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         match &self.key_encryption_key {
-            Some(kek) if table.is_secret() => at_rest::open(kek, table, key, stored),
+            Some(kek) if table.is_sealed_at_rest() => at_rest::open(kek, table, key, stored),
             _ => Ok(Zeroizing::new(stored.to_vec())),
         }
     }

@@ -1022,3 +1022,40 @@ fn durable_commit_cost() {
         }
     }
 }
+
+#[test]
+fn with_a_key_a_lowered_counter_reservation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let id = connection("counted");
+    {
+        let store =
+            RedbStore::create(&path, StoreOptions::default().key_encryption_key(kek(3))).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put_reservation(
+            &id,
+            CounterReservation {
+                epoch: 0,
+                reserved_until: 4096,
+            },
+        );
+        store.commit(batch).unwrap();
+    }
+    // Someone who can write the file, but has no key, lowers the
+    // reservation to 0 (the plaintext encoding of epoch 0, counter 0).
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let counters: TableDefinition<&[u8], &[u8]> = TableDefinition::new("counters");
+            let mut table = txn.open_table(counters).unwrap();
+            table.insert(id.as_bytes(), [0u8; 12].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path, StoreOptions::default().key_encryption_key(kek(3))).unwrap();
+    assert!(matches!(
+        store.reservation(&id),
+        Err(StoreError::Corrupt(_))
+    ));
+}
