@@ -127,6 +127,16 @@ impl RawStore for MemoryStore {
         let after = sequence
             .checked_add(appends)
             .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
+        // A lowered `inbox_next` must not overwrite an unread message.
+        let inbox = inner.tables.get(&Table::Inbox);
+        if (sequence..after)
+            .any(|taken| inbox.is_some_and(|records| records.contains_key(&inbox_key(taken))))
+        {
+            return Err(StoreError::Inconsistent(
+                "the next inbox number points at an existing entry",
+            ));
+        }
+        let meta = inner.tables.entry(Table::Meta).or_default();
         if appends > 0 {
             meta.insert(
                 INBOX_NEXT_KEY.to_vec(),

@@ -736,9 +736,18 @@ impl RedbStore {
                 WriteOp::AppendInbox { value } => {
                     let key = inbox_key(sequence);
                     let stored = self.seal(Table::Inbox, &key, &value)?;
-                    open_table(txn, &mut tables, Table::Inbox)?
+                    let replaced = open_table(txn, &mut tables, Table::Inbox)?
                         .insert(key.as_slice(), stored.as_ref())
-                        .map_err(RedbOr::redb)?;
+                        .map_err(RedbOr::redb)?
+                        .is_some();
+                    if replaced {
+                        // A lowered `inbox_next` (a damaged or tampered
+                        // file) must not overwrite an unread message.
+                        return Err(StoreError::Inconsistent(
+                            "the next inbox number points at an existing entry",
+                        )
+                        .into());
+                    }
                     sequence += 1;
                 }
             }

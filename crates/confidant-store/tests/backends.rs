@@ -309,6 +309,34 @@ fn a_failed_batch_applies_nothing<S: RawStore>(store: &S) {
     assert!(store.one_time_pre_key(8).unwrap().is_none());
 }
 
+fn a_lowered_inbox_number_never_overwrites_a_message<S: RawStore>(store: &S) {
+    let existing = sequences(store);
+    let Some(&first) = existing.first() else {
+        panic!("the earlier parts leave inbox entries");
+    };
+    let saved = store.get(Table::Meta, b"inbox_next").unwrap().unwrap();
+    let set_next = |value: Zeroizing<Vec<u8>>| {
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Put {
+            table: Table::Meta,
+            key: b"inbox_next".to_vec(),
+            value,
+        });
+        store.commit(batch).unwrap();
+    };
+    // A damaged or tampered file points the next number at an unread entry.
+    set_next(Zeroizing::new(first.to_be_bytes().to_vec()));
+    let before = dump(store);
+    let mut batch = WriteBatch::new();
+    batch.push_inbox(&entry("conn-x3dh", 0, b"would overwrite"));
+    assert!(matches!(
+        store.commit(batch),
+        Err(StoreError::Inconsistent(_))
+    ));
+    assert_eq!(dump(store), before);
+    set_next(saved);
+}
+
 /// The whole suite, in an order where each part starts from what the
 /// previous left (so the backends are compared on the same history).
 fn suite<S: RawStore>(store: &S) {
@@ -318,6 +346,7 @@ fn suite<S: RawStore>(store: &S) {
     batch_is_atomic_and_complete(store);
     inbox_numbering(store);
     raw_entries_are_in_key_order(store);
+    a_lowered_inbox_number_never_overwrites_a_message(store);
     a_failed_batch_applies_nothing(store);
 }
 
