@@ -68,10 +68,7 @@ pub enum ReceiveError {
 /// What [`DurableSession::receive`] did with one message.
 #[derive(Debug)]
 pub enum Received {
-    /// Opened, and durably in the inbox. The entry's `sequence` is 0: the
-    /// store numbers entries when it commits, so read
-    /// [`InboxStore::inbox`](crate::InboxStore::inbox) for the numbers to
-    /// delete.
+    /// Opened, and durably in the inbox under the entry's `sequence`.
     Stored(InboxEntry),
     /// Refused; nothing changed.
     Refused(ReceiveError),
@@ -172,6 +169,17 @@ impl DurableSession {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the next [`DurableSession::seal`] commits a reservation
+    /// first (the next counter is not reserved yet). A caller that must not
+    /// block on the store (an async runtime) can move that seal to a
+    /// blocking thread.
+    pub fn seal_commits(&self) -> bool {
+        let next = self.session.next_send_counter();
+        !(self.reservation.epoch == self.session.send_epoch()
+            && next < self.reservation.reserved_until)
+            && next < self.session.hard_limit()
     }
 
     /// Makes sure the next counter is durably reserved in the current
@@ -374,8 +382,17 @@ impl DurableSession {
             return Ok(results);
         }
         match store.commit(batch) {
-            Ok(()) => {
+            Ok(committed) => {
                 self.committed();
+                let mut numbers = committed.inbox;
+                let mut results = results;
+                for result in &mut results {
+                    if let Received::Stored(entry) = result {
+                        entry.sequence = numbers.next().ok_or(StoreError::Inconsistent(
+                            "the store numbered fewer inbox entries than were stored",
+                        ))?;
+                    }
+                }
                 Ok(results)
             }
             Err(error) => {

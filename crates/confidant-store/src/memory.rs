@@ -4,7 +4,7 @@
 use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
 use crate::records::{Table, inbox_key};
-use crate::store::{RawStore, Record, SCHEMA_VERSION};
+use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use zeroize::Zeroizing;
@@ -112,7 +112,7 @@ impl RawStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
         let mut inner = self.lock();
         // The only fallible step is numbering inbox entries: do it first, so
         // that an error leaves nothing applied. Everything after cannot fail.
@@ -124,6 +124,7 @@ impl RawStore for MemoryStore {
         let meta = inner.tables.entry(Table::Meta).or_default();
         let (mut sequence, _) =
             next_inbox_sequence(meta.get(INBOX_NEXT_KEY).map(|value| value.as_slice()))?;
+        let first = sequence;
         let after = sequence
             .checked_add(appends)
             .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
@@ -164,6 +165,8 @@ impl RawStore for MemoryStore {
             }
         }
         inner.commits += 1;
-        Ok(())
+        Ok(Committed {
+            inbox: first..after,
+        })
     }
 }

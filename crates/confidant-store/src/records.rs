@@ -28,11 +28,18 @@ pub enum Table {
     /// Opened messages waiting for the application, by sequence number.
     /// Secret (plaintext).
     Inbox,
+    /// The runtime's record of each connection (role, handshake state, the
+    /// peer's identity key), by connection id. Sealed at rest: it can hold
+    /// a greeting waiting to be sent.
+    Connections,
+    /// Invitations the runtime created and nobody has used yet, by token.
+    /// Sealed at rest.
+    Invitations,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Identity,
         Table::SignedPreKeys,
@@ -40,6 +47,8 @@ impl Table {
         Table::Sessions,
         Table::Counters,
         Table::Inbox,
+        Table::Connections,
+        Table::Invitations,
     ];
 
     /// The table's name in the file.
@@ -52,6 +61,8 @@ impl Table {
             Table::Sessions => "sessions",
             Table::Counters => "counters",
             Table::Inbox => "inbox",
+            Table::Connections => "connections",
+            Table::Invitations => "invitations",
         }
     }
 
@@ -72,6 +83,8 @@ impl Table {
                 | Table::OneTimePreKeys
                 | Table::Sessions
                 | Table::Inbox
+                | Table::Connections
+                | Table::Invitations
         )
     }
 }

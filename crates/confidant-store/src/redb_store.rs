@@ -17,13 +17,15 @@
 //! | `sessions` | connection id (UTF-8) | a session snapshot ([`confidant_session::SessionSnapshot::to_bytes`]) |
 //! | `counters` | connection id (UTF-8) | epoch `u32` ‖ first unreserved counter `u64` |
 //! | `inbox` | sequence number, `u64` | connection id length (1) ‖ connection id ‖ epoch `u32` ‖ counter `u64` ‖ plaintext |
+//! | `connections` | connection id (UTF-8) | the runtime's connection record (encoded by `confidant-actors`) |
+//! | `invitations` | invitation token (UTF-8) | the runtime's invitation record (encoded by `confidant-actors`) |
 //!
 //! **Without a key-encryption key, every value above is on disk in
 //! plaintext**: the identity key, the pre-keys, the session keys and the
 //! opened messages waiting in the inbox. Whoever can read the file (or a
 //! backup of it) can impersonate the node and read those messages. With a
 //! [`KeyEncryptionKey`] in [`StoreOptions`], the values of the secret tables
-//! (identity, pre-keys, sessions, inbox) and of `counters` (for integrity)
+//! (identity, pre-keys, sessions, inbox, connections, invitations) and of `counters` (for integrity)
 //! are sealed with AES-256-GCM (format in [`crate::at_rest`]); keys and
 //! `confidant_meta` stay in plaintext. redb's page cache holds the file's bytes in memory, and it is
 //! not wiped: ciphertext with a KEK, plaintext without.
@@ -74,7 +76,7 @@ use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
 use crate::memory::{INBOX_NEXT_KEY, next_inbox_sequence};
 use crate::records::{KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key};
-use crate::store::{RawStore, Record, SCHEMA_VERSION};
+use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
 use redb::backends::FileBackend;
 use redb::{
     Builder, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
@@ -219,6 +221,8 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
     TableDefinition::new(table.name())
 }
 
+const TABLES: usize = Table::ALL.len();
+
 fn table_index(table: Table) -> usize {
     match table {
         Table::Meta => 0,
@@ -228,6 +232,8 @@ fn table_index(table: Table) -> usize {
         Table::Sessions => 4,
         Table::Counters => 5,
         Table::Inbox => 6,
+        Table::Connections => 7,
+        Table::Invitations => 8,
     }
 }
 
@@ -697,8 +703,12 @@ impl RedbStore {
 
     /// Applies every change of `ops` in `txn`, numbering inbox entries as
     /// [`crate::MemoryStore`] does.
-    fn write_ops(&self, txn: &WriteTransaction, ops: Vec<WriteOp>) -> Result<(), RedbOr> {
-        let mut tables: [Option<redb::Table<'_, &[u8], &[u8]>>; 7] = Default::default();
+    fn write_ops(
+        &self,
+        txn: &WriteTransaction,
+        ops: Vec<WriteOp>,
+    ) -> Result<Committed, RedbOr> {
+        let mut tables: [Option<redb::Table<'_, &[u8], &[u8]>>; TABLES] = Default::default();
 
         // Number the inbox entries first, as the reference store does: a
         // malformed counter fails the batch before anything is written.
@@ -712,6 +722,7 @@ impl RedbStore {
             .map_err(RedbOr::redb)?
             .map(|value| value.value().to_vec());
         let (mut sequence, _) = next_inbox_sequence(current.as_deref())?;
+        let first = sequence;
         let after = sequence
             .checked_add(appends)
             .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
@@ -752,14 +763,16 @@ impl RedbStore {
                 }
             }
         }
-        Ok(())
+        Ok(Committed {
+            inbox: first..after,
+        })
     }
 }
 
 /// The table `table` of `txn`, opened once per transaction.
 fn open_table<'t, 'txn>(
     txn: &'txn WriteTransaction,
-    tables: &'t mut [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; 7],
+    tables: &'t mut [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; TABLES],
     table: Table,
 ) -> Result<&'t mut redb::Table<'txn, &'static [u8], &'static [u8]>, RedbOr> {
     let slot = &mut tables[table_index(table)];
@@ -828,7 +841,7 @@ impl RawStore for RedbStore {
         })
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
         self.with_database("committing", |database| {
             let mut txn = database.begin_write().map_err(RedbOr::redb)?;
             match self.durability {
@@ -838,7 +851,10 @@ impl RawStore for RedbStore {
                     .map_err(RedbOr::redb)?,
             }
             match self.write_ops(&txn, batch.into_ops()) {
-                Ok(()) => txn.commit().map_err(RedbOr::redb),
+                Ok(committed) => txn
+                    .commit()
+                    .map(|()| committed)
+                    .map_err(RedbOr::redb),
                 Err(error) => {
                     // Nothing of the batch is applied; the write error is
                     // the one to report.

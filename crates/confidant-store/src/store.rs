@@ -18,6 +18,15 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// A record: its key and its value (wiped when dropped).
 pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
 
+/// What a commit did that its caller could not know in advance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Committed {
+    /// The sequence numbers the batch's inbox entries got, in the order they
+    /// were pushed (empty without inbox entries).
+    pub inbox: std::ops::Range<u64>,
+}
+
 /// What a backend implements: byte records in tables, and atomic batches.
 ///
 /// Reads see every batch committed before them. `commit` applies the whole
@@ -30,8 +39,9 @@ pub trait RawStore: Send + Sync {
     /// Every record of `table`, in key order.
     fn entries(&self, table: Table) -> Result<Vec<Record>, StoreError>;
 
-    /// Applies `batch` atomically.
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies `batch` atomically, and says which inbox numbers its entries
+    /// got.
+    fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError>;
 }
 
 fn u32_key(key: &[u8]) -> Result<u32, StoreError> {

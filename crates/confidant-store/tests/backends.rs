@@ -200,7 +200,7 @@ fn inbox_numbering<S: RawStore>(store: &S) {
     for (i, text) in [&b"first"[..], b"second", b"third"].iter().enumerate() {
         batch.push_inbox(&entry("conn-in", i as u64, text));
     }
-    store.commit(batch).unwrap();
+    assert_eq!(store.commit(batch).unwrap().inbox, 1..4);
     let inbox = store.inbox().unwrap();
     assert_eq!(sequences(store), vec![1, 2, 3]);
     assert_eq!(inbox[1].plaintext.as_slice(), b"second");
@@ -214,11 +214,11 @@ fn inbox_numbering<S: RawStore>(store: &S) {
     batch.delete_inbox(1);
     store.commit(batch).unwrap();
     assert_eq!(sequences(store), vec![2]);
-    store.commit(WriteBatch::new()).unwrap();
+    assert!(store.commit(WriteBatch::new()).unwrap().inbox.is_empty());
     let mut batch = WriteBatch::new();
     batch.push_inbox(&entry("conn-in", 3, b"fourth"));
     batch.push_inbox(&entry("conn-in", 4, b"fifth"));
-    store.commit(batch).unwrap();
+    assert_eq!(store.commit(batch).unwrap().inbox, 4..6);
     assert_eq!(sequences(store), vec![2, 4, 5]);
     assert_eq!(store.inbox().unwrap()[2].plaintext.as_slice(), b"fifth");
 

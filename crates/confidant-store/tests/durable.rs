@@ -67,7 +67,7 @@ impl RawStore for Flaky {
     fn entries(&self, table: Table) -> Result<Vec<Record>, StoreError> {
         self.inner.entries(table)
     }
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    fn commit(&self, batch: WriteBatch) -> Result<confidant_store::Committed, StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Io("No space left on device (simulated)".into()));
         }
@@ -187,6 +187,15 @@ fn received_messages_are_durable_before_they_are_reported() {
         .filter(|result| matches!(result, Received::Stored(_)))
         .count();
     assert_eq!(stored, 10);
+    // Each stored result carries the number the store gave its entry.
+    let numbers: Vec<u64> = results
+        .iter()
+        .filter_map(|result| match result {
+            Received::Stored(entry) => Some(entry.sequence),
+            Received::Refused(_) => None,
+        })
+        .collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<u64>>());
     for result in &results[10..] {
         assert!(matches!(
             result,

@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         match store.commit(batch) {
-            Ok(()) => durable.committed(),
+            Ok(_) => durable.committed(),
             Err(error) => {
                 durable.commit_failed();
                 return Err(error.into());
