@@ -25,7 +25,7 @@
 use crate::batch::WriteBatch;
 use crate::error::StoreError;
 use crate::records::{CounterReservation, InboxEntry};
-use crate::store::{CounterStore, RawStore, SessionStore};
+use crate::store::{Committed, CounterStore, RawStore, SessionStore};
 use confidant_core::wire::{EncryptedMessage, KeyUpdate};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_session::{KeyUpdateReceived, OpenError, Session};
@@ -90,9 +90,20 @@ impl DurableSession {
     pub fn create<S: RawStore + ?Sized>(
         store: &S,
         session: Session,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         block: u64,
     ) -> Result<Self, StoreError> {
+        Self::create_committed(store, session, batch, block).map(|(durable, _)| durable)
+    }
+
+    /// [`DurableSession::create`], also returning what the commit did (the
+    /// inbox numbers of entries in `batch`).
+    pub fn create_committed<S: RawStore + ?Sized>(
+        store: &S,
+        session: Session,
+        mut batch: WriteBatch,
+        block: u64,
+    ) -> Result<(Self, Committed), StoreError> {
         if block == 0 {
             return Err(StoreError::Inconsistent(
                 "reservation block must be at least 1",
@@ -104,15 +115,18 @@ impl DurableSession {
         };
         batch.put_session(&session.snapshot())?;
         batch.put_reservation(session.connection_id(), reservation);
-        store.commit(batch)?;
-        Ok(Self {
-            session,
-            reservation,
-            block,
-            dirty: false,
-            staged: false,
-            poisoned: false,
-        })
+        let committed = store.commit(batch)?;
+        Ok((
+            Self {
+                session,
+                reservation,
+                block,
+                dirty: false,
+                staged: false,
+                poisoned: false,
+            },
+            committed,
+        ))
     }
 
     /// Loads a connection's session, resuming its sending counter above the
@@ -156,6 +170,18 @@ impl DurableSession {
     /// The session (read only: every change goes through this type).
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Whether a failed commit left this session ahead of the store: every
+    /// call fails until it is loaded again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Whether received messages are staged and wait for
+    /// [`DurableSession::committed`] or [`DurableSession::commit_failed`].
+    pub fn is_staged(&self) -> bool {
+        self.staged
     }
 
     /// The durable reservation.

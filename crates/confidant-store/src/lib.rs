@@ -39,6 +39,6 @@ pub use records::{
 };
 pub use redb_store::{Durability, RedbStore, StoreOptions};
 pub use store::{
-    Committed, CounterStore, IdentityStore, InboxStore, PreKeyStore, RawStore, Record, SCHEMA_VERSION,
-    SessionStore, Store,
+    Committed, CounterStore, IdentityStore, InboxStore, PreKeyStore, RawStore, Record,
+    SCHEMA_VERSION, SessionStore, Store,
 };

@@ -703,11 +703,7 @@ impl RedbStore {
 
     /// Applies every change of `ops` in `txn`, numbering inbox entries as
     /// [`crate::MemoryStore`] does.
-    fn write_ops(
-        &self,
-        txn: &WriteTransaction,
-        ops: Vec<WriteOp>,
-    ) -> Result<Committed, RedbOr> {
+    fn write_ops(&self, txn: &WriteTransaction, ops: Vec<WriteOp>) -> Result<Committed, RedbOr> {
         let mut tables: [Option<redb::Table<'_, &[u8], &[u8]>>; TABLES] = Default::default();
 
         // Number the inbox entries first, as the reference store does: a
@@ -851,10 +847,7 @@ impl RawStore for RedbStore {
                     .map_err(RedbOr::redb)?,
             }
             match self.write_ops(&txn, batch.into_ops()) {
-                Ok(committed) => txn
-                    .commit()
-                    .map(|()| committed)
-                    .map_err(RedbOr::redb),
+                Ok(committed) => txn.commit().map(|()| committed).map_err(RedbOr::redb),
                 Err(error) => {
                     // Nothing of the batch is applied; the write error is
                     // the one to report.

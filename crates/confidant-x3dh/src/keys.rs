@@ -41,6 +41,7 @@ pub(crate) const REDACTED: &str = "<redacted>";
 /// birational map: its X25519 secret is the clamped first half of
 /// SHA-512 of the seed ([`SigningKey::to_scalar_bytes`]). The seed is wiped
 /// on drop and never printed.
+#[derive(Clone)]
 pub struct IdentityKeyPair {
     signing_key: SigningKey,
 }
@@ -236,6 +237,7 @@ impl fmt::Debug for X25519PublicKey {
 
 /// The responder's signed pre-key: an X25519 key pair with an id, and the
 /// identity key's Ed25519 signature over `Encode(SPK)`.
+#[derive(Clone)]
 pub struct SignedPreKey {
     id: u32,
     secret: StaticSecret,
@@ -333,6 +335,7 @@ impl fmt::Debug for SignedPreKey {
 
 /// One of the responder's one-time pre-keys: an X25519 key pair with an id,
 /// used in at most one X3DH run and then deleted.
+#[derive(Clone)]
 pub struct OneTimePreKey {
     id: u32,
     secret: StaticSecret,

@@ -25,6 +25,7 @@ use std::fmt;
 /// [`consume_one_time_pre_key`](Self::consume_one_time_pre_key) on the
 /// in-memory copy). [`respond_and_consume`](Self::respond_and_consume) does
 /// both for callers without a store.
+#[derive(Clone)]
 pub struct ResponderKeys {
     identity: IdentityKeyPair,
     identity_public_key: IdentityPublicKey,

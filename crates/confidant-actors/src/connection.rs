@@ -1,0 +1,1002 @@
+//! The actor that owns one connection.
+//!
+//! A [`ConnectionActor`] holds the connection's record and its
+//! [`DurableSession`]. Every operation on the connection is a message to it,
+//! handled atomically (actix's [`AtomicResponse`]): while one runs, even
+//! across a commit on a blocking thread, no other message for the
+//! connection is handled, so no two operations on one session interleave.
+//! The protocol itself stays in the session and store crates; the actor
+//! only sequences it.
+//!
+//! A panic while handling a message (a bug, or a user's cipher plugin) is
+//! caught: the actor stops, its memory is dropped, and the hub starts a new
+//! one from the stored state on the next message for the connection.
+
+use crate::error::NodeError;
+use crate::node::{Event, IncomingMessage};
+use crate::records::{self, ConnectionRecord, Phase, Side};
+use crate::shared::{Shared, blocking};
+use crate::transport::{DeliveryId, Outgoing, TransportError};
+use actix::prelude::*;
+use confidant_core::wire::{self, InitialMessage, PreKeyBundle, SessionReset, envelope::Body};
+use confidant_core::{ConnectionId, SuiteId};
+use confidant_session::KeyStatus;
+use confidant_session::handshake::ResponderPolicy;
+use confidant_store::{
+    DurableSession, InboxEntry, PreKeyStore, ReceiveError, StoreError, WriteBatch,
+};
+use confidant_x3dh::{IdentityPublicKey, OneTimePreKey};
+use futures_util::FutureExt as _;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+/// Label of a session reset request's signature.
+const RESET_LABEL: &[u8] = b"confidant-v1-session-reset";
+
+/// What a connection receives from the relay.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// Someone joined with our invitation's token.
+    Joined(String),
+    /// An encoded envelope.
+    Envelope(Vec<u8>),
+}
+
+/// An event waiting for the group commit: a stored message's number is
+/// known only once the batch is committed.
+#[derive(Debug)]
+pub(crate) enum Draft {
+    Ready(Event),
+    Stored(InboxEntry),
+}
+
+/// What one connection made of its part of an inbound round.
+#[derive(Debug, Default)]
+pub(crate) struct Processed {
+    /// Changes to commit with the round (session snapshot, inbox entries,
+    /// record).
+    pub(crate) batch: WriteBatch,
+    /// Deliveries to acknowledge once `batch` is committed.
+    pub(crate) on_commit: Vec<DeliveryId>,
+    /// Deliveries whose effect is already durable, or that were refused.
+    pub(crate) ack: Vec<DeliveryId>,
+    /// Deliveries to hand back to the relay, to be tried again.
+    pub(crate) release: Vec<DeliveryId>,
+    pub(crate) events: Vec<Draft>,
+}
+
+/// The connection's state, moved into each handler's future and back.
+pub(crate) struct ConnState {
+    id: ConnectionId,
+    shared: Arc<Shared>,
+    loaded: bool,
+    record: Option<ConnectionRecord>,
+    session: Option<DurableSession>,
+    /// A key update is due (soft limit, or the peer asked) and waits until
+    /// no received messages are staged.
+    update_wanted: bool,
+}
+
+/// The actor owning one connection.
+pub struct ConnectionActor {
+    state: Option<Box<ConnState>>,
+}
+
+impl ConnectionActor {
+    pub(crate) fn new(id: ConnectionId, shared: Arc<Shared>) -> Self {
+        Self {
+            state: Some(Box::new(ConnState {
+                id,
+                shared,
+                loaded: false,
+                record: None,
+                session: None,
+                update_wanted: false,
+            })),
+        }
+    }
+
+    /// Runs `work` on the state atomically. A panic in it stops the actor
+    /// (its memory is dropped; the stored state is what remains).
+    fn atomic<R, F, Fut>(&mut self, work: F) -> AtomicResponse<Self, Result<R, NodeError>>
+    where
+        R: 'static,
+        F: FnOnce(Box<ConnState>) -> Fut,
+        Fut: Future<Output = (Box<ConnState>, Result<R, NodeError>)> + 'static,
+    {
+        let Some(state) = self.state.take() else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(NodeError::Crashed(
+                "the connection's state was lost".into(),
+            )))));
+        };
+        let id = state.id.clone();
+        let future = AssertUnwindSafe(work(state)).catch_unwind();
+        AtomicResponse::new(Box::pin(future.into_actor(self).map(
+            move |outcome, actor, ctx| match outcome {
+                Ok((state, result)) => {
+                    actor.state = Some(state);
+                    result
+                }
+                Err(_) => {
+                    tracing::error!(connection = %id, "connection actor panicked; it restarts from its stored state");
+                    ctx.stop();
+                    Err(NodeError::Crashed(format!(
+                        "connection {id} panicked; it restarts from its stored state"
+                    )))
+                }
+            },
+        )))
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// Seal and send application messages.
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<Result<(), TransportError>>, NodeError>")]
+pub(crate) struct SendMessages(pub(crate) Vec<Vec<u8>>);
+
+impl Handler<SendMessages> for ConnectionActor {
+    type Result =
+        AtomicResponse<Self, Result<oneshot::Receiver<Result<(), TransportError>>, NodeError>>;
+
+    fn handle(&mut self, message: SendMessages, _: &mut Self::Context) -> Self::Result {
+        self.atomic(move |mut state| async move {
+            let result = state.send(message.0).await;
+            (state, result)
+        })
+    }
+}
+
+/// Process this connection's part of an inbound round.
+#[derive(Message)]
+#[rtype(result = "Result<Processed, NodeError>")]
+pub(crate) struct Process(pub(crate) Vec<(DeliveryId, Item)>);
+
+impl Handler<Process> for ConnectionActor {
+    type Result = AtomicResponse<Self, Result<Processed, NodeError>>;
+
+    fn handle(&mut self, message: Process, _: &mut Self::Context) -> Self::Result {
+        self.atomic(move |mut state| async move {
+            let result = state.process(message.0).await;
+            (state, result)
+        })
+    }
+}
+
+/// The round's batch was committed (`true`) or not.
+#[derive(Message)]
+#[rtype(result = "Result<(), NodeError>")]
+pub(crate) struct Committed(pub(crate) bool);
+
+impl Handler<Committed> for ConnectionActor {
+    type Result = AtomicResponse<Self, Result<(), NodeError>>;
+
+    fn handle(&mut self, message: Committed, _: &mut Self::Context) -> Self::Result {
+        self.atomic(move |mut state| async move {
+            let result = state.committed(message.0).await;
+            (state, result)
+        })
+    }
+}
+
+/// Start a session reset.
+#[derive(Message)]
+#[rtype(result = "Result<(), NodeError>")]
+pub(crate) struct Reset;
+
+impl Handler<Reset> for ConnectionActor {
+    type Result = AtomicResponse<Self, Result<(), NodeError>>;
+
+    fn handle(&mut self, _: Reset, _: &mut Self::Context) -> Self::Result {
+        self.atomic(move |mut state| async move {
+            let result = state.reset().await;
+            (state, result)
+        })
+    }
+}
+
+/// Stop if idle (nothing staged, no key update waiting). Answers whether it
+/// stopped.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct StopIfIdle;
+
+impl Handler<StopIfIdle> for ConnectionActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
+        let busy = self.state.as_ref().is_some_and(|state| {
+            state.update_wanted
+                || state
+                    .session
+                    .as_ref()
+                    .is_some_and(DurableSession::is_staged)
+        });
+        if busy {
+            return false;
+        }
+        ctx.stop();
+        true
+    }
+}
+
+fn encode(body: Body) -> Vec<u8> {
+    wire::encode_envelope(body)
+}
+
+fn reset_message(connection_id: &ConnectionId, nonce: &[u8]) -> Vec<u8> {
+    let id = connection_id.as_bytes();
+    let mut message = Vec::with_capacity(RESET_LABEL.len() + 1 + id.len() + nonce.len());
+    message.extend_from_slice(RESET_LABEL);
+    message.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+    message.extend_from_slice(id);
+    message.extend_from_slice(nonce);
+    message
+}
+
+fn store_error(error: StoreError) -> NodeError {
+    match error {
+        StoreError::Session(reason) => NodeError::Session(reason),
+        other => NodeError::Store(other),
+    }
+}
+
+impl ConnState {
+    fn outgoing(&self, envelope: Vec<u8>) -> Outgoing {
+        Outgoing {
+            connection_id: self.id.clone(),
+            envelope,
+        }
+    }
+
+    /// Loads the record and the session from the store, once.
+    async fn ensure_loaded(&mut self) -> Result<(), NodeError> {
+        if self.loaded {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let (record, session) = blocking(move || -> Result<_, StoreError> {
+            let record = ConnectionRecord::load(&*shared.store, &id)?;
+            let session = match &record {
+                Some(record) if record.phase == Phase::Established => DurableSession::load(
+                    &*shared.store,
+                    &shared.registry,
+                    &id,
+                    shared.config.reservation_block,
+                )?,
+                _ => None,
+            };
+            Ok((record, session))
+        })
+        .await?
+        .map_err(NodeError::Store)?;
+        self.record = record;
+        self.session = session;
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Forgets the in-memory state; the next request loads it again.
+    fn unload(&mut self) {
+        self.loaded = false;
+        self.record = None;
+        self.session = None;
+        self.update_wanted = false;
+    }
+
+    /// After a failed store call: a poisoned session is reloaded.
+    fn after_failure(&mut self) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(DurableSession::is_poisoned)
+        {
+            self.unload();
+        }
+    }
+
+    async fn send(
+        &mut self,
+        plaintexts: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<(), TransportError>>, NodeError> {
+        self.ensure_loaded().await?;
+        if self.record.is_none() {
+            return Err(NodeError::UnknownConnection(self.id.clone()));
+        }
+        if self.session.is_none() {
+            return Err(NodeError::NotEstablished(self.id.clone()));
+        }
+        let mut envelopes = Vec::with_capacity(plaintexts.len());
+        for plaintext in plaintexts {
+            self.update_key_if_due().await?;
+            let message = match self.seal(plaintext).await {
+                Ok(message) => message,
+                Err(error) => {
+                    self.after_failure();
+                    return Err(error);
+                }
+            };
+            envelopes.push(self.outgoing(encode(Body::Message(message))));
+        }
+        let receiver = self.shared.send(envelopes)?;
+        // The update (if due now) follows the messages on the wire.
+        self.update_key_if_due().await?;
+        Ok(receiver)
+    }
+
+    async fn seal(&mut self, plaintext: Vec<u8>) -> Result<wire::EncryptedMessage, NodeError> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| NodeError::NotEstablished(self.id.clone()))?;
+        if !session.seal_commits() {
+            let message = session
+                .seal_vec(&*self.shared.store, plaintext)
+                .map_err(store_error)?;
+            if session.session().key_status() != KeyStatus::Fresh {
+                self.update_wanted = true;
+            }
+            return Ok(message);
+        }
+        // This seal reserves the next block of counters: a durable commit,
+        // on a blocking thread. The session travels there and back.
+        let Some(mut session) = self.session.take() else {
+            return Err(NodeError::NotEstablished(self.id.clone()));
+        };
+        let shared = Arc::clone(&self.shared);
+        let (session, result) = blocking(move || {
+            let result = session.seal_vec(&*shared.store, plaintext);
+            (session, result)
+        })
+        .await?;
+        if session.session().key_status() != KeyStatus::Fresh {
+            self.update_wanted = true;
+        }
+        self.session = Some(session);
+        result.map_err(store_error)
+    }
+
+    /// Moves the sending key to the next epoch if it is due and nothing
+    /// received is staged; the announcement goes out after every message
+    /// sealed before it.
+    async fn update_key_if_due(&mut self) -> Result<(), NodeError> {
+        let due = self.update_wanted
+            || self
+                .session
+                .as_ref()
+                .is_some_and(|session| session.session().key_status() != KeyStatus::Fresh);
+        if !due {
+            return Ok(());
+        }
+        self.update_wanted = true;
+        let Some(mut session) = self.session.take() else {
+            return Ok(());
+        };
+        if session.is_staged() {
+            self.session = Some(session);
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let (session, result) = blocking(move || {
+            let result = session.update_sending_key(&*shared.store, false);
+            (session, result)
+        })
+        .await?;
+        self.session = Some(session);
+        match result {
+            Ok(update) => {
+                self.update_wanted = false;
+                tracing::debug!(connection = %self.id, "sending key updated");
+                self.shared
+                    .send_and_forget(vec![self.outgoing(encode(Body::KeyUpdate(update)))])
+            }
+            Err(error) => {
+                self.after_failure();
+                Err(store_error(error))
+            }
+        }
+    }
+
+    async fn committed(&mut self, ok: bool) -> Result<(), NodeError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        if ok {
+            session.committed();
+            self.update_key_if_due().await
+        } else {
+            session.commit_failed();
+            // Memory may be ahead of the store (the record too): reload.
+            self.unload();
+            Ok(())
+        }
+    }
+
+    async fn process(&mut self, items: Vec<(DeliveryId, Item)>) -> Result<Processed, NodeError> {
+        let mut out = Processed::default();
+        if let Err(error) = self.ensure_loaded().await {
+            tracing::warn!(connection = %self.id, %error, "connection state could not be loaded; deliveries released");
+            out.release = items.into_iter().map(|(id, _)| id).collect();
+            return Ok(out);
+        }
+        let mut items = items.into_iter();
+        while let Some((delivery, item)) = items.next() {
+            let body = match item {
+                Item::Joined(token) => {
+                    if out.on_commit.is_empty() {
+                        self.on_joined(delivery, &token, &mut out).await;
+                    } else {
+                        out.release.push(delivery);
+                    }
+                    continue;
+                }
+                Item::Envelope(bytes) => {
+                    match wire::decode_envelope(&bytes, self.shared.config.max_envelope_len) {
+                        Ok(body) => body,
+                        Err(error) => {
+                            tracing::warn!(connection = %self.id, %error, "undecodable envelope dropped");
+                            out.ack.push(delivery);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match body {
+                Body::Message(message) => self.on_message(delivery, message, &mut out),
+                Body::KeyUpdate(update) => self.on_key_update(delivery, update, &mut out),
+                handshake => {
+                    // A handshake step commits on its own; with received
+                    // messages staged it would race their snapshot, so it
+                    // and everything after it wait for the next round.
+                    if !out.on_commit.is_empty() {
+                        out.release.push(delivery);
+                        out.release.extend(items.by_ref().map(|(id, _)| id));
+                        break;
+                    }
+                    match handshake {
+                        Body::Bundle(bundle) => self.on_bundle(delivery, bundle, &mut out).await,
+                        Body::Initial(initial) => {
+                            self.on_initial(delivery, initial, &mut out).await;
+                        }
+                        Body::Reset(reset) => self.on_reset(delivery, reset, &mut out).await,
+                        _ => out.ack.push(delivery),
+                    }
+                }
+            }
+        }
+        if let Some(session) = self.session.as_mut()
+            && let Err(error) = session.stage(&mut out.batch)
+        {
+            tracing::warn!(connection = %self.id, %error, "staging failed; deliveries released");
+            out.release.append(&mut out.on_commit);
+            out.batch = WriteBatch::new();
+            out.events.retain(|draft| matches!(draft, Draft::Ready(_)));
+            self.after_failure();
+        }
+        Ok(out)
+    }
+
+    fn on_message(
+        &mut self,
+        delivery: DeliveryId,
+        message: wire::EncryptedMessage,
+        out: &mut Processed,
+    ) {
+        let Some(session) = self.session.as_mut() else {
+            tracing::debug!(connection = %self.id, "message for a connection without a session dropped");
+            out.ack.push(delivery);
+            return;
+        };
+        match session.open_into(message, &mut out.batch) {
+            Ok(entry) => {
+                out.on_commit.push(delivery);
+                out.events.push(Draft::Stored(entry));
+                // The inviter has answered: the initial message need not be
+                // sent again.
+                if let Some(record) = self.record.as_mut()
+                    && record.pending_initial.is_some()
+                {
+                    record.pending_initial = None;
+                    if let Err(error) = record.put(&mut out.batch, &self.id) {
+                        tracing::warn!(connection = %self.id, %error, "record not updated");
+                    }
+                }
+            }
+            Err(ReceiveError::Refused(error)) => {
+                tracing::debug!(connection = %self.id, %error, "message refused");
+                out.ack.push(delivery);
+            }
+            Err(error) => {
+                tracing::warn!(connection = %self.id, %error, "message not taken now; released");
+                out.release.push(delivery);
+            }
+        }
+    }
+
+    fn on_key_update(
+        &mut self,
+        delivery: DeliveryId,
+        update: wire::KeyUpdate,
+        out: &mut Processed,
+    ) {
+        let Some(session) = self.session.as_mut() else {
+            out.ack.push(delivery);
+            return;
+        };
+        match session.open_key_update_into(update) {
+            Ok(received) => {
+                out.on_commit.push(delivery);
+                if received.update_requested {
+                    self.update_wanted = true;
+                }
+            }
+            Err(ReceiveError::Refused(error)) => {
+                tracing::debug!(connection = %self.id, %error, "key update refused");
+                out.ack.push(delivery);
+            }
+            Err(_) => out.release.push(delivery),
+        }
+    }
+
+    /// A fresh one-time pre-key with an id not in the store.
+    fn new_one_time_pre_key(shared: &Shared) -> Result<OneTimePreKey, NodeError> {
+        for _ in 0..16 {
+            let mut id = [0u8; 4];
+            getrandom::fill(&mut id).map_err(|error| {
+                NodeError::Crashed(format!("the operating system gave no randomness: {error}"))
+            })?;
+            let id = u32::from_be_bytes(id);
+            if shared.store.one_time_pre_key(id)?.is_none() {
+                return Ok(OneTimePreKey::generate(id));
+            }
+        }
+        Err(NodeError::Store(StoreError::Inconsistent(
+            "no free one-time pre-key id found",
+        )))
+    }
+
+    fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyBundle, NodeError> {
+        let mut keys = shared.keys.clone();
+        keys.add_one_time_pre_key(key)
+            .map_err(|error| NodeError::Handshake(error.to_string()))?;
+        shared
+            .agreement
+            .bundle(&keys, &shared.config.offered_suites)
+            .map_err(NodeError::Handshake)
+    }
+
+    /// Inviter: someone joined with our token. Store a one-time pre-key and
+    /// the connection, then send the bundle.
+    async fn on_joined(&mut self, delivery: DeliveryId, token: &str, out: &mut Processed) {
+        let result = self.joined(token).await;
+        match result {
+            Ok(true) => {
+                out.ack.push(delivery);
+                out.events.push(Draft::Ready(Event::Joined {
+                    connection_id: self.id.clone(),
+                }));
+            }
+            Ok(false) => out.ack.push(delivery),
+            Err(error) => {
+                tracing::warn!(connection = %self.id, %error, "join not handled; released");
+                out.release.push(delivery);
+            }
+        }
+    }
+
+    async fn joined(&mut self, token: &str) -> Result<bool, NodeError> {
+        if let Some(record) = &self.record {
+            // A redelivered notice: the bundle may not have left before a
+            // crash, so send it again with the same one-time pre-key.
+            if let Phase::BundleSent { one_time_pre_key } = record.phase {
+                let shared = Arc::clone(&self.shared);
+                let key =
+                    blocking(move || shared.store.one_time_pre_key(one_time_pre_key)).await??;
+                if let Some(key) = key {
+                    let bundle = Self::bundle_with(&self.shared, key)?;
+                    self.shared
+                        .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
+                }
+            }
+            return Ok(false);
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let token = token.to_owned();
+        let created = blocking(move || -> Result<_, NodeError> {
+            if !records::has_invitation(&*shared.store, &token)? {
+                return Ok(None);
+            }
+            let key = Self::new_one_time_pre_key(&shared)?;
+            let record = ConnectionRecord {
+                side: Side::Inviter,
+                peer_identity: None,
+                phase: Phase::BundleSent {
+                    one_time_pre_key: key.id(),
+                },
+                pending_initial: None,
+                reset_requested: false,
+                reset_one_time_pre_key: None,
+            };
+            let mut batch = WriteBatch::new();
+            batch.put_one_time_pre_key(&key);
+            records::delete_invitation(&mut batch, &token);
+            record.put(&mut batch, &id)?;
+            shared.store.commit(batch)?;
+            Ok(Some((record, key)))
+        })
+        .await??;
+        let Some((record, key)) = created else {
+            tracing::warn!(connection = %self.id, "join with a token this node did not issue (or already used) ignored");
+            return Ok(false);
+        };
+        self.record = Some(record);
+        let bundle = Self::bundle_with(&self.shared, key)?;
+        self.shared
+            .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
+        Ok(true)
+    }
+
+    /// Invitee: the inviter's bundle (first contact, or answering our reset
+    /// request).
+    async fn on_bundle(&mut self, delivery: DeliveryId, bundle: PreKeyBundle, out: &mut Processed) {
+        out.ack.push(delivery);
+        let Some(record) = self.record.clone() else {
+            tracing::debug!(connection = %self.id, "bundle for an unknown connection dropped");
+            return;
+        };
+        let greeting = match (&record.side, &record.phase) {
+            (Side::Invitee, Phase::AwaitingBundle { greeting }) => greeting.clone(),
+            (Side::Invitee, Phase::Established) if record.reset_requested => Vec::new(),
+            _ => {
+                tracing::debug!(connection = %self.id, "unexpected bundle ignored");
+                return;
+            }
+        };
+        let reset = record.phase == Phase::Established;
+        let Some(expected) = record.peer_identity else {
+            return;
+        };
+        match self.initiate(record, expected, bundle, greeting).await {
+            Ok(()) => out.events.push(Draft::Ready(Event::Connected {
+                connection_id: self.id.clone(),
+                side: Side::Invitee,
+                peer_identity: expected,
+                reset,
+            })),
+            Err(error) => {
+                tracing::warn!(connection = %self.id, %error, "bundle refused");
+                out.events.push(Draft::Ready(Event::HandshakeFailed {
+                    connection_id: self.id.clone(),
+                    reason: error.to_string(),
+                }));
+            }
+        }
+    }
+
+    async fn initiate(
+        &mut self,
+        mut record: ConnectionRecord,
+        expected: [u8; 32],
+        bundle: PreKeyBundle,
+        greeting: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let created = blocking(move || -> Result<_, NodeError> {
+            let (session, initial) = shared
+                .agreement
+                .initiate(
+                    shared.identity(),
+                    &expected,
+                    &bundle,
+                    &shared.registry,
+                    id.clone(),
+                    &greeting,
+                    shared.config.session.clone(),
+                )
+                .map_err(NodeError::Handshake)?;
+            let envelope = encode(Body::Initial(initial));
+            record.phase = Phase::Established;
+            record.pending_initial = Some(envelope.clone());
+            record.reset_requested = false;
+            let mut batch = WriteBatch::new();
+            record.put(&mut batch, &id)?;
+            let session = DurableSession::create(
+                &*shared.store,
+                session,
+                batch,
+                shared.config.reservation_block,
+            )?;
+            Ok((record, session, envelope))
+        })
+        .await??;
+        let (record, session, envelope) = created;
+        self.record = Some(record);
+        self.session = Some(session);
+        self.update_wanted = false;
+        self.shared.send_and_forget(vec![self.outgoing(envelope)])
+    }
+
+    /// Inviter: the invitee's initial message (first contact, or a reset).
+    async fn on_initial(
+        &mut self,
+        delivery: DeliveryId,
+        initial: InitialMessage,
+        out: &mut Processed,
+    ) {
+        out.ack.push(delivery);
+        let Some(record) = self.record.clone() else {
+            tracing::debug!(connection = %self.id, "initial message for an unknown connection dropped");
+            return;
+        };
+        let expected_key = match (&record.side, &record.phase) {
+            (Side::Inviter, Phase::BundleSent { one_time_pre_key }) => *one_time_pre_key,
+            (Side::Inviter, Phase::Established) => match record.reset_one_time_pre_key {
+                Some(key) => key,
+                None => {
+                    tracing::debug!(connection = %self.id, "initial message without a reset ignored");
+                    return;
+                }
+            },
+            _ => return,
+        };
+        if initial.one_time_pre_key_id != Some(expected_key) {
+            tracing::warn!(connection = %self.id, "initial message for another one-time pre-key ignored");
+            return;
+        }
+        let reset = record.phase == Phase::Established;
+        match self.respond(record, expected_key, initial, reset).await {
+            Ok((peer_identity, first)) => {
+                out.events.push(Draft::Ready(Event::Connected {
+                    connection_id: self.id.clone(),
+                    side: Side::Inviter,
+                    peer_identity,
+                    reset,
+                }));
+                if let Some(first) = first {
+                    out.events.push(Draft::Ready(Event::Message(first)));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(connection = %self.id, %error, "initial message refused");
+                out.events.push(Draft::Ready(Event::HandshakeFailed {
+                    connection_id: self.id.clone(),
+                    reason: error.to_string(),
+                }));
+            }
+        }
+    }
+
+    async fn respond(
+        &mut self,
+        mut record: ConnectionRecord,
+        key_id: u32,
+        initial: InitialMessage,
+        reset: bool,
+    ) -> Result<([u8; 32], Option<IncomingMessage>), NodeError> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let old = self.session.take();
+        let outcome = blocking(move || {
+            let result = (|| -> Result<_, NodeError> {
+                let key = shared.store.one_time_pre_key(key_id)?.ok_or_else(|| {
+                    NodeError::Handshake("the one-time pre-key is already used".into())
+                })?;
+                let peer_identity: [u8; 32] =
+                    initial.identity_key.as_slice().try_into().map_err(|_| {
+                        NodeError::Handshake("initial message identity key is not 32 bytes".into())
+                    })?;
+                let mut keys = shared.keys.clone();
+                keys.add_one_time_pre_key(key)
+                    .map_err(|error| NodeError::Handshake(error.to_string()))?;
+                let responded = shared
+                    .agreement
+                    .respond(
+                        &keys,
+                        &initial,
+                        ResponderPolicy {
+                            offered: &shared.config.offered_suites,
+                            require_one_time_pre_key: true,
+                            replacing: old.as_ref().map(DurableSession::session),
+                        },
+                        &shared.registry,
+                        id.clone(),
+                        shared.config.session.clone(),
+                    )
+                    .map_err(NodeError::Handshake)?;
+                let mut batch = WriteBatch::new();
+                if let Some(used) = responded.one_time_pre_key_id {
+                    batch.delete_one_time_pre_key(used);
+                }
+                // A reset's first message is a control message with no
+                // content for the application.
+                let entry = (!reset).then(|| InboxEntry {
+                    sequence: 0,
+                    connection_id: id.clone(),
+                    epoch: 0,
+                    counter: 0,
+                    plaintext: Zeroizing::new(responded.first_plaintext.to_vec()),
+                });
+                if let Some(entry) = &entry {
+                    batch.push_inbox(entry);
+                }
+                record.phase = Phase::Established;
+                record.peer_identity = Some(peer_identity);
+                record.reset_one_time_pre_key = None;
+                record.put(&mut batch, &id)?;
+                let (session, committed) = DurableSession::create_committed(
+                    &*shared.store,
+                    responded.session,
+                    batch,
+                    shared.config.reservation_block,
+                )?;
+                let first = entry.map(|entry| IncomingMessage {
+                    connection_id: id.clone(),
+                    sequence: committed.inbox.start,
+                    plaintext: entry.plaintext,
+                });
+                Ok((record, session, peer_identity, first))
+            })();
+            (old, result)
+        })
+        .await?;
+        let (old, result) = outcome;
+        match result {
+            Ok((record, session, peer_identity, first)) => {
+                self.record = Some(record);
+                self.session = Some(session);
+                self.update_wanted = false;
+                Ok((peer_identity, first))
+            }
+            Err(error) => {
+                self.session = old;
+                Err(error)
+            }
+        }
+    }
+
+    /// A signed reset request from the other party.
+    async fn on_reset(&mut self, delivery: DeliveryId, reset: SessionReset, out: &mut Processed) {
+        out.ack.push(delivery);
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let Some(peer) = record.peer_identity else {
+            return;
+        };
+        let valid = reset.connection_id == self.id.as_str()
+            && reset.identity_key.as_slice() == peer.as_slice()
+            && reset.nonce.len() == 16
+            && <[u8; 64]>::try_from(reset.signature.as_slice())
+                .ok()
+                .zip(IdentityPublicKey::from_bytes(&peer).ok())
+                .is_some_and(|(signature, key)| {
+                    key.verify_strict(&reset_message(&self.id, &reset.nonce), &signature)
+                        .is_ok()
+                });
+        if !valid {
+            tracing::warn!(connection = %self.id, "reset request with a bad signature ignored");
+            return;
+        }
+        if let Err(error) = self.answer_reset(record).await {
+            tracing::warn!(connection = %self.id, %error, "reset request not answered");
+        }
+    }
+
+    async fn answer_reset(&mut self, record: ConnectionRecord) -> Result<(), NodeError> {
+        match record.side {
+            // The invitee starts its own reset; the inviter answers that.
+            Side::Invitee => self.request_reset(record).await,
+            Side::Inviter => {
+                if record.phase != Phase::Established {
+                    return Ok(());
+                }
+                self.send_reset_bundle(record).await
+            }
+        }
+    }
+
+    async fn send_reset_bundle(&mut self, mut record: ConnectionRecord) -> Result<(), NodeError> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let (record, key) = blocking(move || -> Result<_, NodeError> {
+            let key = Self::new_one_time_pre_key(&shared)?;
+            let mut batch = WriteBatch::new();
+            if let Some(previous) = record.reset_one_time_pre_key.replace(key.id()) {
+                batch.delete_one_time_pre_key(previous);
+            }
+            batch.put_one_time_pre_key(&key);
+            record.put(&mut batch, &id)?;
+            shared.store.commit(batch)?;
+            Ok((record, key))
+        })
+        .await??;
+        self.record = Some(record);
+        let bundle = Self::bundle_with(&self.shared, key)?;
+        self.shared
+            .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])
+    }
+
+    fn reset_request(&self) -> Result<SessionReset, NodeError> {
+        let mut nonce = vec![0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|error| {
+            NodeError::Crashed(format!("the operating system gave no randomness: {error}"))
+        })?;
+        let signature = self
+            .shared
+            .identity()
+            .sign(&reset_message(&self.id, &nonce));
+        Ok(SessionReset {
+            connection_id: self.id.as_str().to_owned(),
+            identity_key: self.shared.identity().public_key().to_bytes().to_vec(),
+            nonce,
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// Invitee: remember that a reset was asked for (so the next bundle is
+    /// taken), then ask the inviter for a bundle.
+    async fn request_reset(&mut self, mut record: ConnectionRecord) -> Result<(), NodeError> {
+        if !record.reset_requested {
+            record.reset_requested = true;
+            let shared = Arc::clone(&self.shared);
+            let id = self.id.clone();
+            record = blocking(move || -> Result<_, NodeError> {
+                let mut batch = WriteBatch::new();
+                record.put(&mut batch, &id)?;
+                shared.store.commit(batch)?;
+                Ok(record)
+            })
+            .await??;
+            self.record = Some(record);
+        }
+        let request = self.reset_request()?;
+        self.shared
+            .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
+    }
+
+    /// The application asked for a reset.
+    async fn reset(&mut self) -> Result<(), NodeError> {
+        self.ensure_loaded().await?;
+        let record = self
+            .record
+            .clone()
+            .ok_or_else(|| NodeError::UnknownConnection(self.id.clone()))?;
+        if record.phase != Phase::Established {
+            return Err(NodeError::NotEstablished(self.id.clone()));
+        }
+        match record.side {
+            Side::Invitee => self.request_reset(record).await,
+            Side::Inviter => {
+                // Ask the invitee to start one (it answers with its own
+                // signed request, which this node answers with a bundle).
+                let request = self.reset_request()?;
+                self.shared
+                    .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
+            }
+        }
+    }
+}
+
+/// The suites a node offers by default: every built-in suite registered.
+pub(crate) fn default_offer(registry: &confidant_core::SuiteRegistry) -> Vec<SuiteId> {
+    [
+        SuiteId::AES_256_GCM_SHA256_COUNTER,
+        SuiteId::CHACHA20_POLY1305_COUNTER,
+        SuiteId::AES_256_GCM_LFSR,
+    ]
+    .into_iter()
+    .filter(|id| registry.get(*id).is_ok())
+    .collect()
+}

@@ -1,0 +1,45 @@
+//! The runtime's errors.
+
+use crate::invitation::InvitationError;
+use crate::transport::TransportError;
+use confidant_core::ConnectionId;
+use confidant_store::StoreError;
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No connection with this id is known here.
+    #[error("unknown connection {0}")]
+    UnknownConnection(ConnectionId),
+    /// The connection's handshake has not finished: wait for
+    /// [`Event::Connected`](crate::Event::Connected).
+    #[error("connection {0} has no session yet (handshake not finished)")]
+    NotEstablished(ConnectionId),
+    /// The session refused (message too long, key limit, …).
+    #[error("session refused: {0}")]
+    Session(String),
+    /// The handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The invitation is malformed or unusable.
+    #[error(transparent)]
+    Invitation(#[from] InvitationError),
+    /// The connection's actor crashed while handling the request; the
+    /// connection restarts from its stored state on the next request. What
+    /// the request did is unknown: a send may or may not have left.
+    #[error("connection crashed: {0}")]
+    Crashed(String),
+    /// The builder is missing something or holds an invalid value.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// The node is shut down.
+    #[error("the node is shut down")]
+    Stopped,
+}

@@ -1,0 +1,456 @@
+//! The hub: routes by connection id, starts connection actors on demand,
+//! stops idle ones, and runs the group commit of each inbound round.
+//!
+//! The hub keeps one slot per *running* connection actor; a connection
+//! without an actor costs no memory. An actor is stopped after
+//! [`NodeConfig::idle_timeout`](crate::NodeConfig::idle_timeout) without
+//! requests, once it confirms it is idle (nothing staged). While it stops,
+//! requests for it wait in the hub, so there is never more than one actor
+//! per connection (two would each hold a session and could reuse counters).
+
+use crate::connection::{
+    Committed, ConnectionActor, Draft, Item, Process, Processed, Reset, SendMessages, StopIfIdle,
+};
+use crate::error::NodeError;
+use crate::node::Event;
+use crate::shared::{Shared, blocking};
+use crate::transport::{Delivery, DeliveryId, Payload, TransportError};
+use actix::dev::Request;
+use actix::prelude::*;
+use confidant_core::ConnectionId;
+use confidant_store::{RawStore, StoreError, WriteBatch, WriteOp};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+enum SlotState {
+    Running(Addr<ConnectionActor>),
+    /// Asked to stop if idle; requests wait for the answer.
+    Stopping(
+        Addr<ConnectionActor>,
+        Vec<oneshot::Sender<Addr<ConnectionActor>>>,
+    ),
+}
+
+struct Slot {
+    state: SlotState,
+    last_used: Instant,
+}
+
+/// Where a request goes: an actor now, or one that is about to exist.
+enum Target {
+    Ready(Addr<ConnectionActor>),
+    Later(oneshot::Receiver<Addr<ConnectionActor>>),
+}
+
+/// A request on its way to a connection actor.
+enum Pending<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    ConnectionActor: Handler<M>,
+{
+    Sent(Addr<ConnectionActor>, Request<ConnectionActor, M>),
+    Later(oneshot::Receiver<Addr<ConnectionActor>>, M),
+}
+
+impl<M> Pending<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    ConnectionActor: Handler<M>,
+{
+    async fn wait(
+        self,
+        id: ConnectionId,
+    ) -> (Option<Addr<ConnectionActor>>, Result<M::Result, NodeError>) {
+        let (addr, request) = match self {
+            Pending::Sent(addr, request) => (addr, request),
+            Pending::Later(receiver, message) => match receiver.await {
+                Ok(addr) => {
+                    let request = addr.send(message);
+                    (addr, request)
+                }
+                Err(_) => return (None, Err(NodeError::Stopped)),
+            },
+        };
+        match request.await {
+            Ok(result) => (Some(addr), Ok(result)),
+            Err(_) => (
+                None,
+                Err(NodeError::Crashed(format!(
+                    "connection {id} stopped while handling the request; it restarts from its stored state"
+                ))),
+            ),
+        }
+    }
+}
+
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+    slots: HashMap<ConnectionId, Slot>,
+    workers: Vec<ArbiterHandle>,
+    next_worker: usize,
+}
+
+impl Hub {
+    pub(crate) fn new(shared: Arc<Shared>, workers: Vec<ArbiterHandle>) -> Self {
+        Self {
+            shared,
+            slots: HashMap::new(),
+            workers,
+            next_worker: 0,
+        }
+    }
+
+    fn spawn_actor(&mut self, id: &ConnectionId) -> Addr<ConnectionActor> {
+        let shared = Arc::clone(&self.shared);
+        let id = id.clone();
+        if self.workers.is_empty() {
+            return ConnectionActor::new(id, shared).start();
+        }
+        let worker = &self.workers[self.next_worker % self.workers.len()];
+        self.next_worker = self.next_worker.wrapping_add(1);
+        ConnectionActor::start_in_arbiter(worker, move |_| ConnectionActor::new(id, shared))
+    }
+
+    fn target(&mut self, id: &ConnectionId) -> Target {
+        let now = Instant::now();
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.last_used = now;
+            match &mut slot.state {
+                SlotState::Running(addr) if addr.connected() => return Target::Ready(addr.clone()),
+                SlotState::Running(_) => {
+                    // It crashed: a new actor starts from the stored state.
+                }
+                SlotState::Stopping(_, waiters) => {
+                    let (sender, receiver) = oneshot::channel();
+                    waiters.push(sender);
+                    return Target::Later(receiver);
+                }
+            }
+        }
+        let addr = self.spawn_actor(id);
+        self.slots.insert(
+            id.clone(),
+            Slot {
+                state: SlotState::Running(addr.clone()),
+                last_used: now,
+            },
+        );
+        Target::Ready(addr)
+    }
+
+    fn route<M>(&mut self, id: &ConnectionId, message: M) -> Pending<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ConnectionActor: Handler<M>,
+    {
+        match self.target(id) {
+            Target::Ready(addr) => {
+                let request = addr.send(message);
+                Pending::Sent(addr, request)
+            }
+            Target::Later(receiver) => Pending::Later(receiver, message),
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.shared.config.idle_timeout;
+        let now = Instant::now();
+        let idle: Vec<ConnectionId> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                matches!(slot.state, SlotState::Running(_))
+                    && now.duration_since(slot.last_used) >= timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            let SlotState::Running(addr) = &slot.state else {
+                continue;
+            };
+            let addr = addr.clone();
+            slot.state = SlotState::Stopping(addr.clone(), Vec::new());
+            ctx.spawn(
+                addr.send(StopIfIdle)
+                    .into_actor(self)
+                    .map(move |answer, hub, _| hub.after_stop(&id, answer.unwrap_or(true))),
+            );
+        }
+    }
+
+    fn after_stop(&mut self, id: &ConnectionId, stopped: bool) {
+        let Some(slot) = self.slots.remove(id) else {
+            return;
+        };
+        let SlotState::Stopping(old, waiters) = slot.state else {
+            self.slots.insert(id.clone(), slot);
+            return;
+        };
+        let addr = if !stopped {
+            old
+        } else if waiters.is_empty() {
+            return;
+        } else {
+            self.spawn_actor(id)
+        };
+        for waiter in waiters {
+            let _ = waiter.send(addr.clone());
+        }
+        self.slots.insert(
+            id.clone(),
+            Slot {
+                state: SlotState::Running(addr),
+                last_used: Instant::now(),
+            },
+        );
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(65_536);
+        let timeout = self.shared.config.idle_timeout;
+        let period = (timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        ctx.run_interval(period, |hub, ctx| hub.sweep(ctx));
+    }
+}
+
+/// Send application messages on a connection.
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<Result<(), TransportError>>, NodeError>")]
+pub(crate) struct HubSend(pub(crate) ConnectionId, pub(crate) Vec<Vec<u8>>);
+
+impl Handler<HubSend> for Hub {
+    type Result = ResponseFuture<Result<oneshot::Receiver<Result<(), TransportError>>, NodeError>>;
+
+    fn handle(&mut self, HubSend(id, messages): HubSend, _: &mut Self::Context) -> Self::Result {
+        let pending = self.route(&id, SendMessages(messages));
+        Box::pin(async move { pending.wait(id).await.1? })
+    }
+}
+
+/// Reset a connection.
+#[derive(Message)]
+#[rtype(result = "Result<(), NodeError>")]
+pub(crate) struct HubReset(pub(crate) ConnectionId);
+
+impl Handler<HubReset> for Hub {
+    type Result = ResponseFuture<Result<(), NodeError>>;
+
+    fn handle(&mut self, HubReset(id): HubReset, _: &mut Self::Context) -> Self::Result {
+        let pending = self.route(&id, Reset);
+        Box::pin(async move { pending.wait(id).await.1? })
+    }
+}
+
+/// How many connection actors run.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Active;
+
+impl Handler<Active> for Hub {
+    type Result = usize;
+
+    fn handle(&mut self, _: Active, _: &mut Self::Context) -> usize {
+        self.slots
+            .values()
+            .filter(|slot| match &slot.state {
+                SlotState::Running(addr) | SlotState::Stopping(addr, _) => addr.connected(),
+            })
+            .count()
+    }
+}
+
+/// Stop the node's actors and its actix system.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+impl Handler<Shutdown> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.slots.clear();
+        ctx.stop();
+        System::current().stop();
+    }
+}
+
+/// One inbound round: a batch of deliveries from the transport.
+#[derive(Message)]
+#[rtype(result = "RoundOutcome")]
+pub(crate) struct Round(pub(crate) Vec<Delivery>);
+
+/// What to tell the transport and the application after a round.
+#[derive(Debug, Default)]
+pub(crate) struct RoundOutcome {
+    pub(crate) ack: Vec<DeliveryId>,
+    pub(crate) release: Vec<DeliveryId>,
+    pub(crate) events: Vec<Event>,
+}
+
+impl Handler<Round> for Hub {
+    type Result = ResponseFuture<RoundOutcome>;
+
+    fn handle(&mut self, Round(deliveries): Round, _: &mut Self::Context) -> Self::Result {
+        // Group by connection, keeping arrival order within each.
+        let mut order: Vec<ConnectionId> = Vec::new();
+        let mut groups: HashMap<ConnectionId, Vec<(DeliveryId, Item)>> = HashMap::new();
+        for delivery in deliveries {
+            let item = match delivery.payload {
+                Payload::Envelope(bytes) => Item::Envelope(bytes),
+                Payload::Joined { token } => Item::Joined(token),
+            };
+            let group = groups
+                .entry(delivery.connection_id.clone())
+                .or_insert_with(|| {
+                    order.push(delivery.connection_id.clone());
+                    Vec::new()
+                });
+            group.push((delivery.id, item));
+        }
+        let mut requests = Vec::with_capacity(order.len());
+        for id in order {
+            let items = groups.remove(&id).unwrap_or_default();
+            let ids: Vec<DeliveryId> = items.iter().map(|(delivery, _)| *delivery).collect();
+            let pending = self.route(&id, Process(items));
+            requests.push(async move {
+                let (addr, result) = pending.wait(id).await;
+                (addr, ids, result.and_then(|processed| processed))
+            });
+        }
+        let store = Arc::clone(&self.shared.store);
+        Box::pin(async move {
+            let results = futures_util::future::join_all(requests).await;
+            let mut outcome = RoundOutcome::default();
+            let mut to_commit: Vec<(Addr<ConnectionActor>, Processed)> = Vec::new();
+            for (addr, ids, result) in results {
+                match (addr, result) {
+                    (Some(addr), Ok(processed)) => to_commit.push((addr, processed)),
+                    (_, Ok(_)) | (_, Err(_)) => outcome.release.extend(ids),
+                }
+            }
+            let batches: Vec<WriteBatch> = to_commit
+                .iter_mut()
+                .map(|(_, processed)| std::mem::take(&mut processed.batch))
+                .collect();
+            let results = match blocking(move || group_commit(&*store, batches)).await {
+                Ok(results) => results,
+                Err(error) => {
+                    let message = error.to_string();
+                    to_commit
+                        .iter()
+                        .map(|_| Err(StoreError::Io(message.clone())))
+                        .collect()
+                }
+            };
+            for ((addr, processed), result) in to_commit.into_iter().zip(results) {
+                let Processed {
+                    on_commit,
+                    ack,
+                    release,
+                    events,
+                    ..
+                } = processed;
+                outcome.ack.extend(ack);
+                outcome.release.extend(release);
+                match result {
+                    Ok(Some(mut numbers)) => {
+                        addr.do_send(Committed(true));
+                        outcome.ack.extend(on_commit);
+                        publish(&mut outcome.events, events, Some(&mut numbers));
+                    }
+                    Ok(None) => publish(&mut outcome.events, events, None),
+                    Err(error) => {
+                        tracing::warn!(%error, "commit failed; the connection reloads and its deliveries are released");
+                        addr.do_send(Committed(false));
+                        outcome.release.extend(on_commit);
+                        // Messages not stored are not reported.
+                        publish(&mut outcome.events, events, None);
+                    }
+                }
+            }
+            outcome
+        })
+    }
+}
+
+/// Turns a connection's drafts into events: stored messages take their
+/// numbers from the commit; without a commit they are not reported.
+fn publish(events: &mut Vec<Event>, drafts: Vec<Draft>, mut numbers: Option<&mut Range<u64>>) {
+    for draft in drafts {
+        match draft {
+            Draft::Ready(event) => events.push(event),
+            Draft::Stored(entry) => {
+                let Some(sequence) = numbers.as_mut().and_then(|numbers| numbers.next()) else {
+                    continue;
+                };
+                events.push(Event::Message(crate::node::IncomingMessage {
+                    connection_id: entry.connection_id,
+                    sequence,
+                    plaintext: entry.plaintext,
+                }));
+            }
+        }
+    }
+}
+
+fn inbox_appends(batch: &WriteBatch) -> u64 {
+    batch
+        .ops()
+        .iter()
+        .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
+        .count() as u64
+}
+
+/// Commits every connection's batch in one transaction; if that fails,
+/// each on its own, so that one connection whose changes cannot be stored
+/// does not hold back the others. `Ok(None)`: nothing to commit.
+fn group_commit(
+    store: &dyn RawStore,
+    batches: Vec<WriteBatch>,
+) -> Vec<Result<Option<Range<u64>>, StoreError>> {
+    let busy: Vec<usize> = (0..batches.len())
+        .filter(|&index| !batches[index].is_empty())
+        .collect();
+    let mut results: Vec<Result<Option<Range<u64>>, StoreError>> =
+        batches.iter().map(|_| Ok(None)).collect();
+    if busy.is_empty() {
+        return results;
+    }
+    let mut merged = WriteBatch::new();
+    for &index in &busy {
+        merged.append(batches[index].clone());
+    }
+    match store.commit(merged) {
+        Ok(committed) => {
+            let mut next = committed.inbox.start;
+            for &index in &busy {
+                let count = inbox_appends(&batches[index]);
+                results[index] = Ok(Some(next..next + count));
+                next += count;
+            }
+        }
+        Err(error) if busy.len() == 1 => results[busy[0]] = Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "group commit failed; committing each connection on its own");
+            for index in busy {
+                results[index] = store
+                    .commit(batches[index].clone())
+                    .map(|committed| Some(committed.inbox));
+            }
+        }
+    }
+    results
+}

@@ -1,0 +1,943 @@
+//! The embedding API: [`Node::builder`], the [`Node`] handle and its
+//! [`Events`].
+//!
+//! A node runs its actors on its own actix system, on a thread of its own
+//! (plus [`NodeConfig::workers`] worker threads for connection actors and a
+//! few blocking threads for the store). The handle is `Clone + Send + Sync`
+//! and its methods are plain futures, so it can be used from any async
+//! runtime, such as the tokio runtime of the service that embeds it.
+
+use crate::connection::default_offer;
+use crate::error::NodeError;
+use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
+use crate::invitation::Invitation;
+use crate::records::{self, ConnectionRecord, Phase, Side};
+use crate::shared::{OutboxItem, Shared, blocking};
+use crate::transport::{Transport, TransportError};
+use actix::prelude::*;
+use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
+use confidant_session::SessionConfig;
+use confidant_store::{
+    DEFAULT_RESERVATION_BLOCK, IdentityStore, InboxStore, PreKeyStore, RawStore, StoreError,
+    WriteBatch,
+};
+use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::sync::{RwLock, mpsc, oneshot, watch};
+use zeroize::Zeroizing;
+
+/// How a node behaves. Every field has a sensible default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// A connection actor with no request for this long is stopped (its
+    /// state is durable; the next message starts it again). Default 60 s.
+    pub idle_timeout: Duration,
+    /// At most this many deliveries per inbound round (one group commit).
+    /// Default 4,096.
+    pub receive_batch: usize,
+    /// At most this many envelopes per call to [`Transport::send`].
+    /// Default 4,096.
+    pub send_batch: usize,
+    /// Threads for connection actors. Default: the number of CPUs.
+    pub workers: usize,
+    /// Suites offered in this node's bundles, in order of preference.
+    /// Default: the built-in suites that are registered, AES-256-GCM first.
+    /// Empty after [`NodeBuilder::offered_suites`] with an empty list is
+    /// refused.
+    pub offered_suites: Vec<SuiteId>,
+    /// Session settings (replay window, key limits, …).
+    pub session: SessionConfig,
+    /// Counters reserved per durable commit when sealing.
+    pub reservation_block: u64,
+    /// Events buffered for the application before the node stops taking
+    /// deliveries from the relay. Default 4,096.
+    pub event_capacity: usize,
+    /// Largest envelope accepted from the relay.
+    pub max_envelope_len: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            receive_batch: 4096,
+            send_batch: 4096,
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            offered_suites: Vec::new(),
+            session: SessionConfig::default(),
+            reservation_block: DEFAULT_RESERVATION_BLOCK,
+            event_capacity: 4096,
+            max_envelope_len: confidant_core::wire::DEFAULT_MAX_ENVELOPE_LEN,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Sets [`NodeConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    /// Sets [`NodeConfig::receive_batch`].
+    pub fn with_receive_batch(mut self, deliveries: usize) -> Self {
+        self.receive_batch = deliveries;
+        self
+    }
+    /// Sets [`NodeConfig::workers`].
+    pub fn with_workers(mut self, threads: usize) -> Self {
+        self.workers = threads;
+        self
+    }
+    /// Sets [`NodeConfig::session`].
+    pub fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+    /// Sets [`NodeConfig::reservation_block`].
+    pub fn with_reservation_block(mut self, counters: u64) -> Self {
+        self.reservation_block = counters;
+        self
+    }
+    /// Sets [`NodeConfig::event_capacity`].
+    pub fn with_event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events;
+        self
+    }
+
+    fn validate(&self) -> Result<(), NodeError> {
+        let invalid = |reason: &str| Err(NodeError::Config(reason.into()));
+        if self.idle_timeout.is_zero() {
+            return invalid("idle_timeout must be positive");
+        }
+        if self.receive_batch == 0 || self.send_batch == 0 || self.event_capacity == 0 {
+            return invalid("batch sizes and event capacity must be at least 1");
+        }
+        if self.reservation_block == 0 {
+            return invalid("reservation_block must be at least 1");
+        }
+        self.session
+            .validate()
+            .map_err(|error| NodeError::Config(error.to_string()))
+    }
+}
+
+/// Builds a [`Node`]: the store, the suites, the key agreement and the
+/// transport are required.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use confidant_actors::{MemoryRelay, Node, NodeConfig};
+/// use confidant_core::SuiteRegistry;
+/// use confidant_store::{RedbStore, StoreOptions};
+/// use std::sync::Arc;
+///
+/// let mut suites = SuiteRegistry::new();
+/// confidant_aes_gcm::register(&mut suites)?;
+/// let store = Arc::new(RedbStore::open_or_create("issuer.redb", StoreOptions::default())?);
+/// let relay = MemoryRelay::new();
+/// let (node, mut events) = Node::builder()
+///     .store(store)
+///     .suites(suites)
+///     .key_agreement(confidant_x3dh::X3dh::default())
+///     .transport(relay.transport("issuer"))
+///     .config(NodeConfig::default())
+///     .start()
+///     .await?;
+/// let invitation = node.create_invitation().await?;
+/// println!("show this as a QR code: {invitation}");
+/// while let Some(event) = events.next().await {
+///     println!("{event:?}");
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct NodeBuilder {
+    store: Option<Arc<dyn RawStore>>,
+    suites: Option<SuiteRegistry>,
+    agreement: Option<Arc<dyn crate::shared::Handshaker>>,
+    transport: Option<Arc<dyn Transport>>,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// Where the node keeps its keys, sessions and inbox. Keep one node per
+    /// store.
+    pub fn store<S: RawStore + 'static>(mut self, store: Arc<S>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The cipher suites the node can use (the user's own too).
+    pub fn suites(mut self, registry: SuiteRegistry) -> Self {
+        self.suites = Some(registry);
+        self
+    }
+
+    /// The key agreement, over X3DH's key types (identity, signed and
+    /// one-time pre-keys), which is what the store keeps.
+    pub fn key_agreement<K>(mut self, agreement: K) -> Self
+    where
+        K: KeyAgreement<ResponderKeys = ResponderKeys, InitiatorKeys = IdentityKeyPair>,
+    {
+        self.agreement = Some(Arc::new(agreement));
+        self
+    }
+
+    /// How the node reaches the relay.
+    pub fn transport<T: Transport>(mut self, transport: T) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Tuning (see [`NodeConfig`]).
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the node: loads (or, on first start, creates and stores) its
+    /// identity and signed pre-key, starts its actors, replays the inbox
+    /// entries the application has not acknowledged, and starts taking
+    /// deliveries from the transport.
+    pub async fn start(self) -> Result<(Node, Events), NodeError> {
+        let missing = |what: &str| NodeError::Config(format!("the builder needs {what}"));
+        let store = self.store.ok_or_else(|| missing("a store"))?;
+        let registry = self.suites.ok_or_else(|| missing("suites"))?;
+        let agreement = self.agreement.ok_or_else(|| missing("a key agreement"))?;
+        let transport = self.transport.ok_or_else(|| missing("a transport"))?;
+        let mut config = self.config;
+        config.validate()?;
+        if config.offered_suites.is_empty() {
+            config.offered_suites = default_offer(&registry);
+        }
+        if config.offered_suites.is_empty() {
+            return Err(NodeError::Config(
+                "no suite to offer: register one and list it in offered_suites".into(),
+            ));
+        }
+        for suite in &config.offered_suites {
+            registry
+                .get(*suite)
+                .map_err(|error| NodeError::Config(error.to_string()))?;
+        }
+
+        let (ready_sender, ready) = oneshot::channel();
+        let (done_sender, done) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("confidant-node".into())
+            .spawn(move || {
+                run_node(
+                    store,
+                    registry,
+                    agreement,
+                    transport,
+                    config,
+                    ready_sender,
+                    done_sender,
+                );
+            })
+            .map_err(|error| NodeError::Config(format!("cannot start the node thread: {error}")))?;
+        let started = ready.await.map_err(|_| NodeError::Stopped)?;
+        let (parts, events) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = thread.join();
+                return Err(error);
+            }
+        };
+        let node = Node {
+            inner: Arc::new(Inner {
+                parts,
+                done: std::sync::Mutex::new(Some(done)),
+            }),
+        };
+        Ok((node, events))
+    }
+}
+
+/// Everything the handle needs, created on the node thread.
+struct Parts {
+    hub: Addr<Hub>,
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    gate: Arc<RwLock<()>>,
+    stop: watch::Sender<bool>,
+    inbound_done: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    identity_key: [u8; 32],
+}
+
+struct Inner {
+    parts: Parts,
+    done: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone without a shutdown: stop the node anyway.
+        let _ = self.parts.stop.send(true);
+        self.parts.hub.do_send(Shutdown);
+    }
+}
+
+type Started = Result<(Parts, Events), NodeError>;
+
+/// Loads the node's identity and signed pre-key, creating them on first
+/// start.
+fn load_or_create_keys(store: &dyn RawStore) -> Result<ResponderKeys, NodeError> {
+    let identity = match store.identity()? {
+        Some(identity) => identity,
+        None => {
+            let identity = IdentityKeyPair::generate();
+            let signed = SignedPreKey::generate(&identity, 1);
+            let mut batch = WriteBatch::new();
+            batch.put_identity(&identity);
+            batch.put_signed_pre_key(&signed);
+            store.commit(batch)?;
+            identity
+        }
+    };
+    let ids = store.signed_pre_key_ids()?;
+    let current = match ids.last() {
+        Some(&id) => store
+            .signed_pre_key(id)?
+            .ok_or(StoreError::Inconsistent("signed pre-key vanished"))?,
+        None => {
+            let signed = SignedPreKey::generate(&identity, 1);
+            let mut batch = WriteBatch::new();
+            batch.put_signed_pre_key(&signed);
+            store.commit(batch)?;
+            signed
+        }
+    };
+    ResponderKeys::new(identity, current)
+        .map_err(|error| NodeError::Store(StoreError::Corrupt(format!("stored keys: {error}"))))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_node(
+    store: Arc<dyn RawStore>,
+    registry: SuiteRegistry,
+    agreement: Arc<dyn crate::shared::Handshaker>,
+    transport: Arc<dyn Transport>,
+    config: NodeConfig,
+    ready: oneshot::Sender<Started>,
+    done: oneshot::Sender<()>,
+) {
+    let keys = match load_or_create_keys(&*store) {
+        Ok(keys) => keys,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let system = actix_rt::System::new();
+    let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    system.block_on(async move {
+        let (outbox_sender, outbox) = mpsc::unbounded_channel();
+        let identity_key = keys.identity_public_key().to_bytes();
+        let event_capacity = config.event_capacity;
+        let shared = Arc::new(Shared {
+            store,
+            registry: Arc::new(registry),
+            agreement,
+            keys,
+            config,
+            outbox: outbox_sender,
+        });
+        let hub = Hub::new(Arc::clone(&shared), handles).start();
+        let (stop, stop_receiver) = watch::channel(false);
+        let (events_sender, events_receiver) = mpsc::channel(event_capacity);
+        let gate = Arc::new(RwLock::new(()));
+        let (inbound_done_sender, inbound_done) = oneshot::channel();
+        actix_rt::spawn(outbox_loop(
+            Arc::clone(&transport),
+            outbox,
+            shared.config.send_batch,
+        ));
+        actix_rt::spawn({
+            let inbound = Inbound {
+                shared: Arc::clone(&shared),
+                transport: Arc::clone(&transport),
+                hub: hub.clone(),
+                gate: Arc::clone(&gate),
+                events: events_sender,
+                stop: stop_receiver,
+            };
+            async move {
+                inbound.run().await;
+                let _ = inbound_done_sender.send(());
+            }
+        });
+        let parts = Parts {
+            hub,
+            shared,
+            transport,
+            gate,
+            stop,
+            inbound_done: std::sync::Mutex::new(Some(inbound_done)),
+            identity_key,
+        };
+        let _ = ready.send(Ok((
+            parts,
+            Events {
+                receiver: events_receiver,
+            },
+        )));
+    });
+    let _ = system.run();
+    for worker in workers {
+        worker.stop();
+        let _ = worker.join();
+    }
+    let _ = done.send(());
+}
+
+/// Sends queued envelopes in order, in batches.
+async fn outbox_loop(
+    transport: Arc<dyn Transport>,
+    mut outbox: mpsc::UnboundedReceiver<OutboxItem>,
+    max: usize,
+) {
+    while let Some(first) = outbox.recv().await {
+        let mut items = vec![first];
+        let mut count = items[0].envelopes.len();
+        while count < max {
+            match outbox.try_recv() {
+                Ok(item) => {
+                    count += item.envelopes.len();
+                    items.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut envelopes = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(items.len());
+        for item in items {
+            envelopes.extend(item.envelopes);
+            waiters.extend(item.done);
+        }
+        let result = if envelopes.is_empty() {
+            Ok(())
+        } else {
+            transport.send(envelopes).await
+        };
+        if let Err(error) = &result {
+            tracing::warn!(%error, "sending to the relay failed");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// Takes deliveries from the transport, one round at a time.
+struct Inbound {
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    hub: Addr<Hub>,
+    gate: Arc<RwLock<()>>,
+    events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Inbound {
+    async fn run(mut self) {
+        if let Err(error) = self.resume().await {
+            tracing::error!(%error, "could not replay the stored state at start");
+        }
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            let received = tokio::select! {
+                _ = self.stop.changed() => return,
+                received = self.transport.receive(self.shared.config.receive_batch) => received,
+            };
+            let deliveries = match received {
+                Ok(deliveries) => deliveries,
+                Err(TransportError::Closed) => {
+                    tracing::info!("transport closed; no more deliveries");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "receiving from the relay failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let outcome = {
+                // A connection being accepted is stored before its first
+                // delivery is handled.
+                let _gate = self.gate.read().await;
+                match self.hub.send(Round(deliveries)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return,
+                }
+            };
+            let RoundOutcome {
+                ack,
+                release,
+                events,
+            } = outcome;
+            if !ack.is_empty()
+                && let Err(error) = self.transport.acknowledge(ack).await
+            {
+                tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
+            }
+            let released = !release.is_empty();
+            if released && let Err(error) = self.transport.release(release).await {
+                tracing::warn!(%error, "releasing deliveries failed");
+            }
+            for event in events {
+                if self.events.send(event).await.is_err() {
+                    // Nobody listens; the inbox keeps the messages.
+                    break;
+                }
+            }
+            if released {
+                // Something could not be handled now: give it a moment.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            } else {
+                backoff = Duration::from_millis(5);
+            }
+        }
+    }
+
+    /// At start: send again the initial messages that may not have left
+    /// before a crash, and replay unacknowledged inbox entries.
+    async fn resume(&mut self) -> Result<(), NodeError> {
+        let store = Arc::clone(&self.shared.store);
+        let (records, inbox) = blocking(move || -> Result<_, StoreError> {
+            Ok((ConnectionRecord::all(&*store)?, store.inbox()?))
+        })
+        .await??;
+        let initials: Vec<_> = records
+            .into_iter()
+            .filter_map(|(id, record)| {
+                record
+                    .pending_initial
+                    .map(|envelope| crate::transport::Outgoing {
+                        connection_id: id,
+                        envelope,
+                    })
+            })
+            .collect();
+        if !initials.is_empty() {
+            self.shared.send_and_forget(initials)?;
+        }
+        for entry in inbox {
+            let event = Event::Message(IncomingMessage {
+                connection_id: entry.connection_id,
+                sequence: entry.sequence,
+                plaintext: entry.plaintext,
+            });
+            if self.events.send(event).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message from the other party, durably in the inbox.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// The connection it arrived on.
+    pub connection_id: ConnectionId,
+    /// Its inbox number: pass it to [`Node::acknowledge`] once handled.
+    /// Until then it is reported again after every restart.
+    pub sequence: u64,
+    /// The message.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for IncomingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingMessage")
+            .field("connection_id", &self.connection_id)
+            .field("sequence", &self.sequence)
+            .field("len", &self.plaintext.len())
+            .finish()
+    }
+}
+
+/// What happens on a node's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Inviter: someone joined with one of this node's invitations; the
+    /// bundle is on its way.
+    Joined {
+        /// The new connection.
+        connection_id: ConnectionId,
+    },
+    /// A session is established (or replaced, after a reset).
+    Connected {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// This node's side of it.
+        side: Side,
+        /// The other party's identity key.
+        peer_identity: [u8; 32],
+        /// Whether this replaced an earlier session.
+        reset: bool,
+    },
+    /// A handshake step was refused (for an invitee: a bundle whose
+    /// identity key is not the invitation's, or a bad signature). The
+    /// connection keeps waiting for a valid one.
+    HandshakeFailed {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// Why.
+        reason: String,
+    },
+    /// A message arrived.
+    Message(IncomingMessage),
+}
+
+/// The node's events, in order. Messages are durable before they are
+/// reported; the other events are not stored.
+#[derive(Debug)]
+pub struct Events {
+    receiver: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the node is shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Invitee: waiting for the inviter's bundle.
+    AwaitingBundle,
+    /// Inviter: bundle sent, waiting for the initial message.
+    AwaitingInitialMessage,
+    /// A session exists.
+    Established,
+    /// Invitee: a reset was asked for; the old session still works until
+    /// the new one replaces it.
+    ResetRequested,
+}
+
+impl ConnectionState {
+    pub(crate) fn of(record: &ConnectionRecord) -> Self {
+        match record.phase {
+            Phase::AwaitingBundle { .. } => Self::AwaitingBundle,
+            Phase::BundleSent { .. } => Self::AwaitingInitialMessage,
+            Phase::Established if record.reset_requested => Self::ResetRequested,
+            Phase::Established => Self::Established,
+        }
+    }
+}
+
+/// One connection, as [`Node::connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Its id.
+    pub connection_id: ConnectionId,
+    /// This node's side.
+    pub side: Side,
+    /// Where it stands.
+    pub state: ConnectionState,
+    /// The other party's identity key, once known.
+    pub peer_identity: Option<[u8; 32]>,
+}
+
+/// A running node. Cheap to clone; every clone drives the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("identity_key", &hex_key(&self.inner.parts.identity_key))
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex_key(key: &[u8; 32]) -> String {
+    key.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl Node {
+    /// A builder (see [`NodeBuilder`]).
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            store: None,
+            suites: None,
+            agreement: None,
+            transport: None,
+            config: NodeConfig::default(),
+        }
+    }
+
+    fn parts(&self) -> &Parts {
+        &self.inner.parts
+    }
+
+    /// This node's identity key (what its invitations carry).
+    pub fn identity_key(&self) -> [u8; 32] {
+        self.parts().identity_key
+    }
+
+    /// Creates an invitation at the relay. Show it to the other party (as a
+    /// QR code); when it joins, the node sends its bundle and reports
+    /// [`Event::Joined`], then [`Event::Connected`].
+    pub async fn create_invitation(&self) -> Result<Invitation, NodeError> {
+        let parts = self.parts();
+        let transport = Arc::clone(&parts.transport);
+        let relay = run_on_node(
+            &parts.hub,
+            async move { transport.create_invitation().await },
+        )
+        .await??;
+        let store = Arc::clone(&parts.shared.store);
+        let token = relay.token.clone();
+        run_on_node(&parts.hub, async move {
+            blocking(move || {
+                let mut batch = WriteBatch::new();
+                records::put_invitation(&mut batch, &token);
+                store.commit(batch)
+            })
+            .await
+        })
+        .await???;
+        Ok(Invitation {
+            relay: relay.relay,
+            token: relay.token,
+            identity_key: self.identity_key(),
+        })
+    }
+
+    /// Accepts an invitation: joins the connection at the relay and waits
+    /// for the inviter's bundle, which must carry the invitation's identity
+    /// key. `greeting` is sealed into the initial message (the inviter's
+    /// first message from this node). Returns the connection's id;
+    /// [`Event::Connected`] follows when the handshake is done.
+    pub async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        greeting: impl Into<Vec<u8>>,
+    ) -> Result<ConnectionId, NodeError> {
+        confidant_x3dh::IdentityPublicKey::from_bytes(&invitation.identity_key).map_err(
+            |error| {
+                NodeError::Handshake(format!(
+                    "the invitation's identity key is unusable: {error}"
+                ))
+            },
+        )?;
+        let parts = self.parts();
+        let transport = Arc::clone(&parts.transport);
+        let store = Arc::clone(&parts.shared.store);
+        let gate = Arc::clone(&parts.gate);
+        let token = invitation.token.clone();
+        let identity = invitation.identity_key;
+        let greeting = greeting.into();
+        run_on_node(&parts.hub, async move {
+            // No delivery is handled between the join and the stored record,
+            // so the bundle always finds it.
+            let _gate = gate.write().await;
+            let connection_id = transport.join(&token).await?;
+            let record = ConnectionRecord {
+                side: Side::Invitee,
+                peer_identity: Some(identity),
+                phase: Phase::AwaitingBundle { greeting },
+                pending_initial: None,
+                reset_requested: false,
+                reset_one_time_pre_key: None,
+            };
+            let id = connection_id.clone();
+            blocking(move || -> Result<(), NodeError> {
+                let mut batch = WriteBatch::new();
+                record.put(&mut batch, &id)?;
+                store.commit(batch)?;
+                Ok(())
+            })
+            .await??;
+            Ok(connection_id)
+        })
+        .await?
+    }
+
+    /// Seals `message` and hands it to the relay; returns once the relay has
+    /// it.
+    pub async fn send(
+        &self,
+        connection_id: &ConnectionId,
+        message: impl Into<Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        self.send_many(connection_id, vec![message.into()]).await
+    }
+
+    /// Seals `messages` in order and hands them to the relay in one go;
+    /// returns once the relay has them all. On an error none of them was
+    /// handed over.
+    pub async fn send_many(
+        &self,
+        connection_id: &ConnectionId,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let sent = self
+            .parts()
+            .hub
+            .send(HubSend(connection_id.clone(), messages))
+            .await
+            .map_err(|_| NodeError::Stopped)??;
+        sent.await.map_err(|_| NodeError::Stopped)??;
+        Ok(())
+    }
+
+    /// Deletes handled messages from the inbox (numbers from
+    /// [`IncomingMessage::sequence`]). Unknown numbers are ignored.
+    pub async fn acknowledge(&self, sequences: &[u64]) -> Result<(), NodeError> {
+        if sequences.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.parts().shared.store);
+        let sequences = sequences.to_vec();
+        run_on_node(&self.parts().hub, async move {
+            blocking(move || {
+                let mut batch = WriteBatch::new();
+                for sequence in sequences {
+                    batch.delete_inbox(sequence);
+                }
+                store.commit(batch)
+            })
+            .await
+        })
+        .await???;
+        Ok(())
+    }
+
+    /// Every connection the store knows, whether or not its actor runs.
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, NodeError> {
+        let store = Arc::clone(&self.parts().shared.store);
+        let records = run_on_node(&self.parts().hub, async move {
+            blocking(move || ConnectionRecord::all(&*store)).await
+        })
+        .await???;
+        Ok(records
+            .into_iter()
+            .map(|(connection_id, record)| ConnectionInfo {
+                connection_id,
+                side: record.side,
+                state: ConnectionState::of(&record),
+                peer_identity: record.peer_identity,
+            })
+            .collect())
+    }
+
+    /// Replaces the connection's session with a fresh X3DH. The invitee
+    /// asks the inviter for a new bundle; the inviter asks the invitee to
+    /// do so. Both sides keep using the old session until the new one is in
+    /// place ([`Event::Connected`] with `reset: true`); messages sealed
+    /// under the old one and still in flight then are refused.
+    pub async fn reset(&self, connection_id: &ConnectionId) -> Result<(), NodeError> {
+        self.parts()
+            .hub
+            .send(HubReset(connection_id.clone()))
+            .await
+            .map_err(|_| NodeError::Stopped)?
+    }
+
+    /// How many connection actors are running (the rest are idle: on disk
+    /// only).
+    pub async fn active_connections(&self) -> Result<usize, NodeError> {
+        self.parts()
+            .hub
+            .send(Active)
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Stops taking deliveries, lets the current round finish, sends what
+    /// is queued, then stops every actor and the node's threads. Every state
+    /// change is already durable.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let parts = self.parts();
+        let _ = parts.stop.send(true);
+        let inbound = parts
+            .inbound_done
+            .lock()
+            .ok()
+            .and_then(|mut done| done.take());
+        if let Some(inbound) = inbound {
+            let _ = inbound.await;
+        }
+        // Everything queued before this point leaves first.
+        if let Ok(flushed) = parts.shared.send(Vec::new()) {
+            let _ = flushed.await;
+        }
+        parts.hub.do_send(Shutdown);
+        let done = self.inner.done.lock().ok().and_then(|mut done| done.take());
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+}
+
+/// A hub message that runs a future on the node's runtime (transport
+/// calls and store work belong there, not on the caller's executor).
+struct OnNode<T: Send + 'static>(Pin<Box<dyn std::future::Future<Output = T> + Send>>);
+
+impl<T: Send + 'static> Message for OnNode<T> {
+    type Result = T;
+}
+
+impl<T: Send + 'static> Handler<OnNode<T>> for Hub {
+    type Result = ResponseFuture<T>;
+
+    fn handle(&mut self, message: OnNode<T>, _: &mut Self::Context) -> Self::Result {
+        message.0
+    }
+}
+
+async fn run_on_node<T, F>(hub: &Addr<Hub>, future: F) -> Result<T, NodeError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    hub.send(OnNode(Box::pin(future)))
+        .await
+        .map_err(|_| NodeError::Stopped)
+}

@@ -1,0 +1,152 @@
+//! What every actor of a node shares: the store, the suites, the key
+//! agreement, the node's keys, its configuration and the outbox.
+
+use crate::error::NodeError;
+use crate::node::NodeConfig;
+use crate::transport::{Outgoing, TransportError};
+use confidant_core::wire::{InitialMessage, PreKeyBundle};
+use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
+use confidant_session::handshake::{self, Responded, ResponderPolicy};
+use confidant_session::{Session, SessionConfig};
+use confidant_store::RawStore;
+use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A key agreement over X3DH's key types, with its error type erased, so
+/// actors need no type parameter.
+pub(crate) trait Handshaker: Send + Sync + 'static {
+    fn bundle(&self, keys: &ResponderKeys, suites: &[SuiteId]) -> Result<PreKeyBundle, String>;
+
+    #[allow(clippy::too_many_arguments)]
+    fn initiate(
+        &self,
+        identity: &IdentityKeyPair,
+        expected: &[u8],
+        bundle: &PreKeyBundle,
+        registry: &SuiteRegistry,
+        connection_id: ConnectionId,
+        first: &[u8],
+        config: SessionConfig,
+    ) -> Result<(Session, InitialMessage), String>;
+
+    fn respond(
+        &self,
+        keys: &ResponderKeys,
+        initial: &InitialMessage,
+        policy: ResponderPolicy<'_>,
+        registry: &SuiteRegistry,
+        connection_id: ConnectionId,
+        config: SessionConfig,
+    ) -> Result<Responded, String>;
+}
+
+impl<K> Handshaker for K
+where
+    K: KeyAgreement<ResponderKeys = ResponderKeys, InitiatorKeys = IdentityKeyPair>,
+{
+    fn bundle(&self, keys: &ResponderKeys, suites: &[SuiteId]) -> Result<PreKeyBundle, String> {
+        KeyAgreement::bundle(self, keys, suites).map_err(|error| error.to_string())
+    }
+
+    fn initiate(
+        &self,
+        identity: &IdentityKeyPair,
+        expected: &[u8],
+        bundle: &PreKeyBundle,
+        registry: &SuiteRegistry,
+        connection_id: ConnectionId,
+        first: &[u8],
+        config: SessionConfig,
+    ) -> Result<(Session, InitialMessage), String> {
+        handshake::initiate(
+            self,
+            identity,
+            expected,
+            bundle,
+            registry,
+            connection_id,
+            first,
+            config,
+        )
+        .map_err(|error| error.to_string())
+    }
+
+    fn respond(
+        &self,
+        keys: &ResponderKeys,
+        initial: &InitialMessage,
+        policy: ResponderPolicy<'_>,
+        registry: &SuiteRegistry,
+        connection_id: ConnectionId,
+        config: SessionConfig,
+    ) -> Result<Responded, String> {
+        handshake::respond(self, keys, initial, policy, registry, connection_id, config)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Envelopes for the transport, sent in order by the outbox task.
+pub(crate) struct OutboxItem {
+    pub(crate) envelopes: Vec<Outgoing>,
+    pub(crate) done: Option<oneshot::Sender<Result<(), TransportError>>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn RawStore>,
+    pub(crate) registry: Arc<SuiteRegistry>,
+    pub(crate) agreement: Arc<dyn Handshaker>,
+    /// The node's identity and current signed pre-key, without one-time
+    /// pre-keys (those are added per handshake).
+    pub(crate) keys: ResponderKeys,
+    pub(crate) config: NodeConfig,
+    pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
+}
+
+impl Shared {
+    pub(crate) fn identity(&self) -> &IdentityKeyPair {
+        self.keys.identity()
+    }
+
+    /// Queues envelopes for the transport; the receiver resolves when the
+    /// relay has them.
+    pub(crate) fn send(
+        &self,
+        envelopes: Vec<Outgoing>,
+    ) -> Result<oneshot::Receiver<Result<(), TransportError>>, NodeError> {
+        let (done, receiver) = oneshot::channel();
+        self.outbox
+            .send(OutboxItem {
+                envelopes,
+                done: Some(done),
+            })
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(receiver)
+    }
+
+    /// Queues envelopes without waiting for the relay.
+    pub(crate) fn send_and_forget(&self, envelopes: Vec<Outgoing>) -> Result<(), NodeError> {
+        self.outbox
+            .send(OutboxItem {
+                envelopes,
+                done: None,
+            })
+            .map_err(|_| NodeError::Stopped)
+    }
+}
+
+/// Runs `work` on a blocking thread (the store's commits and reads must not
+/// stall an actor thread).
+pub(crate) async fn blocking<R, F>(work: F) -> Result<R, NodeError>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        if error.is_panic() {
+            NodeError::Crashed("a storage task panicked".into())
+        } else {
+            NodeError::Stopped
+        }
+    })
+}
