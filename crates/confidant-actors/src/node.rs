@@ -46,8 +46,6 @@ pub struct NodeConfig {
     pub workers: usize,
     /// Suites offered in this node's bundles, in order of preference.
     /// Default: the built-in suites that are registered, AES-256-GCM first.
-    /// Empty after [`NodeBuilder::offered_suites`] with an empty list is
-    /// refused.
     pub offered_suites: Vec<SuiteId>,
     /// Session settings (replay window, key limits, …).
     pub session: SessionConfig,
@@ -90,6 +88,11 @@ impl NodeConfig {
     /// Sets [`NodeConfig::workers`].
     pub fn with_workers(mut self, threads: usize) -> Self {
         self.workers = threads;
+        self
+    }
+    /// Sets [`NodeConfig::offered_suites`].
+    pub fn with_offered_suites(mut self, suites: Vec<SuiteId>) -> Self {
+        self.offered_suites = suites;
         self
     }
     /// Sets [`NodeConfig::session`].

@@ -1,0 +1,404 @@
+//! The runtime end to end over the in-memory relay: handshakes, messages
+//! both ways, idle actors, resets, refusals and typed errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Collector, connect, redb, start, wait_until};
+use confidant_actors::{ConnectionState, MemoryRelay, NodeConfig, NodeError, Side, TransportError};
+use confidant_core::ConnectionId;
+use confidant_store::{Durability, InboxStore, MemoryStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_flow_both_ways_in_order_and_are_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let issuer_store = redb(&dir.path().join("issuer.redb"), Durability::Durable);
+    let holder_store = redb(&dir.path().join("holder.redb"), Durability::Durable);
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::clone(&issuer_store),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        Arc::clone(&holder_store),
+        NodeConfig::default(),
+    )
+    .await;
+
+    let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 3).await;
+    // The issuer's first message from each holder is its greeting.
+    wait_until("greetings", WAIT, || {
+        connections
+            .iter()
+            .all(|id| issuer_seen.messages(id).len() == 1)
+    })
+    .await;
+    for (index, id) in connections.iter().enumerate() {
+        assert_eq!(issuer_seen.texts(id), [format!("greeting {index}")]);
+    }
+    // Both sides list the connections, with the other's identity.
+    let listed = issuer.connections().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|info| info.side == Side::Inviter
+        && info.state == ConnectionState::Established
+        && info.peer_identity == Some(holder.identity_key())));
+    let listed = holder.connections().await.unwrap();
+    assert!(listed.iter().all(
+        |info| info.side == Side::Invitee && info.peer_identity == Some(issuer.identity_key())
+    ));
+
+    for id in &connections {
+        let batch: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("to holder {i}").into_bytes())
+            .collect();
+        issuer.send_many(id, batch).await.unwrap();
+        for i in 0..20 {
+            holder.send(id, format!("to issuer {i}")).await.unwrap();
+        }
+    }
+    wait_until("every message", WAIT, || {
+        connections
+            .iter()
+            .all(|id| holder_seen.messages(id).len() == 50 && issuer_seen.messages(id).len() == 21)
+    })
+    .await;
+    for id in &connections {
+        let expected: Vec<String> = (0..50).map(|i| format!("to holder {i}")).collect();
+        assert_eq!(holder_seen.texts(id), expected);
+        assert_eq!(issuer_seen.texts(id)[1..].len(), 20);
+        assert_eq!(issuer_seen.texts(id)[20], "to issuer 19");
+    }
+    // Everything was acknowledged: nothing waits at the relay or in the
+    // inboxes.
+    wait_until("relay and inboxes empty", WAIT, || {
+        relay.pending("issuer") == 0
+            && relay.pending("holder") == 0
+            && issuer_store.inbox().unwrap().is_empty()
+            && holder_store.inbox().unwrap().is_empty()
+    })
+    .await;
+    // One-time pre-keys were deleted as they were used.
+    assert!(
+        confidant_store::PreKeyStore::one_time_pre_key_ids(&*issuer_store)
+            .unwrap()
+            .is_empty()
+    );
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_stop_and_start_again_on_demand() {
+    let relay = MemoryRelay::new();
+    let config = NodeConfig::default().with_idle_timeout(Duration::from_millis(150));
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        config.clone(),
+    )
+    .await;
+    let (holder, holder_seen) = start(&relay, "holder", Arc::new(MemoryStore::new()), config).await;
+    let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 20).await;
+    assert!(issuer.active_connections().await.unwrap() > 0);
+
+    // Idle: every actor stops; the connections stay listed.
+    wait_until("actors stopped", WAIT, || {
+        futures_executor_block(issuer.active_connections()).unwrap() == 0
+            && futures_executor_block(holder.active_connections()).unwrap() == 0
+    })
+    .await;
+    assert_eq!(issuer.connections().await.unwrap().len(), 20);
+
+    // A message wakes the sender's actor and then the receiver's.
+    for (i, id) in connections.iter().enumerate() {
+        holder.send(id, format!("after idle {i}")).await.unwrap();
+    }
+    wait_until("woken connections deliver", WAIT, || {
+        connections
+            .iter()
+            .enumerate()
+            .all(|(i, id)| issuer_seen.texts(id).last() == Some(&format!("after idle {i}")))
+    })
+    .await;
+    assert!(issuer.active_connections().await.unwrap() > 0);
+    // And they stop again.
+    wait_until("actors stopped again", WAIT, || {
+        futures_executor_block(issuer.active_connections()).unwrap() == 0
+    })
+    .await;
+    // A woken sender continues above its stored reservation: the receiver
+    // takes the message (a reused counter would be refused as a replay).
+    issuer.send(&connections[0], "again").await.unwrap();
+    wait_until("delivered after a second wake", WAIT, || {
+        holder_seen.texts(&connections[0]) == ["again"]
+    })
+    .await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+/// Polls a node query from a synchronous condition.
+fn futures_executor_block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_another_identity_is_refused_and_the_connection_waits() {
+    let relay = MemoryRelay::new();
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let mut invitation = issuer.create_invitation().await.unwrap();
+    // The QR code names another issuer (as if the relay had swapped the
+    // bundle for its own).
+    invitation.identity_key = confidant_x3dh::IdentityKeyPair::generate()
+        .public_key()
+        .to_bytes();
+    let id = holder.accept_invitation(&invitation, "hi").await.unwrap();
+    wait_until("refusal reported", WAIT, || {
+        holder_seen.with(|seen| !seen.failed.is_empty())
+    })
+    .await;
+    let reason = holder_seen.with(|seen| seen.failed[0].1.clone());
+    assert!(reason.contains("identity"), "{reason}");
+    assert_eq!(holder_seen.connected_count(), 0);
+    let listed = holder.connections().await.unwrap();
+    assert_eq!(listed[0].state, ConnectionState::AwaitingBundle);
+    assert!(matches!(
+        holder.send(&id, "too early").await,
+        Err(NodeError::NotEstablished(_))
+    ));
+    // The issuer never got an initial message.
+    assert_eq!(issuer_seen.connected_count(), 0);
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_replaces_the_session_from_either_side() {
+    let relay = MemoryRelay::new();
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 2).await;
+    let resets = |seen: &Collector| {
+        seen.with(|seen| seen.connected.iter().filter(|(_, reset)| *reset).count())
+    };
+
+    // The holder asks; then the issuer asks.
+    holder.reset(&connections[0]).await.unwrap();
+    wait_until("reset by the holder", WAIT, || {
+        resets(&issuer_seen) == 1 && resets(&holder_seen) == 1
+    })
+    .await;
+    issuer.reset(&connections[1]).await.unwrap();
+    wait_until("reset by the issuer", WAIT, || {
+        resets(&issuer_seen) == 2 && resets(&holder_seen) == 2
+    })
+    .await;
+    // The new sessions work both ways; the reset's control message is not
+    // reported to the application.
+    for id in &connections {
+        issuer.send(id, "after reset").await.unwrap();
+        holder.send(id, "after reset too").await.unwrap();
+    }
+    wait_until("messages after the resets", WAIT, || {
+        connections.iter().all(|id| {
+            holder_seen.texts(id) == ["after reset"]
+                && issuer_seen.texts(id).last().map(String::as_str) == Some("after reset too")
+        })
+    })
+    .await;
+    for id in &connections {
+        assert_eq!(issuer_seen.texts(id).len(), 2, "greeting and one message");
+    }
+    assert!(
+        holder
+            .connections()
+            .await
+            .unwrap()
+            .iter()
+            .all(|info| info.state == ConnectionState::Established)
+    );
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_messages_are_reported_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let path = dir.path().join("holder.redb");
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1).await;
+    holder.shutdown().await.unwrap();
+
+    // A holder that does not acknowledge: its events are read but never
+    // acknowledged.
+    let store = redb(&path, Durability::Durable);
+    let (holder, mut events) = confidant_actors::Node::builder()
+        .store(Arc::clone(&store))
+        .suites(common::suites())
+        .key_agreement(confidant_x3dh::X3dh::default())
+        .transport(relay.transport("holder"))
+        .start()
+        .await
+        .unwrap();
+    issuer.send(&connections[0], "keep me").await.unwrap();
+    let first = loop {
+        if let Some(confidant_actors::Event::Message(message)) = events.next().await {
+            break message;
+        }
+    };
+    assert_eq!(first.plaintext.as_slice(), b"keep me");
+    assert_eq!(store.inbox().unwrap().len(), 1);
+    holder.shutdown().await.unwrap();
+    drop(events);
+    drop(store);
+
+    // After the restart the same entry (same number) is reported again.
+    let (holder, mut events) = confidant_actors::Node::builder()
+        .store(redb(&path, Durability::Durable))
+        .suites(common::suites())
+        .key_agreement(confidant_x3dh::X3dh::default())
+        .transport(relay.transport("holder"))
+        .start()
+        .await
+        .unwrap();
+    let again = loop {
+        if let Some(confidant_actors::Event::Message(message)) = events.next().await {
+            break message;
+        }
+    };
+    assert_eq!(again, first);
+    holder.acknowledge(&[again.sequence]).await.unwrap();
+    holder.shutdown().await.unwrap();
+    drop(events);
+    let store = redb(&path, Durability::Durable);
+    assert!(store.inbox().unwrap().is_empty());
+    // It was delivered by the relay once and never again after being stored.
+    assert_eq!(relay.pending("holder"), 0);
+    issuer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed() {
+    let relay = MemoryRelay::new();
+    // A builder without a store.
+    let missing = confidant_actors::Node::builder()
+        .suites(common::suites())
+        .key_agreement(confidant_x3dh::X3dh::default())
+        .transport(relay.transport("nobody"))
+        .start()
+        .await;
+    assert!(matches!(missing, Err(NodeError::Config(reason)) if reason.contains("store")));
+    // A suite offered that is not registered.
+    let unregistered = confidant_actors::Node::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .suites(common::suites())
+        .key_agreement(confidant_x3dh::X3dh::default())
+        .transport(relay.transport("nobody"))
+        .config(
+            NodeConfig::default().with_offered_suites(vec![confidant_core::SuiteId(0x8000_0001)]),
+        )
+        .start()
+        .await;
+    assert!(matches!(unregistered, Err(NodeError::Config(_))));
+
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let unknown = ConnectionId::new("no-such-connection").unwrap();
+    assert!(matches!(
+        issuer.send(&unknown, "x").await,
+        Err(NodeError::UnknownConnection(id)) if id == unknown
+    ));
+    assert!(matches!(
+        issuer.reset(&unknown).await,
+        Err(NodeError::UnknownConnection(_))
+    ));
+    let invitation = issuer.create_invitation().await.unwrap();
+    let text = invitation.to_text();
+    let parsed: confidant_actors::Invitation = text.parse().unwrap();
+    holder.accept_invitation(&parsed, "one").await.unwrap();
+    // A token is single-use.
+    assert!(matches!(
+        holder.accept_invitation(&parsed, "two").await,
+        Err(NodeError::Transport(TransportError::Refused(_)))
+    ));
+    wait_until("connected", WAIT, || {
+        issuer_seen.connected_count() == 1 && holder_seen.connected_count() == 1
+    })
+    .await;
+    // Too long for the session's limit.
+    let id = holder.connections().await.unwrap()[0].connection_id.clone();
+    let huge = vec![0u8; 16 * 1024 * 1024 + 1];
+    assert!(matches!(
+        holder.send(&id, huge).await,
+        Err(NodeError::Session(_))
+    ));
+    // The connection still works.
+    holder.send(&id, "fine").await.unwrap();
+    wait_until("delivered", WAIT, || {
+        issuer_seen.texts(&id) == ["one", "fine"]
+    })
+    .await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
