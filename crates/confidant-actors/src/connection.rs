@@ -77,6 +77,9 @@ pub(crate) struct ConnState {
     /// A key update is due (soft limit, or the peer asked) and waits until
     /// no received messages are staged.
     update_wanted: bool,
+    /// A blocking task of this connection panicked during the current
+    /// request.
+    crashed: bool,
 }
 
 /// The actor owning one connection.
@@ -94,6 +97,7 @@ impl ConnectionActor {
                 record: None,
                 session: None,
                 update_wanted: false,
+                crashed: false,
             })),
         }
     }
@@ -265,25 +269,42 @@ impl ConnState {
         }
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
-        let (record, session) = blocking(move || -> Result<_, StoreError> {
-            let record = ConnectionRecord::load(&*shared.store, &id)?;
-            let session = match &record {
-                Some(record) if record.phase == Phase::Established => DurableSession::load(
-                    &*shared.store,
-                    &shared.registry,
-                    &id,
-                    shared.config.reservation_block,
-                )?,
-                _ => None,
-            };
-            Ok((record, session))
-        })
-        .await?
-        .map_err(NodeError::Store)?;
+        let (record, session) = self
+            .off_thread(move || -> Result<_, StoreError> {
+                let record = ConnectionRecord::load(&*shared.store, &id)?;
+                let session = match &record {
+                    Some(record) if record.phase == Phase::Established => DurableSession::load(
+                        &*shared.store,
+                        &shared.registry,
+                        &id,
+                        shared.config.reservation_block,
+                    )?,
+                    _ => None,
+                };
+                Ok((record, session))
+            })
+            .await?
+            .map_err(NodeError::Store)?;
         self.record = record;
         self.session = session;
         self.loaded = true;
         Ok(())
+    }
+
+    /// Runs `work` on a blocking thread. If that thread panicked, whatever
+    /// state was moved into it is lost: forget the in-memory state so that
+    /// the next request loads it from the store.
+    async fn off_thread<R, F>(&mut self, work: F) -> Result<R, NodeError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let result = blocking(work).await;
+        if result.is_err() {
+            self.unload();
+            self.crashed = true;
+        }
+        result
     }
 
     /// Forgets the in-memory state; the next request loads it again.
@@ -354,11 +375,12 @@ impl ConnState {
             return Err(NodeError::NotEstablished(self.id.clone()));
         };
         let shared = Arc::clone(&self.shared);
-        let (session, result) = blocking(move || {
-            let result = session.seal_vec(&*shared.store, plaintext);
-            (session, result)
-        })
-        .await?;
+        let (session, result) = self
+            .off_thread(move || {
+                let result = session.seal_vec(&*shared.store, plaintext);
+                (session, result)
+            })
+            .await?;
         if session.session().key_status() != KeyStatus::Fresh {
             self.update_wanted = true;
         }
@@ -387,11 +409,12 @@ impl ConnState {
             return Ok(());
         }
         let shared = Arc::clone(&self.shared);
-        let (session, result) = blocking(move || {
-            let result = session.update_sending_key(&*shared.store, false);
-            (session, result)
-        })
-        .await?;
+        let (session, result) = self
+            .off_thread(move || {
+                let result = session.update_sending_key(&*shared.store, false);
+                (session, result)
+            })
+            .await?;
         self.session = Some(session);
         match result {
             Ok(update) => {
@@ -424,6 +447,7 @@ impl ConnState {
 
     async fn process(&mut self, items: Vec<(DeliveryId, Item)>) -> Result<Processed, NodeError> {
         let mut out = Processed::default();
+        self.crashed = false;
         if let Err(error) = self.ensure_loaded().await {
             tracing::warn!(connection = %self.id, %error, "connection state could not be loaded; deliveries released");
             out.release = items.into_iter().map(|(id, _)| id).collect();
@@ -473,6 +497,15 @@ impl ConnState {
                     }
                 }
             }
+        }
+        if self.crashed {
+            // State was lost with a panicking task: nothing of this round
+            // counts; the connection reloads and the deliveries come again.
+            self.crashed = false;
+            return Err(NodeError::Crashed(format!(
+                "a task of connection {} panicked",
+                self.id
+            )));
         }
         if let Some(session) = self.session.as_mut()
             && let Err(error) = session.stage(&mut out.batch)
@@ -600,8 +633,9 @@ impl ConnState {
             // crash, so send it again with the same one-time pre-key.
             if let Phase::BundleSent { one_time_pre_key } = record.phase {
                 let shared = Arc::clone(&self.shared);
-                let key =
-                    blocking(move || shared.store.one_time_pre_key(one_time_pre_key)).await??;
+                let key = self
+                    .off_thread(move || shared.store.one_time_pre_key(one_time_pre_key))
+                    .await??;
                 if let Some(key) = key {
                     let bundle = Self::bundle_with(&self.shared, key)?;
                     self.shared
@@ -613,29 +647,30 @@ impl ConnState {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
         let token = token.to_owned();
-        let created = blocking(move || -> Result<_, NodeError> {
-            if !records::has_invitation(&*shared.store, &token)? {
-                return Ok(None);
-            }
-            let key = Self::new_one_time_pre_key(&shared)?;
-            let record = ConnectionRecord {
-                side: Side::Inviter,
-                peer_identity: None,
-                phase: Phase::BundleSent {
-                    one_time_pre_key: key.id(),
-                },
-                pending_initial: None,
-                reset_requested: false,
-                reset_one_time_pre_key: None,
-            };
-            let mut batch = WriteBatch::new();
-            batch.put_one_time_pre_key(&key);
-            records::delete_invitation(&mut batch, &token);
-            record.put(&mut batch, &id)?;
-            shared.store.commit(batch)?;
-            Ok(Some((record, key)))
-        })
-        .await??;
+        let created = self
+            .off_thread(move || -> Result<_, NodeError> {
+                if !records::has_invitation(&*shared.store, &token)? {
+                    return Ok(None);
+                }
+                let key = Self::new_one_time_pre_key(&shared)?;
+                let record = ConnectionRecord {
+                    side: Side::Inviter,
+                    peer_identity: None,
+                    phase: Phase::BundleSent {
+                        one_time_pre_key: key.id(),
+                    },
+                    pending_initial: None,
+                    reset_requested: false,
+                    reset_one_time_pre_key: None,
+                };
+                let mut batch = WriteBatch::new();
+                batch.put_one_time_pre_key(&key);
+                records::delete_invitation(&mut batch, &token);
+                record.put(&mut batch, &id)?;
+                shared.store.commit(batch)?;
+                Ok(Some((record, key)))
+            })
+            .await??;
         let Some((record, key)) = created else {
             tracing::warn!(connection = %self.id, "join with a token this node did not issue (or already used) ignored");
             return Ok(false);
@@ -693,34 +728,35 @@ impl ConnState {
     ) -> Result<(), NodeError> {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
-        let created = blocking(move || -> Result<_, NodeError> {
-            let (session, initial) = shared
-                .agreement
-                .initiate(
-                    shared.identity(),
-                    &expected,
-                    &bundle,
-                    &shared.registry,
-                    id.clone(),
-                    &greeting,
-                    shared.config.session.clone(),
-                )
-                .map_err(NodeError::Handshake)?;
-            let envelope = encode(Body::Initial(initial));
-            record.phase = Phase::Established;
-            record.pending_initial = Some(envelope.clone());
-            record.reset_requested = false;
-            let mut batch = WriteBatch::new();
-            record.put(&mut batch, &id)?;
-            let session = DurableSession::create(
-                &*shared.store,
-                session,
-                batch,
-                shared.config.reservation_block,
-            )?;
-            Ok((record, session, envelope))
-        })
-        .await??;
+        let created = self
+            .off_thread(move || -> Result<_, NodeError> {
+                let (session, initial) = shared
+                    .agreement
+                    .initiate(
+                        shared.identity(),
+                        &expected,
+                        &bundle,
+                        &shared.registry,
+                        id.clone(),
+                        &greeting,
+                        shared.config.session.clone(),
+                    )
+                    .map_err(NodeError::Handshake)?;
+                let envelope = encode(Body::Initial(initial));
+                record.phase = Phase::Established;
+                record.pending_initial = Some(envelope.clone());
+                record.reset_requested = false;
+                let mut batch = WriteBatch::new();
+                record.put(&mut batch, &id)?;
+                let session = DurableSession::create(
+                    &*shared.store,
+                    session,
+                    batch,
+                    shared.config.reservation_block,
+                )?;
+                Ok((record, session, envelope))
+            })
+            .await??;
         let (record, session, envelope) = created;
         self.record = Some(record);
         self.session = Some(session);
@@ -788,69 +824,72 @@ impl ConnState {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
         let old = self.session.take();
-        let outcome = blocking(move || {
-            let result = (|| -> Result<_, NodeError> {
-                let key = shared.store.one_time_pre_key(key_id)?.ok_or_else(|| {
-                    NodeError::Handshake("the one-time pre-key is already used".into())
-                })?;
-                let peer_identity: [u8; 32] =
-                    initial.identity_key.as_slice().try_into().map_err(|_| {
-                        NodeError::Handshake("initial message identity key is not 32 bytes".into())
+        let outcome = self
+            .off_thread(move || {
+                let result = (|| -> Result<_, NodeError> {
+                    let key = shared.store.one_time_pre_key(key_id)?.ok_or_else(|| {
+                        NodeError::Handshake("the one-time pre-key is already used".into())
                     })?;
-                let mut keys = shared.keys.clone();
-                keys.add_one_time_pre_key(key)
-                    .map_err(|error| NodeError::Handshake(error.to_string()))?;
-                let responded = shared
-                    .agreement
-                    .respond(
-                        &keys,
-                        &initial,
-                        ResponderPolicy {
-                            offered: &shared.config.offered_suites,
-                            require_one_time_pre_key: true,
-                            replacing: old.as_ref().map(DurableSession::session),
-                        },
-                        &shared.registry,
-                        id.clone(),
-                        shared.config.session.clone(),
-                    )
-                    .map_err(NodeError::Handshake)?;
-                let mut batch = WriteBatch::new();
-                if let Some(used) = responded.one_time_pre_key_id {
-                    batch.delete_one_time_pre_key(used);
-                }
-                // A reset's first message is a control message with no
-                // content for the application.
-                let entry = (!reset).then(|| InboxEntry {
-                    sequence: 0,
-                    connection_id: id.clone(),
-                    epoch: 0,
-                    counter: 0,
-                    plaintext: Zeroizing::new(responded.first_plaintext.to_vec()),
-                });
-                if let Some(entry) = &entry {
-                    batch.push_inbox(entry);
-                }
-                record.phase = Phase::Established;
-                record.peer_identity = Some(peer_identity);
-                record.reset_one_time_pre_key = None;
-                record.put(&mut batch, &id)?;
-                let (session, committed) = DurableSession::create_committed(
-                    &*shared.store,
-                    responded.session,
-                    batch,
-                    shared.config.reservation_block,
-                )?;
-                let first = entry.map(|entry| IncomingMessage {
-                    connection_id: id.clone(),
-                    sequence: committed.inbox.start,
-                    plaintext: entry.plaintext,
-                });
-                Ok((record, session, peer_identity, first))
-            })();
-            (old, result)
-        })
-        .await?;
+                    let peer_identity: [u8; 32] =
+                        initial.identity_key.as_slice().try_into().map_err(|_| {
+                            NodeError::Handshake(
+                                "initial message identity key is not 32 bytes".into(),
+                            )
+                        })?;
+                    let mut keys = shared.keys.clone();
+                    keys.add_one_time_pre_key(key)
+                        .map_err(|error| NodeError::Handshake(error.to_string()))?;
+                    let responded = shared
+                        .agreement
+                        .respond(
+                            &keys,
+                            &initial,
+                            ResponderPolicy {
+                                offered: &shared.config.offered_suites,
+                                require_one_time_pre_key: true,
+                                replacing: old.as_ref().map(DurableSession::session),
+                            },
+                            &shared.registry,
+                            id.clone(),
+                            shared.config.session.clone(),
+                        )
+                        .map_err(NodeError::Handshake)?;
+                    let mut batch = WriteBatch::new();
+                    if let Some(used) = responded.one_time_pre_key_id {
+                        batch.delete_one_time_pre_key(used);
+                    }
+                    // A reset's first message is a control message with no
+                    // content for the application.
+                    let entry = (!reset).then(|| InboxEntry {
+                        sequence: 0,
+                        connection_id: id.clone(),
+                        epoch: 0,
+                        counter: 0,
+                        plaintext: Zeroizing::new(responded.first_plaintext.to_vec()),
+                    });
+                    if let Some(entry) = &entry {
+                        batch.push_inbox(entry);
+                    }
+                    record.phase = Phase::Established;
+                    record.peer_identity = Some(peer_identity);
+                    record.reset_one_time_pre_key = None;
+                    record.put(&mut batch, &id)?;
+                    let (session, committed) = DurableSession::create_committed(
+                        &*shared.store,
+                        responded.session,
+                        batch,
+                        shared.config.reservation_block,
+                    )?;
+                    let first = entry.map(|entry| IncomingMessage {
+                        connection_id: id.clone(),
+                        sequence: committed.inbox.start,
+                        plaintext: entry.plaintext,
+                    });
+                    Ok((record, session, peer_identity, first))
+                })();
+                (old, result)
+            })
+            .await?;
         let (old, result) = outcome;
         match result {
             Ok((record, session, peer_identity, first)) => {
@@ -910,18 +949,19 @@ impl ConnState {
     async fn send_reset_bundle(&mut self, mut record: ConnectionRecord) -> Result<(), NodeError> {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
-        let (record, key) = blocking(move || -> Result<_, NodeError> {
-            let key = Self::new_one_time_pre_key(&shared)?;
-            let mut batch = WriteBatch::new();
-            if let Some(previous) = record.reset_one_time_pre_key.replace(key.id()) {
-                batch.delete_one_time_pre_key(previous);
-            }
-            batch.put_one_time_pre_key(&key);
-            record.put(&mut batch, &id)?;
-            shared.store.commit(batch)?;
-            Ok((record, key))
-        })
-        .await??;
+        let (record, key) = self
+            .off_thread(move || -> Result<_, NodeError> {
+                let key = Self::new_one_time_pre_key(&shared)?;
+                let mut batch = WriteBatch::new();
+                if let Some(previous) = record.reset_one_time_pre_key.replace(key.id()) {
+                    batch.delete_one_time_pre_key(previous);
+                }
+                batch.put_one_time_pre_key(&key);
+                record.put(&mut batch, &id)?;
+                shared.store.commit(batch)?;
+                Ok((record, key))
+            })
+            .await??;
         self.record = Some(record);
         let bundle = Self::bundle_with(&self.shared, key)?;
         self.shared
@@ -952,13 +992,14 @@ impl ConnState {
             record.reset_requested = true;
             let shared = Arc::clone(&self.shared);
             let id = self.id.clone();
-            record = blocking(move || -> Result<_, NodeError> {
-                let mut batch = WriteBatch::new();
-                record.put(&mut batch, &id)?;
-                shared.store.commit(batch)?;
-                Ok(record)
-            })
-            .await??;
+            record = self
+                .off_thread(move || -> Result<_, NodeError> {
+                    let mut batch = WriteBatch::new();
+                    record.put(&mut batch, &id)?;
+                    shared.store.commit(batch)?;
+                    Ok(record)
+                })
+                .await??;
             self.record = Some(record);
         }
         let request = self.reset_request()?;

@@ -297,6 +297,8 @@ pub(crate) struct Round(pub(crate) Vec<Delivery>);
 pub(crate) struct RoundOutcome {
     pub(crate) ack: Vec<DeliveryId>,
     pub(crate) release: Vec<DeliveryId>,
+    /// Deliveries of connections whose actor crashed handling them.
+    pub(crate) crashed: Vec<(DeliveryId, ConnectionId)>,
     pub(crate) events: Vec<Event>,
 }
 
@@ -326,8 +328,8 @@ impl Handler<Round> for Hub {
             let ids: Vec<DeliveryId> = items.iter().map(|(delivery, _)| *delivery).collect();
             let pending = self.route(&id, Process(items));
             requests.push(async move {
-                let (addr, result) = pending.wait(id).await;
-                (addr, ids, result.and_then(|processed| processed))
+                let (addr, result) = pending.wait(id.clone()).await;
+                (id, addr, ids, result.and_then(|processed| processed))
             });
         }
         let store = Arc::clone(&self.shared.store);
@@ -335,10 +337,13 @@ impl Handler<Round> for Hub {
             let results = futures_util::future::join_all(requests).await;
             let mut outcome = RoundOutcome::default();
             let mut to_commit: Vec<(Addr<ConnectionActor>, Processed)> = Vec::new();
-            for (addr, ids, result) in results {
+            for (id, addr, ids, result) in results {
                 match (addr, result) {
                     (Some(addr), Ok(processed)) => to_commit.push((addr, processed)),
-                    (_, Ok(_)) | (_, Err(_)) => outcome.release.extend(ids),
+                    (_, Err(NodeError::Crashed(_))) | (None, Ok(_)) => outcome
+                        .crashed
+                        .extend(ids.into_iter().map(|delivery| (delivery, id.clone()))),
+                    (_, Err(_)) => outcome.release.extend(ids),
                 }
             }
             let batches: Vec<WriteBatch> = to_commit

@@ -372,6 +372,7 @@ fn run_node(
         ));
         actix_rt::spawn({
             let inbound = Inbound {
+                crashes: std::collections::HashMap::new(),
                 shared: Arc::clone(&shared),
                 transport: Arc::clone(&transport),
                 hub: hub.clone(),
@@ -446,8 +447,17 @@ async fn outbox_loop(
     }
 }
 
+/// How long the inbound loop pauses after a round that handed deliveries
+/// back to the relay.
+const RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// After this many crashes of its connection's actor, a delivery is
+/// dropped.
+const CRASH_ATTEMPTS: u32 = 3;
+
 /// Takes deliveries from the transport, one round at a time.
 struct Inbound {
+    crashes: std::collections::HashMap<crate::transport::DeliveryId, u32>,
     shared: Arc<Shared>,
     transport: Arc<dyn Transport>,
     hub: Addr<Hub>,
@@ -461,7 +471,7 @@ impl Inbound {
         if let Err(error) = self.resume().await {
             tracing::error!(%error, "could not replay the stored state at start");
         }
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = RETRY_DELAY;
         loop {
             if *self.stop.borrow() {
                 return;
@@ -471,7 +481,10 @@ impl Inbound {
                 received = self.transport.receive(self.shared.config.receive_batch) => received,
             };
             let deliveries = match received {
-                Ok(deliveries) => deliveries,
+                Ok(deliveries) => {
+                    backoff = RETRY_DELAY;
+                    deliveries
+                }
                 Err(TransportError::Closed) => {
                     tracing::info!("transport closed; no more deliveries");
                     return;
@@ -493,10 +506,34 @@ impl Inbound {
                 }
             };
             let RoundOutcome {
-                ack,
-                release,
-                events,
+                mut ack,
+                mut release,
+                crashed,
+                mut events,
             } = outcome;
+            // A delivery that crashes its connection's actor again and again
+            // (a message that makes a plugin panic) is dropped after a few
+            // attempts, so that it cannot stall its connection forever.
+            for (delivery, connection_id) in crashed {
+                let attempts = self.crashes.entry(delivery).or_insert(0);
+                *attempts += 1;
+                if *attempts >= CRASH_ATTEMPTS {
+                    self.crashes.remove(&delivery);
+                    tracing::error!(connection = %connection_id, "a delivery crashed its connection {CRASH_ATTEMPTS} times; dropped");
+                    ack.push(delivery);
+                    events.push(Event::DeliveryDropped {
+                        connection_id,
+                        reason: format!(
+                            "handling it crashed the connection {CRASH_ATTEMPTS} times"
+                        ),
+                    });
+                } else {
+                    release.push(delivery);
+                }
+            }
+            for delivery in &ack {
+                self.crashes.remove(delivery);
+            }
             if !ack.is_empty()
                 && let Err(error) = self.transport.acknowledge(ack).await
             {
@@ -513,11 +550,9 @@ impl Inbound {
                 }
             }
             if released {
-                // Something could not be handled now: give it a moment.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            } else {
-                backoff = Duration::from_millis(5);
+                // Something could not be handled now: give it a moment
+                // (short, as the other connections wait too).
+                tokio::time::sleep(RETRY_DELAY).await;
             }
         }
     }
@@ -612,6 +647,15 @@ pub enum Event {
     },
     /// A message arrived.
     Message(IncomingMessage),
+    /// A delivery was given up: handling it crashed the connection's actor
+    /// again and again (a cipher plugin that panics on it, for example).
+    /// The connection goes on with the deliveries after it.
+    DeliveryDropped {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The node's events, in order. Messages are durable before they are

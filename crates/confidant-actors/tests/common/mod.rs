@@ -72,6 +72,7 @@ pub struct Seen {
     pub connected: Vec<(ConnectionId, bool)>,
     pub joined: Vec<ConnectionId>,
     pub failed: Vec<(ConnectionId, String)>,
+    pub dropped: Vec<ConnectionId>,
 }
 
 impl Collector {
@@ -113,6 +114,9 @@ impl Collector {
                                 connection_id,
                                 reason,
                             } => seen.failed.push((connection_id, reason)),
+                            Event::DeliveryDropped { connection_id, .. } => {
+                                seen.dropped.push(connection_id);
+                            }
                             _ => {}
                         }
                     }
