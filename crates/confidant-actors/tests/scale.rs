@@ -9,7 +9,6 @@ use common::{Collector, connect, redb, start, wait_until};
 use confidant_actors::{MemoryRelay, Node, NodeConfig};
 use confidant_core::ConnectionId;
 use confidant_store::Durability;
-use std::sync::Arc;
 use std::time::Duration;
 
 const CONNECTIONS: usize = 10_000;
