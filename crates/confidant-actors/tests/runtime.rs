@@ -402,3 +402,114 @@ async fn errors_are_typed() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_keys_are_updated_when_they_near_their_limit() {
+    let relay = MemoryRelay::new();
+    // 100 messages per key, an update recommended at half of that, and a
+    // small reservation block so that reservations are committed along the
+    // way too.
+    let session = confidant_session::SessionConfig::default()
+        .with_max_messages_per_epoch(100)
+        .with_soft_limit_percent(50);
+    let config = NodeConfig::default()
+        .with_session(session)
+        .with_reservation_block(16);
+    let issuer_store = Arc::new(MemoryStore::new());
+    let holder_store = Arc::new(MemoryStore::new());
+    let (issuer, issuer_seen) =
+        start(&relay, "issuer", Arc::clone(&issuer_store), config.clone()).await;
+    let (holder, holder_seen) = start(&relay, "holder", Arc::clone(&holder_store), config).await;
+    let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+    for chunk in 0..10 {
+        let batch: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("{}", chunk * 50 + i).into_bytes())
+            .collect();
+        issuer.send_many(&id, batch).await.unwrap();
+    }
+    for i in 0..130 {
+        holder.send(&id, format!("{i}")).await.unwrap();
+    }
+    wait_until("500 and 130 messages", WAIT, || {
+        holder_seen.texts(&id).len() == 500 && issuer_seen.texts(&id).len() == 131
+    })
+    .await;
+    let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(holder_seen.texts(&id), expected);
+    // 500 messages at most 100 per key: at least 5 updates (epoch ≥ 5).
+    let epoch = |store: &MemoryStore| {
+        confidant_store::SessionStore::session(store, &id)
+            .unwrap()
+            .unwrap()
+            .send_epoch()
+    };
+    assert!(
+        epoch(&issuer_store) >= 5,
+        "issuer epoch {}",
+        epoch(&issuer_store)
+    );
+    assert!(
+        epoch(&holder_store) >= 1,
+        "holder epoch {}",
+        epoch(&holder_store)
+    );
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_initial_message_is_sent_again_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let path = dir.path().join("holder.redb");
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+    wait_until("greeting", WAIT, || issuer_seen.texts(&id).len() == 1).await;
+    // The issuer has not answered yet, so the holder keeps the initial
+    // message and sends it again when it starts; the issuer refuses the
+    // copy (its one-time pre-key is gone) without reporting anything.
+    holder.shutdown().await.unwrap();
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    wait_until("copy handled", WAIT, || relay.pending("issuer") == 0).await;
+    assert_eq!(issuer_seen.texts(&id).len(), 1);
+    assert_eq!(issuer_seen.connected_count(), 1);
+    // Once the issuer's first message arrives, nothing is sent again.
+    issuer.send(&id, "answer").await.unwrap();
+    wait_until("answer", WAIT, || holder_seen.texts(&id) == ["answer"]).await;
+    holder.shutdown().await.unwrap();
+    let delivered = relay.delivered();
+    let (holder, _holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(relay.delivered(), delivered, "nothing was sent again");
+    holder.shutdown().await.unwrap();
+    issuer.shutdown().await.unwrap();
+}
