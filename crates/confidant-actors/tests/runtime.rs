@@ -486,6 +486,7 @@ async fn an_unanswered_initial_message_is_sent_again_at_start() {
     // message and sends it again when it starts; the issuer refuses the
     // copy (its one-time pre-key is gone) without reporting anything.
     holder.shutdown().await.unwrap();
+    let before = relay.delivered();
     let (holder, holder_seen) = start(
         &relay,
         "holder",
@@ -493,7 +494,11 @@ async fn an_unanswered_initial_message_is_sent_again_at_start() {
         NodeConfig::default(),
     )
     .await;
-    wait_until("copy handled", WAIT, || relay.pending("issuer") == 0).await;
+    // Nothing else is waiting anywhere: a delivery now is the copy.
+    wait_until("copy delivered and handled", WAIT, || {
+        relay.delivered() > before && relay.pending("issuer") == 0
+    })
+    .await;
     assert_eq!(issuer_seen.texts(&id).len(), 1);
     assert_eq!(issuer_seen.connected_count(), 1);
     // Once the issuer's first message arrives, nothing is sent again.
