@@ -434,6 +434,13 @@ fn group_commit(
     if busy.is_empty() {
         return results;
     }
+    if let [only] = busy[..] {
+        // One batch: no copy needed for a retry.
+        let mut batches = batches;
+        let batch = std::mem::take(&mut batches[only]);
+        results[only] = store.commit(batch).map(|committed| Some(committed.inbox));
+        return results;
+    }
     let mut merged = WriteBatch::new();
     for &index in &busy {
         merged.append(batches[index].clone());
@@ -447,7 +454,6 @@ fn group_commit(
                 next += count;
             }
         }
-        Err(error) if busy.len() == 1 => results[busy[0]] = Err(error),
         Err(error) => {
             tracing::warn!(%error, "group commit failed; committing each connection on its own");
             for index in busy {

@@ -273,7 +273,9 @@ impl NodeBuilder {
 /// Everything the handle needs, created on the node thread.
 struct Parts {
     hub: Addr<Hub>,
-    shared: Arc<Shared>,
+    /// Taken at shutdown, so that the store is released even while clones
+    /// of the handle live on.
+    shared: std::sync::Mutex<Option<Arc<Shared>>>,
     transport: Arc<dyn Transport>,
     gate: Arc<RwLock<()>>,
     stop: watch::Sender<bool>,
@@ -387,7 +389,7 @@ fn run_node(
         });
         let parts = Parts {
             hub,
-            shared,
+            shared: std::sync::Mutex::new(Some(shared)),
             transport,
             gate,
             stop,
@@ -758,6 +760,19 @@ impl Node {
         &self.inner.parts
     }
 
+    fn shared(&self) -> Result<Arc<Shared>, NodeError> {
+        self.parts()
+            .shared
+            .lock()
+            .ok()
+            .and_then(|shared| shared.clone())
+            .ok_or(NodeError::Stopped)
+    }
+
+    fn store(&self) -> Result<Arc<dyn RawStore>, NodeError> {
+        Ok(Arc::clone(&self.shared()?.store))
+    }
+
     /// This node's identity key (what its invitations carry).
     pub fn identity_key(&self) -> [u8; 32] {
         self.parts().identity_key
@@ -774,7 +789,7 @@ impl Node {
             async move { transport.create_invitation().await },
         )
         .await??;
-        let store = Arc::clone(&parts.shared.store);
+        let store = self.store()?;
         let token = relay.token.clone();
         run_on_node(&parts.hub, async move {
             blocking(move || {
@@ -811,7 +826,7 @@ impl Node {
         )?;
         let parts = self.parts();
         let transport = Arc::clone(&parts.transport);
-        let store = Arc::clone(&parts.shared.store);
+        let store = self.store()?;
         let gate = Arc::clone(&parts.gate);
         let token = invitation.token.clone();
         let identity = invitation.identity_key;
@@ -879,7 +894,7 @@ impl Node {
         if sequences.is_empty() {
             return Ok(());
         }
-        let store = Arc::clone(&self.parts().shared.store);
+        let store = self.store()?;
         let sequences = sequences.to_vec();
         run_on_node(&self.parts().hub, async move {
             blocking(move || {
@@ -897,7 +912,7 @@ impl Node {
 
     /// Every connection the store knows, whether or not its actor runs.
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, NodeError> {
-        let store = Arc::clone(&self.parts().shared.store);
+        let store = self.store()?;
         let records = run_on_node(&self.parts().hub, async move {
             blocking(move || ConnectionRecord::all(&*store)).await
         })
@@ -951,7 +966,14 @@ impl Node {
             let _ = inbound.await;
         }
         // Everything queued before this point leaves first.
-        if let Ok(flushed) = parts.shared.send(Vec::new()) {
+        let shared = parts
+            .shared
+            .lock()
+            .ok()
+            .and_then(|mut shared| shared.take());
+        if let Some(shared) = shared
+            && let Ok(flushed) = shared.send(Vec::new())
+        {
             let _ = flushed.await;
         }
         parts.hub.do_send(Shutdown);
