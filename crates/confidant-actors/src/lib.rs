@@ -79,6 +79,26 @@ mod shared;
 mod transport;
 
 pub use connection::ConnectionActor;
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a stored connection record. `None`: it does not decode (an
+    /// error, never a panic); `Some(same)`: whether re-encoding what
+    /// decoded gives back the same record.
+    pub fn connection_record(bytes: &[u8]) -> Option<bool> {
+        use crate::records::ConnectionRecord;
+        let record = ConnectionRecord::decode(bytes).ok()?;
+        Some(
+            record
+                .encode()
+                .ok()
+                .and_then(|again| ConnectionRecord::decode(&again).ok())
+                .is_some_and(|again| again == record),
+        )
+    }
+}
+
 pub use error::NodeError;
 pub use invitation::{Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
