@@ -1,0 +1,490 @@
+//! The client side: [`SignedClient`] (every call signed) and
+//! [`ConnectorTransport`], the runtime's transport over gRPC.
+
+use crate::auth::{RequestSigner, SignError};
+use crate::proto::{self, connector_client::ConnectorClient, received_message};
+use crate::server::SERVICE_PATH;
+use async_trait::async_trait;
+use confidant_actors::{
+    Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
+};
+use confidant_core::ConnectionId;
+use futures_util::StreamExt as _;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Attempts of a call that fails with a transient error before giving up.
+const ATTEMPTS: u32 = 8;
+/// First pause between attempts; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between attempts (and between stream reconnections).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+    )
+}
+
+fn to_transport(status: &Status) -> TransportError {
+    if transient(status) {
+        TransportError::Unavailable(format!("{}: {}", status.code(), status.message()))
+    } else {
+        TransportError::Refused(format!("{}: {}", status.code(), status.message()))
+    }
+}
+
+impl From<SignError> for Status {
+    fn from(error: SignError) -> Self {
+        Status::internal(error.to_string())
+    }
+}
+
+/// A connector client that signs every call with the party's key.
+#[derive(Clone)]
+pub struct SignedClient {
+    client: ConnectorClient<Channel>,
+    signer: RequestSigner,
+}
+
+impl std::fmt::Debug for SignedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedClient")
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! signed_call {
+    ($(#[$doc:meta])* $name:ident, $method:literal, $request:ty, $response:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&self, request: $request) -> Result<$response, Status> {
+            let request = self.signer.sign(concat!("/confidant.connector.v1.Connector/", $method), request)?;
+            Ok(self.client.clone().$name(request).await?.into_inner())
+        }
+    };
+}
+
+impl SignedClient {
+    /// A client for the connector at `url` (for example
+    /// `http://127.0.0.1:50051`). Connects lazily and reconnects by itself.
+    pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|error| {
+                TransportError::Refused(format!("bad connector URL {url:?}: {error}"))
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        Ok(Self {
+            client: ConnectorClient::new(endpoint.connect_lazy()),
+            signer,
+        })
+    }
+
+    /// The party's public key at the connector.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signer.public_key()
+    }
+
+    signed_call!(
+        /// `GenerateConnectionToken`.
+        generate_connection_token, "GenerateConnectionToken",
+        proto::GenerateConnectionTokenRequest, proto::GenerateConnectionTokenResponse);
+    signed_call!(
+        /// `AddConnectionFromToken`.
+        add_connection_from_token, "AddConnectionFromToken",
+        proto::AddConnectionFromTokenRequest, proto::AddConnectionFromTokenResponse);
+    signed_call!(
+        /// `SendMessage`.
+        send_message, "SendMessage", proto::SendMessageRequest, proto::SendMessageResponse);
+    signed_call!(
+        /// `GetMessagesPaginated`.
+        get_messages_paginated, "GetMessagesPaginated",
+        proto::GetMessagesPaginatedRequest, proto::GetMessagesPaginatedResponse);
+    signed_call!(
+        /// `AcknowledgeMessages`.
+        acknowledge_messages, "AcknowledgeMessages",
+        proto::AcknowledgeMessagesRequest, proto::AcknowledgeMessagesResponse);
+    signed_call!(
+        /// `RevokeConnection`.
+        revoke_connection, "RevokeConnection",
+        proto::RevokeConnectionRequest, proto::RevokeConnectionResponse);
+
+    /// `GetConnectionTokenInfo` (not signed).
+    pub async fn get_connection_token_info(
+        &self,
+        token: &str,
+    ) -> Result<proto::GetConnectionTokenInfoResponse, Status> {
+        Ok(self
+            .client
+            .clone()
+            .get_connection_token_info(proto::GetConnectionTokenInfoRequest {
+                token: token.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// `GetMessageStream`, from after `cursor`.
+    pub async fn get_message_stream(
+        &self,
+        cursor: u64,
+    ) -> Result<tonic::Streaming<proto::ReceivedMessage>, Status> {
+        let request = self.signer.sign(
+            &format!("{SERVICE_PATH}GetMessageStream"),
+            proto::GetMessageStreamRequest {
+                last_seen_message_id: cursor,
+            },
+        )?;
+        Ok(self
+            .client
+            .clone()
+            .get_message_stream(request)
+            .await?
+            .into_inner())
+    }
+}
+
+/// Retries `call` on transient errors with exponential backoff.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(status) if transient(&status) && attempt < ATTEMPTS => {
+                tracing::debug!(what, attempt, %status, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt += 1;
+            }
+            Err(status) => return Err(to_transport(&status)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Deliveries {
+    /// Handed to the node and not yet acknowledged or released.
+    in_flight: BTreeMap<u64, Delivery>,
+    /// Released by the node: handed out again before anything newer.
+    released: BTreeMap<u64, Delivery>,
+}
+
+struct Inner {
+    url: String,
+    client: SignedClient,
+    deliveries: Mutex<Deliveries>,
+    incoming: tokio::sync::Mutex<Option<mpsc::Receiver<Delivery>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The runtime's [`Transport`] over the gRPC connector.
+///
+/// - One `GetMessageStream` feeds deliveries; when it breaks, it is opened
+///   again (with backoff) from the id of the last message received, so
+///   nothing is skipped and nothing received is fetched twice.
+/// - A delivery is acknowledged (and so deleted by the connector) only when
+///   the node calls [`Transport::acknowledge`], which it does once the
+///   delivery's effect is durable. Released deliveries are handed out again
+///   before newer ones. A new transport (a restarted node) starts from the
+///   beginning of its mailbox: everything not acknowledged comes again.
+/// - Sends carry a client message id (the first 16 bytes of the envelope's
+///   SHA-256), so a retried send is stored once. Each connection's envelopes
+///   are sent in order; different connections' concurrently.
+#[derive(Clone)]
+pub struct ConnectorTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ConnectorTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorTransport")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectorTransport {
+    /// A transport to the connector at `url`, signing with `signer`. The
+    /// message stream starts on the first [`Transport::receive`].
+    pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
+        let client = SignedClient::new(url, signer)?;
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                client,
+                deliveries: Mutex::new(Deliveries::default()),
+                incoming: tokio::sync::Mutex::new(None),
+                stop,
+            }),
+        })
+    }
+
+    /// The signed client underneath (for calls the runtime does not make,
+    /// such as listing what waits at the connector).
+    pub fn client(&self) -> &SignedClient {
+        &self.inner.client
+    }
+
+    fn deliveries(&self) -> MutexGuard<'_, Deliveries> {
+        self.inner
+            .deliveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start_stream(&self) -> mpsc::Receiver<Delivery> {
+        let (sender, receiver) = mpsc::channel(4096);
+        let client = self.inner.client.clone();
+        let mut stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            let mut cursor = 0u64;
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match client.get_message_stream(cursor).await {
+                    Ok(mut stream) => {
+                        backoff = FIRST_BACKOFF;
+                        loop {
+                            let item = tokio::select! {
+                                item = stream.next() => item,
+                                _ = stop.changed() => return,
+                            };
+                            match item {
+                                Some(Ok(message)) => {
+                                    cursor = cursor.max(message.id);
+                                    if let Some(delivery) = to_delivery(&client, message).await
+                                        && sender.send(delivery).await.is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                Some(Err(status)) => {
+                                    tracing::warn!(%status, "message stream broke; reconnecting");
+                                    break;
+                                }
+                                None => {
+                                    tracing::info!("message stream ended; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(%status, "cannot open the message stream; retrying");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+        receiver
+    }
+}
+
+/// A stored message as a delivery; revocation notices are acknowledged here
+/// (the runtime has nothing to do with them) and logged.
+async fn to_delivery(client: &SignedClient, message: proto::ReceivedMessage) -> Option<Delivery> {
+    let connection_id = match ConnectionId::new(message.connection_id.clone()) {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::warn!(%error, "message with an unusable connection id dropped");
+            acknowledge_now(client, message.id).await;
+            return None;
+        }
+    };
+    let payload = match message.content {
+        Some(received_message::Content::Envelope(envelope)) => Payload::Envelope(envelope),
+        Some(received_message::Content::ConnectionAdded(added)) => {
+            Payload::Joined { token: added.token }
+        }
+        Some(received_message::Content::ConnectionRevoked(_)) | None => {
+            tracing::info!(connection = %connection_id, "the other party revoked the connection");
+            acknowledge_now(client, message.id).await;
+            return None;
+        }
+    };
+    Some(Delivery {
+        id: DeliveryId(message.id),
+        connection_id,
+        payload,
+    })
+}
+
+async fn acknowledge_now(client: &SignedClient, id: u64) {
+    let result = retry("acknowledge", || {
+        client.acknowledge_messages(proto::AcknowledgeMessagesRequest {
+            message_ids: vec![id],
+        })
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "acknowledging a notice failed");
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// The client message id of an envelope.
+pub fn client_message_id(envelope: &[u8]) -> Vec<u8> {
+    Sha256::digest(envelope)[..16].to_vec()
+}
+
+#[async_trait]
+impl Transport for ConnectorTransport {
+    async fn create_invitation(&self) -> Result<RelayInvitation, TransportError> {
+        let client = &self.inner.client;
+        let response = retry("generate token", || {
+            client.generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
+        })
+        .await?;
+        let token = response
+            .tokens
+            .into_iter()
+            .next()
+            .ok_or_else(|| TransportError::Refused("the connector returned no token".into()))?;
+        Ok(RelayInvitation {
+            relay: self.inner.url.clone(),
+            token,
+        })
+    }
+
+    async fn join(&self, token: &str) -> Result<ConnectionId, TransportError> {
+        let client = &self.inner.client;
+        // Not retried: a lost answer to a join that succeeded would make the
+        // retry fail with "already used".
+        let response = client
+            .add_connection_from_token(proto::AddConnectionFromTokenRequest {
+                token: token.to_owned(),
+            })
+            .await
+            .map_err(|status| to_transport(&status))?;
+        ConnectionId::new(response.connection_id)
+            .map_err(|error| TransportError::Refused(format!("bad connection id: {error}")))
+    }
+
+    async fn send(&self, envelopes: Vec<Outgoing>) -> Result<(), TransportError> {
+        // Per connection in order; connections side by side.
+        let mut order: Vec<ConnectionId> = Vec::new();
+        let mut groups: std::collections::HashMap<ConnectionId, Vec<Vec<u8>>> =
+            std::collections::HashMap::new();
+        for outgoing in envelopes {
+            groups
+                .entry(outgoing.connection_id.clone())
+                .or_insert_with(|| {
+                    order.push(outgoing.connection_id.clone());
+                    Vec::new()
+                })
+                .push(outgoing.envelope);
+        }
+        let client = &self.inner.client;
+        let sends = order.into_iter().map(|connection_id| {
+            let envelopes = groups.remove(&connection_id).unwrap_or_default();
+            async move {
+                for envelope in envelopes {
+                    let id = client_message_id(&envelope);
+                    retry("send", || {
+                        client.send_message(proto::SendMessageRequest {
+                            connection_id: connection_id.as_str().to_owned(),
+                            message: envelope.clone(),
+                            client_message_id: id.clone(),
+                        })
+                    })
+                    .await?;
+                }
+                Ok::<(), TransportError>(())
+            }
+        });
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
+        let max = max.max(1);
+        {
+            let mut deliveries = self.deliveries();
+            if !deliveries.released.is_empty() {
+                let mut out = Vec::new();
+                while out.len() < max {
+                    let Some((id, delivery)) = deliveries.released.pop_first() else {
+                        break;
+                    };
+                    deliveries.in_flight.insert(id, delivery.clone());
+                    out.push(delivery);
+                }
+                return Ok(out);
+            }
+        }
+        let mut incoming = self.inner.incoming.lock().await;
+        if incoming.is_none() {
+            *incoming = Some(self.start_stream());
+        }
+        let receiver = incoming.as_mut().ok_or(TransportError::Closed)?;
+        let first = receiver.recv().await.ok_or(TransportError::Closed)?;
+        let mut out = vec![first];
+        while out.len() < max {
+            match receiver.try_recv() {
+                Ok(delivery) => out.push(delivery),
+                Err(_) => break,
+            }
+        }
+        let mut deliveries = self.deliveries();
+        for delivery in &out {
+            deliveries.in_flight.insert(delivery.id.0, delivery.clone());
+        }
+        Ok(out)
+    }
+
+    async fn acknowledge(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
+        let client = &self.inner.client;
+        for chunk in ids.chunks(10_000) {
+            let message_ids: Vec<u64> = chunk.iter().map(|id| id.0).collect();
+            retry("acknowledge", || {
+                client.acknowledge_messages(proto::AcknowledgeMessagesRequest {
+                    message_ids: message_ids.clone(),
+                })
+            })
+            .await?;
+            let mut deliveries = self.deliveries();
+            for id in chunk {
+                deliveries.in_flight.remove(&id.0);
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
+        let mut deliveries = self.deliveries();
+        for id in ids {
+            if let Some(delivery) = deliveries.in_flight.remove(&id.0) {
+                deliveries.released.insert(id.0, delivery);
+            }
+        }
+        Ok(())
+    }
+}
