@@ -13,6 +13,7 @@
 //! authentication and limits.
 
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod mailbox;
 pub mod server;

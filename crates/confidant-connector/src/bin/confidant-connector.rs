@@ -1,88 +1,19 @@
 //! The connector binary: serves the gRPC connector with its mailboxes in a
-//! redb file under `--data-dir`.
-//!
-//! It prints `listening on ADDRESS` on stdout once it accepts connections
-//! (useful with `--listen 127.0.0.1:0`), logs to stderr (`RUST_LOG` sets the
-//! level; `--log-json` for JSON lines), and on SIGTERM or Ctrl-C stops
-//! accepting, answers the requests in flight, and closes the file: every
-//! message it acknowledged receiving is on disk.
+//! redb file under `--data-dir`. See `confidant_connector::cli`.
 
-use clap::Parser;
-use confidant_connector::{Limits, RedbMailbox, serve};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "confidant-connector",
-    version,
-    about = "The Confidant connector (gRPC relay)"
-)]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Directory of the mailbox file (created if missing).
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Largest envelope accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_message_len)]
-    max_message_bytes: usize,
-    /// Most messages waiting for one recipient.
-    #[arg(long, default_value_t = Limits::default().max_pending_per_recipient)]
-    max_pending: u64,
-    /// Log JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-
-    std::fs::create_dir_all(&args.data_dir)?;
-    let path = args.data_dir.join("connector.redb");
-    let limits = Limits {
-        max_message_len: args.max_message_bytes,
-        max_pending_per_recipient: args.max_pending,
-    };
-    let mailbox = Arc::new(RedbMailbox::open(&path, limits)?);
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, file = %path.display(), ?limits, "connector started");
-    println!("listening on {address}");
-
-    serve(listener, Arc::clone(&mailbox) as Arc<_>, shutdown_signal()).await?;
-    mailbox.close();
-    tracing::info!("connector stopped; every stored message is on disk");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("confidant-connector: cannot start: {error}");
+            return std::process::ExitCode::FAILURE;
         }
     };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+    match runtime.block_on(confidant_connector::cli::run(std::env::args_os())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("confidant-connector: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

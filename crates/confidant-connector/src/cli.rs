@@ -1,0 +1,94 @@
+//! The connector's command line (used by the `confidant-connector` binary,
+//! and by tests that run it as a child process).
+//!
+//! It prints `listening on ADDRESS` on stdout once it accepts connections
+//! (useful with `--listen 127.0.0.1:0`), logs to stderr (`RUST_LOG` sets the
+//! level; `--log-json` for JSON lines), and on SIGTERM or Ctrl-C stops
+//! accepting, answers the requests in flight, and closes the file: every
+//! message it acknowledged receiving is on disk.
+
+use crate::{Limits, RedbMailbox, serve};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confidant-connector",
+    version,
+    about = "The Confidant connector (gRPC relay)"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Directory of the mailbox file (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Largest envelope accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_len)]
+    max_message_bytes: usize,
+    /// Most messages waiting for one recipient.
+    #[arg(long, default_value_t = Limits::default().max_pending_per_recipient)]
+    max_pending: u64,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+/// Runs the connector with command-line `args` (the first is the program
+/// name) until SIGTERM or Ctrl-C.
+pub async fn run<I, T>(args: I) -> Result<(), Box<dyn std::error::Error>>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::try_parse_from(args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_json {
+        let _ = logs.json().try_init();
+    } else {
+        let _ = logs.try_init();
+    }
+
+    std::fs::create_dir_all(&args.data_dir)?;
+    let path = args.data_dir.join("connector.redb");
+    let limits = Limits {
+        max_message_len: args.max_message_bytes,
+        max_pending_per_recipient: args.max_pending,
+    };
+    let mailbox = Arc::new(RedbMailbox::open(&path, limits)?);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, file = %path.display(), ?limits, "connector started");
+    println!("listening on {address}");
+
+    serve(listener, Arc::clone(&mailbox) as Arc<_>, shutdown_signal()).await?;
+    mailbox.close();
+    tracing::info!("connector stopped; every stored message is on disk");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+    }
+}
