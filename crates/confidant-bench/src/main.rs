@@ -5,22 +5,28 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh or storage
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage or runtime
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
 //! against the raw AEAD crate plus the IV cost; the IV strategies per
 //! message; a full X3DH (both sides) against the sum of its primitive
 //! operations; sealing with durable counter reservation on redb against the
-//! in-memory store, session load/save latency and bytes per idle session. The compared variants alternate every few milliseconds for
-//! many rounds; each ratio is the median of the ratios measured within a
-//! round, and each time shown is the fastest round.
+//! in-memory store, session load/save latency and bytes per idle session;
+//! the runtime (`confidant-actors`): messages per second through two nodes
+//! against the session layer alone, resident memory per active and per idle
+//! connection, and the time to wake an idle connection (2.5 to 3.5 minutes
+//! on two cores, depending on their load; 20 s with `--quick`). The
+//! compared variants alternate every few milliseconds for many rounds; each
+//! ratio is the median of the ratios measured within a round, and each time
+//! shown is the fastest round.
 
 #![allow(clippy::print_stdout)]
 
 mod aead;
 mod backends;
 mod measure;
+mod runtime;
 mod storage;
 mod x3dh;
 
@@ -102,6 +108,9 @@ fn main() {
     }
     if selected("storage") {
         storage::run(&settings, &mut verdicts);
+    }
+    if selected("runtime") {
+        runtime::run(&settings, &mut verdicts);
     }
 
     println!("## Summary");
