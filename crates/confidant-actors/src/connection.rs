@@ -15,7 +15,7 @@
 use crate::error::NodeError;
 use crate::node::{Event, IncomingMessage};
 use crate::records::{self, ConnectionRecord, Phase, Side};
-use crate::shared::{Shared, blocking};
+use crate::shared::Shared;
 use crate::transport::{DeliveryId, Outgoing, TransportError};
 use actix::prelude::*;
 use confidant_core::wire::{self, InitialMessage, PreKeyBundle, SessionReset, envelope::Body};
@@ -299,7 +299,7 @@ impl ConnState {
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
-        let result = blocking(work).await;
+        let result = self.shared.blocking(work).await;
         if result.is_err() {
             self.unload();
             self.crashed = true;

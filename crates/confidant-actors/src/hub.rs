@@ -13,13 +13,13 @@ use crate::connection::{
 };
 use crate::error::NodeError;
 use crate::node::Event;
-use crate::shared::{Shared, blocking};
+use crate::shared::Shared;
 use crate::transport::{Delivery, DeliveryId, Payload, TransportError};
 use actix::dev::Request;
 use actix::prelude::*;
 use confidant_core::ConnectionId;
 use confidant_store::{RawStore, StoreError, WriteBatch, WriteOp};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +90,10 @@ where
 
 pub(crate) struct Hub {
     shared: Arc<Shared>,
+    /// Connections whose last commit failed: committed on their own until
+    /// one succeeds, so a connection whose changes cannot be stored does not
+    /// fail every group commit.
+    suspects: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
     slots: HashMap<ConnectionId, Slot>,
     workers: Vec<ArbiterHandle>,
     next_worker: usize,
@@ -99,6 +103,7 @@ impl Hub {
     pub(crate) fn new(shared: Arc<Shared>, workers: Vec<ArbiterHandle>) -> Self {
         Self {
             shared,
+            suspects: Arc::default(),
             slots: HashMap::new(),
             workers,
             next_worker: 0,
@@ -332,25 +337,37 @@ impl Handler<Round> for Hub {
                 (id, addr, ids, result.and_then(|processed| processed))
             });
         }
-        let store = Arc::clone(&self.shared.store);
+        let shared = Arc::clone(&self.shared);
+        let suspects = Arc::clone(&self.suspects);
         Box::pin(async move {
             let results = futures_util::future::join_all(requests).await;
             let mut outcome = RoundOutcome::default();
-            let mut to_commit: Vec<(Addr<ConnectionActor>, Processed)> = Vec::new();
+            let mut to_commit: Vec<(ConnectionId, Addr<ConnectionActor>, Processed)> = Vec::new();
             for (id, addr, ids, result) in results {
                 match (addr, result) {
-                    (Some(addr), Ok(processed)) => to_commit.push((addr, processed)),
+                    (Some(addr), Ok(processed)) => to_commit.push((id, addr, processed)),
                     (_, Err(NodeError::Crashed(_))) | (None, Ok(_)) => outcome
                         .crashed
                         .extend(ids.into_iter().map(|delivery| (delivery, id.clone()))),
                     (_, Err(_)) => outcome.release.extend(ids),
                 }
             }
-            let batches: Vec<WriteBatch> = to_commit
-                .iter_mut()
-                .map(|(_, processed)| std::mem::take(&mut processed.batch))
-                .collect();
-            let results = match blocking(move || group_commit(&*store, batches)).await {
+            let batches: Vec<(WriteBatch, bool)> = {
+                let suspects = suspects
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                to_commit
+                    .iter_mut()
+                    .map(|(id, _, processed)| {
+                        (std::mem::take(&mut processed.batch), suspects.contains(id))
+                    })
+                    .collect()
+            };
+            let store = Arc::clone(&shared.store);
+            let results = match shared
+                .blocking(move || group_commit(&*store, batches))
+                .await
+            {
                 Ok(results) => results,
                 Err(error) => {
                     let message = error.to_string();
@@ -360,7 +377,23 @@ impl Handler<Round> for Hub {
                         .collect()
                 }
             };
-            for ((addr, processed), result) in to_commit.into_iter().zip(results) {
+            {
+                let mut suspects = suspects
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for ((id, _, _), result) in to_commit.iter().zip(&results) {
+                    match result {
+                        Ok(Some(_)) => {
+                            suspects.remove(id);
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            suspects.insert(id.clone());
+                        }
+                    }
+                }
+            }
+            for ((_, addr, processed), result) in to_commit.into_iter().zip(results) {
                 let Processed {
                     on_commit,
                     ack,
@@ -419,47 +452,47 @@ fn inbox_appends(batch: &WriteBatch) -> u64 {
         .count() as u64
 }
 
-/// Commits every connection's batch in one transaction; if that fails,
-/// each on its own, so that one connection whose changes cannot be stored
-/// does not hold back the others. `Ok(None)`: nothing to commit.
+/// Commits the round: every batch not marked suspect in one transaction,
+/// each suspect (its connection's last commit failed) on its own. If the
+/// shared transaction fails, every batch in it fails (and its connections
+/// become suspects, to be committed on their own next time), so that one
+/// connection whose changes cannot be stored holds back the others for one
+/// round at most. `Ok(None)`: nothing to commit.
 fn group_commit(
     store: &dyn RawStore,
-    batches: Vec<WriteBatch>,
+    batches: Vec<(WriteBatch, bool)>,
 ) -> Vec<Result<Option<Range<u64>>, StoreError>> {
-    let busy: Vec<usize> = (0..batches.len())
-        .filter(|&index| !batches[index].is_empty())
-        .collect();
     let mut results: Vec<Result<Option<Range<u64>>, StoreError>> =
         batches.iter().map(|_| Ok(None)).collect();
-    if busy.is_empty() {
-        return results;
-    }
-    if let [only] = busy[..] {
-        // One batch: no copy needed for a retry.
-        let mut batches = batches;
-        let batch = std::mem::take(&mut batches[only]);
-        results[only] = store.commit(batch).map(|committed| Some(committed.inbox));
-        return results;
-    }
     let mut merged = WriteBatch::new();
-    for &index in &busy {
-        merged.append(batches[index].clone());
+    let mut in_merged: Vec<(usize, u64)> = Vec::new();
+    for (index, (batch, suspect)) in batches.into_iter().enumerate() {
+        if batch.is_empty() {
+            continue;
+        }
+        if suspect {
+            results[index] = store.commit(batch).map(|committed| Some(committed.inbox));
+        } else {
+            in_merged.push((index, inbox_appends(&batch)));
+            merged.append(batch);
+        }
+    }
+    if in_merged.is_empty() {
+        return results;
     }
     match store.commit(merged) {
         Ok(committed) => {
             let mut next = committed.inbox.start;
-            for &index in &busy {
-                let count = inbox_appends(&batches[index]);
+            for (index, count) in in_merged {
                 results[index] = Ok(Some(next..next + count));
                 next += count;
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "group commit failed; committing each connection on its own");
-            for index in busy {
-                results[index] = store
-                    .commit(batches[index].clone())
-                    .map(|committed| Some(committed.inbox));
+            tracing::warn!(%error, "group commit failed; its connections commit on their own next time");
+            let message = error.to_string();
+            for (index, _) in in_merged {
+                results[index] = Err(StoreError::Io(format!("group commit failed: {message}")));
             }
         }
     }

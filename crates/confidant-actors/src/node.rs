@@ -12,7 +12,7 @@ use crate::error::NodeError;
 use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
 use crate::records::{self, ConnectionRecord, Phase, Side};
-use crate::shared::{OutboxItem, Shared, blocking};
+use crate::shared::{OutboxItem, Shared};
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub event_capacity: usize,
     /// Largest envelope accepted from the relay.
     pub max_envelope_len: usize,
+    /// Most store calls running at once on the node's blocking threads.
+    /// Default 8.
+    pub blocking_threads: usize,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +73,7 @@ impl Default for NodeConfig {
             reservation_block: DEFAULT_RESERVATION_BLOCK,
             event_capacity: 4096,
             max_envelope_len: confidant_core::wire::DEFAULT_MAX_ENVELOPE_LEN,
+            blocking_threads: 8,
         }
     }
 }
@@ -116,7 +120,11 @@ impl NodeConfig {
         if self.idle_timeout.is_zero() {
             return invalid("idle_timeout must be positive");
         }
-        if self.receive_batch == 0 || self.send_batch == 0 || self.event_capacity == 0 {
+        if self.receive_batch == 0
+            || self.send_batch == 0
+            || self.event_capacity == 0
+            || self.blocking_threads == 0
+        {
             return invalid("batch sizes and event capacity must be at least 1");
         }
         if self.reservation_block == 0 {
@@ -359,8 +367,10 @@ fn run_node(
             registry: Arc::new(registry),
             agreement,
             keys,
+            blocking_permits: Arc::new(tokio::sync::Semaphore::new(config.blocking_threads)),
             config,
             outbox: outbox_sender,
+            runtime: tokio::runtime::Handle::current(),
         });
         let hub = Hub::new(Arc::clone(&shared), handles).start();
         let (stop, stop_receiver) = watch::channel(false);
@@ -563,10 +573,12 @@ impl Inbound {
     /// before a crash, and replay unacknowledged inbox entries.
     async fn resume(&mut self) -> Result<(), NodeError> {
         let store = Arc::clone(&self.shared.store);
-        let (records, inbox) = blocking(move || -> Result<_, StoreError> {
-            Ok((ConnectionRecord::all(&*store)?, store.inbox()?))
-        })
-        .await??;
+        let (records, inbox) = self
+            .shared
+            .blocking(move || -> Result<_, StoreError> {
+                Ok((ConnectionRecord::all(&*store)?, store.inbox()?))
+            })
+            .await??;
         let initials: Vec<_> = records
             .into_iter()
             .filter_map(|(id, record)| {
@@ -769,10 +781,6 @@ impl Node {
             .ok_or(NodeError::Stopped)
     }
 
-    fn store(&self) -> Result<Arc<dyn RawStore>, NodeError> {
-        Ok(Arc::clone(&self.shared()?.store))
-    }
-
     /// This node's identity key (what its invitations carry).
     pub fn identity_key(&self) -> [u8; 32] {
         self.parts().identity_key
@@ -789,15 +797,17 @@ impl Node {
             async move { transport.create_invitation().await },
         )
         .await??;
-        let store = self.store()?;
+        let shared = self.shared()?;
+        let store = Arc::clone(&shared.store);
         let token = relay.token.clone();
         run_on_node(&parts.hub, async move {
-            blocking(move || {
-                let mut batch = WriteBatch::new();
-                records::put_invitation(&mut batch, &token);
-                store.commit(batch)
-            })
-            .await
+            shared
+                .blocking(move || {
+                    let mut batch = WriteBatch::new();
+                    records::put_invitation(&mut batch, &token);
+                    store.commit(batch)
+                })
+                .await
         })
         .await???;
         Ok(Invitation {
@@ -826,7 +836,8 @@ impl Node {
         )?;
         let parts = self.parts();
         let transport = Arc::clone(&parts.transport);
-        let store = self.store()?;
+        let shared = self.shared()?;
+        let store = Arc::clone(&shared.store);
         let gate = Arc::clone(&parts.gate);
         let token = invitation.token.clone();
         let identity = invitation.identity_key;
@@ -845,13 +856,14 @@ impl Node {
                 reset_one_time_pre_key: None,
             };
             let id = connection_id.clone();
-            blocking(move || -> Result<(), NodeError> {
-                let mut batch = WriteBatch::new();
-                record.put(&mut batch, &id)?;
-                store.commit(batch)?;
-                Ok(())
-            })
-            .await??;
+            shared
+                .blocking(move || -> Result<(), NodeError> {
+                    let mut batch = WriteBatch::new();
+                    record.put(&mut batch, &id)?;
+                    store.commit(batch)?;
+                    Ok(())
+                })
+                .await??;
             Ok(connection_id)
         })
         .await?
@@ -894,17 +906,19 @@ impl Node {
         if sequences.is_empty() {
             return Ok(());
         }
-        let store = self.store()?;
+        let shared = self.shared()?;
+        let store = Arc::clone(&shared.store);
         let sequences = sequences.to_vec();
         run_on_node(&self.parts().hub, async move {
-            blocking(move || {
-                let mut batch = WriteBatch::new();
-                for sequence in sequences {
-                    batch.delete_inbox(sequence);
-                }
-                store.commit(batch)
-            })
-            .await
+            shared
+                .blocking(move || {
+                    let mut batch = WriteBatch::new();
+                    for sequence in sequences {
+                        batch.delete_inbox(sequence);
+                    }
+                    store.commit(batch)
+                })
+                .await
         })
         .await???;
         Ok(())
@@ -912,9 +926,12 @@ impl Node {
 
     /// Every connection the store knows, whether or not its actor runs.
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, NodeError> {
-        let store = self.store()?;
+        let shared = self.shared()?;
+        let store = Arc::clone(&shared.store);
         let records = run_on_node(&self.parts().hub, async move {
-            blocking(move || ConnectionRecord::all(&*store)).await
+            shared
+                .blocking(move || ConnectionRecord::all(&*store))
+                .await
         })
         .await???;
         Ok(records

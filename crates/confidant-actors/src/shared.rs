@@ -101,6 +101,11 @@ pub(crate) struct Shared {
     pub(crate) keys: ResponderKeys,
     pub(crate) config: NodeConfig,
     pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
+    /// The node thread's runtime: every blocking store call runs on its
+    /// blocking pool (one pool per node, not one per worker thread).
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Bounds the blocking calls in flight (redb serializes writes anyway).
+    pub(crate) blocking_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -124,6 +129,20 @@ impl Shared {
         Ok(receiver)
     }
 
+    /// Runs `work` on the node's blocking pool, at most
+    /// [`NodeConfig::blocking_threads`] at a time.
+    pub(crate) async fn blocking<R, F>(&self, work: F) -> Result<R, NodeError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let _permit = Arc::clone(&self.blocking_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        join(self.runtime.spawn_blocking(work).await)
+    }
+
     /// Queues envelopes without waiting for the relay.
     pub(crate) fn send_and_forget(&self, envelopes: Vec<Outgoing>) -> Result<(), NodeError> {
         self.outbox
@@ -135,14 +154,8 @@ impl Shared {
     }
 }
 
-/// Runs `work` on a blocking thread (the store's commits and reads must not
-/// stall an actor thread).
-pub(crate) async fn blocking<R, F>(work: F) -> Result<R, NodeError>
-where
-    R: Send + 'static,
-    F: FnOnce() -> R + Send + 'static,
-{
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
+fn join<R>(result: Result<R, tokio::task::JoinError>) -> Result<R, NodeError> {
+    result.map_err(|error| {
         if error.is_panic() {
             NodeError::Crashed("a storage task panicked".into())
         } else {

@@ -34,3 +34,14 @@ pub use auth::RequestSigner;
 pub use client::{ConnectorTransport, SignedClient};
 pub use mailbox::{Limits, MailboxError, MailboxStore, RedbMailbox};
 pub use server::{ConnectorService, serve};
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a stored mailbox message. `None`: it does not decode (an
+    /// error, never a panic); `Some(same)`: whether re-encoding it and
+    /// decoding again gives the same message.
+    pub fn mailbox_message(bytes: &[u8]) -> Option<bool> {
+        crate::mailbox::fuzz_round_trip(bytes)
+    }
+}

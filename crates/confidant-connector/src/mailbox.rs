@@ -1005,3 +1005,14 @@ fn apply(
         }
     }
 }
+
+/// Decodes a stored message and checks that it round-trips (fuzzing).
+pub(crate) fn fuzz_round_trip(bytes: &[u8]) -> Option<bool> {
+    let message = decode_message(7, bytes).ok()?;
+    let again = encode_message(
+        &message.connection_id,
+        message.received_at_ms,
+        &message.content,
+    );
+    Some(decode_message(7, &again).is_ok_and(|decoded| decoded == message))
+}

@@ -7,7 +7,8 @@ use confidant_actors::{Event, Node, NodeConfig};
 use confidant_connector::auth::{NONCE_HEADER, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use confidant_connector::proto::{self, connector_client::ConnectorClient};
 use confidant_connector::{
-    ConnectorTransport, Limits, MailboxStore, RedbMailbox, RequestSigner, SignedClient,
+    ConnectorTransport, Limits, MailboxError, MailboxStore, RedbMailbox, RequestSigner,
+    SignedClient,
 };
 use confidant_core::SuiteRegistry;
 use confidant_store::MemoryStore;
@@ -392,4 +393,70 @@ async fn two_nodes_talk_through_the_connector() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
     connector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_messages_and_used_nonces_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connector.redb");
+    let verified = |party: u8, nonce: u8| confidant_connector::auth::Verified {
+        party: signer(party).public_key(),
+        nonce: [nonce; confidant_connector::auth::NONCE_LEN],
+        expires_ms: confidant_connector::auth::now_ms() + 60_000,
+    };
+    let now = confidant_connector::auth::now_ms();
+    let connection_id = {
+        let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
+        mailbox
+            .create_tokens(verified(1, 1), vec!["token".into()], now)
+            .await
+            .unwrap()
+            .unwrap();
+        let joined = mailbox
+            .use_token(verified(2, 1), "token".into(), "c-test".into(), now)
+            .await
+            .unwrap()
+            .unwrap();
+        mailbox
+            .send(
+                verified(2, 2),
+                joined.connection_id.clone(),
+                b"kept".to_vec(),
+                None,
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        mailbox.close();
+        joined.connection_id
+    };
+    let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
+    let waiting = mailbox
+        .messages_after(&signer(1).public_key(), 0, 10)
+        .unwrap();
+    assert_eq!(waiting.len(), 2, "the join notice and the message");
+    assert_eq!(
+        waiting[1].content,
+        confidant_connector::mailbox::Content::Envelope(b"kept".to_vec())
+    );
+    // A nonce used before the restart is still refused.
+    let replay = mailbox
+        .send(
+            verified(2, 2),
+            connection_id.clone(),
+            b"again".to_vec(),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay, Err(MailboxError::NonceReplayed));
+    // Message ids keep growing after the restart.
+    let sent = mailbox
+        .send(verified(2, 3), connection_id, b"later".to_vec(), None, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sent.id > waiting[1].id);
 }
