@@ -80,6 +80,8 @@ pub(crate) struct ConnState {
     /// A blocking task of this connection panicked during the current
     /// request.
     crashed: bool,
+    /// Why the stored session could not be read (a reset was asked for).
+    unreadable: Option<String>,
 }
 
 /// The actor owning one connection.
@@ -98,6 +100,7 @@ impl ConnectionActor {
                 session: None,
                 update_wanted: false,
                 crashed: false,
+                unreadable: None,
             })),
         }
     }
@@ -273,22 +276,60 @@ impl ConnState {
             .off_thread(move || -> Result<_, StoreError> {
                 let record = ConnectionRecord::load(&*shared.store, &id)?;
                 let session = match &record {
-                    Some(record) if record.phase == Phase::Established => DurableSession::load(
-                        &*shared.store,
-                        &shared.registry,
-                        &id,
-                        shared.config.reservation_block,
-                    )?,
-                    _ => None,
+                    Some(record) if record.phase == Phase::Established => {
+                        match DurableSession::load(
+                            &*shared.store,
+                            &shared.registry,
+                            &id,
+                            shared.config.reservation_block,
+                        ) {
+                            Ok(Some(session)) => Ok(session),
+                            Ok(None) => Err("the session is missing".to_owned()),
+                            // A failing disk may work again: try later.
+                            Err(StoreError::Io(reason)) => return Err(StoreError::Io(reason)),
+                            Err(error) => Err(error.to_string()),
+                        }
+                        .map(Some)
+                    }
+                    _ => Ok(None),
                 };
                 Ok((record, session))
             })
             .await?
             .map_err(NodeError::Store)?;
         self.record = record;
-        self.session = session;
         self.loaded = true;
+        match session {
+            Ok(session) => {
+                self.session = session;
+                self.unreadable = None;
+            }
+            Err(reason) => {
+                tracing::error!(connection = %self.id, %reason, "the session cannot be read; asking for a reset");
+                self.session = None;
+                self.unreadable = Some(reason);
+                self.reset_unreadable().await;
+            }
+        }
         Ok(())
+    }
+
+    /// The session is unreadable (damaged or lost): start a reset, which
+    /// replaces it with a fresh X3DH between the same two identities.
+    async fn reset_unreadable(&mut self) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let result = match record.side {
+            Side::Invitee => self.request_reset(record).await,
+            Side::Inviter => self.reset_request().and_then(|request| {
+                self.shared
+                    .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
+            }),
+        };
+        if let Err(error) = result {
+            tracing::warn!(connection = %self.id, %error, "could not ask for a reset");
+        }
     }
 
     /// Runs `work` on a blocking thread. If that thread panicked, whatever
@@ -313,6 +354,7 @@ impl ConnState {
         self.record = None;
         self.session = None;
         self.update_wanted = false;
+        self.unreadable = None;
     }
 
     /// After a failed store call: a poisoned session is reloaded.
@@ -333,6 +375,11 @@ impl ConnState {
         self.ensure_loaded().await?;
         if self.record.is_none() {
             return Err(NodeError::UnknownConnection(self.id.clone()));
+        }
+        if let Some(reason) = &self.unreadable {
+            return Err(NodeError::Session(format!(
+                "the stored session cannot be read ({reason}); a reset was asked for"
+            )));
         }
         if self.session.is_none() {
             return Err(NodeError::NotEstablished(self.id.clone()));
@@ -761,6 +808,7 @@ impl ConnState {
         self.record = Some(record);
         self.session = Some(session);
         self.update_wanted = false;
+        self.unreadable = None;
         self.shared.send_and_forget(vec![self.outgoing(envelope)])
     }
 
@@ -792,6 +840,12 @@ impl ConnState {
             return;
         }
         let reset = record.phase == Phase::Established;
+        if reset && record.peer_identity.map(Vec::from) != Some(initial.identity_key.clone()) {
+            // A reset comes from the same invitee or not at all (checked
+            // here too, for a session that could not be read).
+            tracing::warn!(connection = %self.id, "reset initial message from another identity ignored");
+            return;
+        }
         match self.respond(record, expected_key, initial, reset).await {
             Ok((peer_identity, first)) => {
                 out.events.push(Draft::Ready(Event::Connected {
@@ -896,6 +950,7 @@ impl ConnState {
                 self.record = Some(record);
                 self.session = Some(session);
                 self.update_wanted = false;
+                self.unreadable = None;
                 Ok((peer_identity, first))
             }
             Err(error) => {

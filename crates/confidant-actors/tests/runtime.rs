@@ -518,3 +518,74 @@ async fn an_unanswered_initial_message_is_sent_again_at_start() {
     holder.shutdown().await.unwrap();
     issuer.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_read_is_reset_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let path = dir.path().join("holder.redb");
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+    issuer.send(&id, "before").await.unwrap();
+    wait_until("first message", WAIT, || {
+        holder_seen.texts(&id) == ["before"]
+    })
+    .await;
+    holder.shutdown().await.unwrap();
+
+    // The holder's stored session is damaged.
+    {
+        let store = redb(&path, Durability::Durable);
+        let mut batch = confidant_store::WriteBatch::new();
+        batch.push(confidant_store::WriteOp::Put {
+            table: confidant_store::Table::Sessions,
+            key: id.as_bytes().to_vec(),
+            value: zeroize::Zeroizing::new(vec![0xEE; 40]),
+        });
+        confidant_store::RawStore::commit(&*store, batch).unwrap();
+    }
+
+    // At its next start, a message on the connection wakes it: it cannot
+    // read the session, asks for a reset, and the two sides agree on a new
+    // session with the same identities.
+    let (holder, holder_seen) = start(
+        &relay,
+        "holder",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    issuer
+        .send(&id, "lost: sealed under the old session")
+        .await
+        .unwrap();
+    wait_until("reset on both sides", WAIT, || {
+        holder_seen.with(|seen| seen.connected.iter().any(|(_, reset)| *reset))
+            && issuer_seen.with(|seen| seen.connected.iter().any(|(_, reset)| *reset))
+    })
+    .await;
+    issuer.send(&id, "after the reset").await.unwrap();
+    holder.send(&id, "holder is back").await.unwrap();
+    wait_until("messages under the new session", WAIT, || {
+        holder_seen.texts(&id) == ["after the reset"]
+            && issuer_seen.texts(&id).last().map(String::as_str) == Some("holder is back")
+    })
+    .await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
