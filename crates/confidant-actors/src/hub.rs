@@ -164,6 +164,10 @@ impl Hub {
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
+        // After a burst of activity, give the slots' memory back.
+        if self.slots.capacity() > 4 * self.slots.len() + 64 {
+            self.slots.shrink_to_fit();
+        }
         let timeout = self.shared.config.idle_timeout;
         let now = Instant::now();
         let idle: Vec<ConnectionId> = self
