@@ -127,6 +127,7 @@ pub struct StoreOptions {
     durability: Durability,
     key_encryption_key: Option<KeyEncryptionKey>,
     verify_on_open: bool,
+    cache_size: Option<usize>,
 }
 
 impl Default for StoreOptions {
@@ -135,6 +136,7 @@ impl Default for StoreOptions {
             durability: Durability::Durable,
             key_encryption_key: None,
             verify_on_open: true,
+            cache_size: None,
         }
     }
 }
@@ -168,6 +170,14 @@ impl StoreOptions {
         self
     }
 
+    /// The most memory redb's page cache may use, in bytes (redb's default
+    /// when unset: 1 GiB). A node holding many connections keeps the pages
+    /// it touched in this cache.
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = Some(bytes);
+        self
+    }
+
     /// Whether a key-encryption key is set.
     pub fn is_encrypted(&self) -> bool {
         self.key_encryption_key.is_some()
@@ -176,6 +186,9 @@ impl StoreOptions {
     fn builder(&self) -> Builder {
         let mut builder = Builder::new();
         builder.set_check_integrity_on_open(self.verify_on_open);
+        if let Some(bytes) = self.cache_size {
+            builder.set_cache_size(bytes);
+        }
         builder
     }
 }

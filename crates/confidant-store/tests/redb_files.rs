@@ -1059,3 +1059,31 @@ fn with_a_key_a_lowered_counter_reservation_is_refused() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[test]
+fn a_small_page_cache_still_reads_back_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small-cache.redb");
+    let options = || StoreOptions::new().cache_size(64 * 1024);
+    {
+        let store = RedbStore::create(&path, options()).unwrap();
+        for chunk in 0..10u32 {
+            let mut batch = WriteBatch::new();
+            for id in 0..200u32 {
+                batch.put_one_time_pre_key(&confidant_x3dh::OneTimePreKey::new(
+                    chunk * 200 + id,
+                    [u8::try_from(id % 251).unwrap(); 32],
+                ));
+            }
+            store.commit(batch).unwrap();
+        }
+    }
+    let store = RedbStore::open(&path, options()).unwrap();
+    let ids = store.one_time_pre_key_ids().unwrap();
+    assert_eq!(ids, (0..2000).collect::<Vec<u32>>());
+    let key = store.one_time_pre_key(1999).unwrap().unwrap();
+    assert_eq!(
+        key.public_key(),
+        confidant_x3dh::OneTimePreKey::new(1999, [199 % 251; 32]).public_key()
+    );
+}
