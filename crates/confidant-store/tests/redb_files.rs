@@ -1084,6 +1084,6 @@ fn a_small_page_cache_still_reads_back_everything() {
     let key = store.one_time_pre_key(1999).unwrap().unwrap();
     assert_eq!(
         key.public_key(),
-        confidant_x3dh::OneTimePreKey::new(1999, [199 % 251; 32]).public_key()
+        confidant_x3dh::OneTimePreKey::new(1999, [199; 32]).public_key()
     );
 }
