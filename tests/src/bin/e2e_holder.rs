@@ -1,0 +1,19 @@
+//! The `holder` example app as the end-to-end tests run it: `holder::run`
+//! with this process's command line, in a tokio runtime.
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("e2e_holder: cannot start: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(holder::run(std::env::args_os())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("e2e_holder: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
