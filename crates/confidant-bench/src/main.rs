@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage or runtime
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime or connector
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
@@ -15,8 +15,11 @@
 //! in-memory store, session load/save latency and bytes per idle session;
 //! the runtime (`confidant-actors`): messages per second through two nodes
 //! against the session layer alone, resident memory per active and per idle
-//! connection, and the time to wake an idle connection (2.5 to 3.5 minutes
-//! on two cores, depending on their load; 20 s with `--quick`). The
+//! connection, and the time to wake an idle connection; the connector
+//! (`confidant-connector`, gRPC on loopback in this process): handshakes
+//! and relayed messages per second through it against a bare unary gRPC
+//! round trip, and its stored bytes per pending message (3.5 to 5 minutes
+//! on two cores, depending on their load; about 35 s with `--quick`). The
 //! compared variants alternate every few milliseconds for many rounds; each
 //! ratio is the median of the ratios measured within a round, and each time
 //! shown is the fastest round.
@@ -25,6 +28,7 @@
 
 mod aead;
 mod backends;
+mod connector;
 mod measure;
 mod runtime;
 mod storage;
@@ -111,6 +115,9 @@ fn main() {
     }
     if selected("runtime") {
         runtime::run(&settings, &mut verdicts);
+    }
+    if selected("connector") {
+        connector::run(&settings);
     }
 
     println!("## Summary");

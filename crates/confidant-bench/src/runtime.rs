@@ -33,9 +33,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type BenchResult<T> = Result<T, Box<dyn Error>>;
+pub(crate) type BenchResult<T> = Result<T, Box<dyn Error>>;
 
-const MESSAGE_LEN: usize = 256;
+pub(crate) const MESSAGE_LEN: usize = 256;
 
 /// Runs the runtime benchmarks and prints their tables.
 pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
@@ -69,14 +69,14 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
     println!();
 }
 
-fn suites() -> BenchResult<SuiteRegistry> {
+pub(crate) fn suites() -> BenchResult<SuiteRegistry> {
     let mut suites = SuiteRegistry::new();
     confidant_aes_gcm::register(&mut suites)?;
     confidant_chacha20poly1305::register(&mut suites)?;
     Ok(suites)
 }
 
-fn redb(path: &Path, durability: Durability) -> BenchResult<Arc<RedbStore>> {
+pub(crate) fn redb(path: &Path, durability: Durability) -> BenchResult<Arc<RedbStore>> {
     Ok(Arc::new(RedbStore::create(
         path,
         StoreOptions::new().durability(durability),
@@ -101,7 +101,7 @@ async fn start(
 
 /// `future`, or an error if it takes longer than `limit` (a lost message
 /// would otherwise hang the benchmark).
-async fn within<T>(
+pub(crate) async fn within<T>(
     limit: Duration,
     what: &str,
     future: impl Future<Output = BenchResult<T>>,
@@ -113,15 +113,15 @@ async fn within<T>(
 
 /// What a node reported while it was drained.
 #[derive(Debug, Default, Clone, Copy)]
-struct Seen {
-    connected: usize,
-    messages: usize,
+pub(crate) struct Seen {
+    pub(crate) connected: usize,
+    pub(crate) messages: usize,
     failed: usize,
 }
 
 /// Takes `events` in batches, acknowledging every message of a batch in
 /// one call, until `done` holds.
-async fn drain(
+pub(crate) async fn drain(
     node: &Node,
     events: &mut Events,
     done: impl Fn(&Seen) -> bool,
@@ -165,7 +165,7 @@ async fn drain(
 /// Creates `count` connections (the issuer invites, the holder accepts) and
 /// waits until both report every one connected. The issuer gets each
 /// holder's greeting as a message and acknowledges it.
-async fn connect(
+pub(crate) async fn connect(
     issuer: &Node,
     issuer_events: &mut Events,
     holder: &Node,
@@ -243,7 +243,7 @@ impl Memory {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
@@ -255,7 +255,7 @@ fn delta(after: u64, before: u64) -> i128 {
     i128::from(after) - i128::from(before)
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
 }
 
@@ -609,7 +609,7 @@ fn session_round(
 /// Nanoseconds per message through both nodes: every connection sends
 /// `per_direction` messages each way in `send_many` batches of `batch`;
 /// done when both receivers have taken and acknowledged all of them.
-async fn runtime_round(
+pub(crate) async fn runtime_round(
     issuer: &Node,
     issuer_events: &mut Events,
     holder: &Node,
