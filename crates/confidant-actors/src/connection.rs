@@ -250,6 +250,38 @@ fn reset_message(connection_id: &ConnectionId, nonce: &[u8]) -> Vec<u8> {
     message
 }
 
+/// A reset request for `connection_id`, signed with the node's identity key
+/// over a fresh nonce.
+pub(crate) fn signed_reset_request(
+    shared: &Shared,
+    connection_id: &ConnectionId,
+) -> Result<SessionReset, NodeError> {
+    let mut nonce = vec![0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|error| {
+        NodeError::Crashed(format!("the operating system gave no randomness: {error}"))
+    })?;
+    let signature = shared
+        .identity()
+        .sign(&reset_message(connection_id, &nonce));
+    Ok(SessionReset {
+        connection_id: connection_id.as_str().to_owned(),
+        identity_key: shared.identity().public_key().to_bytes().to_vec(),
+        nonce,
+        signature: signature.to_vec(),
+    })
+}
+
+/// The node's bundle with one one-time pre-key.
+pub(crate) fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyBundle, NodeError> {
+    let mut keys = shared.keys.clone();
+    keys.add_one_time_pre_key(key)
+        .map_err(|error| NodeError::Handshake(error.to_string()))?;
+    shared
+        .agreement
+        .bundle(&keys, &shared.config.offered_suites)
+        .map_err(NodeError::Handshake)
+}
+
 fn store_error(error: StoreError) -> NodeError {
     match error {
         StoreError::Session(reason) => NodeError::Session(reason),
@@ -645,16 +677,6 @@ impl ConnState {
         )))
     }
 
-    fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyBundle, NodeError> {
-        let mut keys = shared.keys.clone();
-        keys.add_one_time_pre_key(key)
-            .map_err(|error| NodeError::Handshake(error.to_string()))?;
-        shared
-            .agreement
-            .bundle(&keys, &shared.config.offered_suites)
-            .map_err(NodeError::Handshake)
-    }
-
     /// Inviter: someone joined with our token. Store a one-time pre-key and
     /// the connection, then send the bundle.
     async fn on_joined(&mut self, delivery: DeliveryId, token: &str, out: &mut Processed) {
@@ -684,7 +706,7 @@ impl ConnState {
                     .off_thread(move || shared.store.one_time_pre_key(one_time_pre_key))
                     .await??;
                 if let Some(key) = key {
-                    let bundle = Self::bundle_with(&self.shared, key)?;
+                    let bundle = bundle_with(&self.shared, key)?;
                     self.shared
                         .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
                 }
@@ -723,7 +745,7 @@ impl ConnState {
             return Ok(false);
         };
         self.record = Some(record);
-        let bundle = Self::bundle_with(&self.shared, key)?;
+        let bundle = bundle_with(&self.shared, key)?;
         self.shared
             .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
         Ok(true)
@@ -1018,26 +1040,13 @@ impl ConnState {
             })
             .await??;
         self.record = Some(record);
-        let bundle = Self::bundle_with(&self.shared, key)?;
+        let bundle = bundle_with(&self.shared, key)?;
         self.shared
             .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])
     }
 
     fn reset_request(&self) -> Result<SessionReset, NodeError> {
-        let mut nonce = vec![0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|error| {
-            NodeError::Crashed(format!("the operating system gave no randomness: {error}"))
-        })?;
-        let signature = self
-            .shared
-            .identity()
-            .sign(&reset_message(&self.id, &nonce));
-        Ok(SessionReset {
-            connection_id: self.id.as_str().to_owned(),
-            identity_key: self.shared.identity().public_key().to_bytes().to_vec(),
-            nonce,
-            signature: signature.to_vec(),
-        })
+        signed_reset_request(&self.shared, &self.id)
     }
 
     /// Invitee: remember that a reset was asked for (so the next bundle is

@@ -93,6 +93,18 @@ impl MemoryRelay {
             .map_or(0, |mailbox| mailbox.pending.len())
     }
 
+    /// Throws away everything waiting for `party` (a relay that loses
+    /// messages); returns how many.
+    pub fn discard_pending(&self, party: &str) -> usize {
+        let mut state = self.lock();
+        state.mailboxes.get_mut(party).map_or(0, |mailbox| {
+            let count = mailbox.pending.len();
+            mailbox.pending.clear();
+            mailbox.in_flight.clear();
+            count
+        })
+    }
+
     /// How many deliveries the relay has handed out in total (redeliveries
     /// included).
     pub fn delivered(&self) -> u64 {

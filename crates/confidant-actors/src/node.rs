@@ -569,7 +569,26 @@ impl Inbound {
         }
     }
 
-    /// At start: send again the initial messages that may not have left
+    /// The encoded bundle with a stored one-time pre-key (`None` if the key
+    /// is gone: its handshake finished).
+    async fn bundle_for(&self, key_id: u32) -> Option<Vec<u8>> {
+        let store = Arc::clone(&self.shared.store);
+        let key = self
+            .shared
+            .blocking(move || store.one_time_pre_key(key_id))
+            .await
+            .ok()?
+            .ok()??;
+        crate::connection::bundle_with(&self.shared, key)
+            .ok()
+            .map(|bundle| {
+                confidant_core::wire::encode_envelope(confidant_core::wire::envelope::Body::Bundle(
+                    bundle,
+                ))
+            })
+    }
+
+    /// At start: send again the handshake steps that may not have left
     /// before a crash, and replay unacknowledged inbox entries.
     async fn resume(&mut self) -> Result<(), NodeError> {
         let store = Arc::clone(&self.shared.store);
@@ -579,19 +598,41 @@ impl Inbound {
                 Ok((ConnectionRecord::all(&*store)?, store.inbox()?))
             })
             .await??;
-        let initials: Vec<_> = records
-            .into_iter()
-            .filter_map(|(id, record)| {
-                record
-                    .pending_initial
-                    .map(|envelope| crate::transport::Outgoing {
-                        connection_id: id,
-                        envelope,
-                    })
-            })
-            .collect();
-        if !initials.is_empty() {
-            self.shared.send_and_forget(initials)?;
+        // What a crash may have kept from leaving: the steps of handshakes
+        // and resets whose answer has not come yet. The other side refuses
+        // or ignores copies of what it already has.
+        let mut again = Vec::new();
+        for (id, record) in records {
+            let envelope = match (&record.phase, record.side) {
+                _ if record.pending_initial.is_some() => record.pending_initial.clone(),
+                (Phase::BundleSent { one_time_pre_key }, Side::Inviter) => {
+                    self.bundle_for(*one_time_pre_key).await
+                }
+                (Phase::Established, Side::Inviter) => match record.reset_one_time_pre_key {
+                    Some(key) => self.bundle_for(key).await,
+                    None => None,
+                },
+                (Phase::Established, Side::Invitee) if record.reset_requested => {
+                    crate::connection::signed_reset_request(&self.shared, &id)
+                        .ok()
+                        .map(|request| {
+                            confidant_core::wire::encode_envelope(
+                                confidant_core::wire::envelope::Body::Reset(request),
+                            )
+                        })
+                }
+                _ => None,
+            };
+            if let Some(envelope) = envelope {
+                again.push(crate::transport::Outgoing {
+                    connection_id: id,
+                    envelope,
+                });
+            }
+        }
+        if !again.is_empty() {
+            tracing::info!(count = again.len(), "handshake steps sent again at start");
+            self.shared.send_and_forget(again)?;
         }
         for entry in inbox {
             let event = Event::Message(IncomingMessage {

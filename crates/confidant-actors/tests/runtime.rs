@@ -589,3 +589,53 @@ async fn a_session_that_cannot_be_read_is_reset_by_itself() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bundle_is_sent_again_when_the_inviter_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let path = dir.path().join("issuer.redb");
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    // The holder joins with a bare transport and does not read yet.
+    let invitation = issuer.create_invitation().await.unwrap();
+    let early = relay.transport("holder");
+    let id = confidant_actors::Transport::join(&early, &invitation.token)
+        .await
+        .unwrap();
+    wait_until("join handled", WAIT, || {
+        issuer_seen.with(|seen| seen.joined.len() == 1) && relay.pending("holder") == 1
+    })
+    .await;
+    // The relay loses the bundle, then the inviter restarts.
+    assert_eq!(relay.discard_pending("holder"), 1);
+    issuer.shutdown().await.unwrap();
+    let (issuer, _issuer_seen) = start(
+        &relay,
+        "issuer",
+        redb(&path, Durability::Durable),
+        NodeConfig::default(),
+    )
+    .await;
+    wait_until("bundle sent again", WAIT, || relay.pending("holder") == 1).await;
+    let delivered = confidant_actors::Transport::receive(&early, 10)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].connection_id, id);
+    let confidant_actors::Payload::Envelope(bytes) = &delivered[0].payload else {
+        panic!("expected an envelope");
+    };
+    let body = confidant_core::wire::decode_envelope(bytes, 1 << 20).unwrap();
+    assert!(
+        matches!(body, confidant_core::wire::envelope::Body::Bundle(ref bundle)
+        if bundle.identity_key == issuer.identity_key().to_vec()
+            && bundle.one_time_pre_key.is_some())
+    );
+    issuer.shutdown().await.unwrap();
+}

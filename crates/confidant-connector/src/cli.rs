@@ -64,31 +64,41 @@ where
         max_pending_per_recipient: args.max_pending,
     };
     let mailbox = Arc::new(RedbMailbox::open(&path, limits)?);
+    // Install the signal handlers before announcing the address, so that a
+    // SIGTERM right after the announcement is a graceful stop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, file = %path.display(), ?limits, "connector started");
     println!("listening on {address}");
 
-    serve(listener, Arc::clone(&mailbox) as Arc<_>, shutdown_signal()).await?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+        }
+        let _ = stopping.send(true);
+    };
+    let server = serve(listener, Arc::clone(&mailbox) as Arc<_>, signal);
+    // Clients that keep their connections open (a stopped process holding a
+    // stream) must not keep the connector alive forever: after the grace
+    // period it stops anyway. Every answered request is on disk already.
+    let grace = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "clients still connected after the grace period; stopping anyway"
+        ),
+    }
     mailbox.close();
     tracing::info!("connector stopped; every stored message is on disk");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
-    }
-}
+/// How long a stopping connector waits for its clients to disconnect.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
