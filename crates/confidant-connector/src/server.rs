@@ -376,7 +376,9 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
     let service = ConnectorService::new(store, stopped);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small answers must not wait for Nagle's algorithm (tonic's own
+    // `tcp_nodelay` setting does not reach a listener handed in like this).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
