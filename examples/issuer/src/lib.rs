@@ -28,7 +28,7 @@
 //!   forgets a connection that was established while the issuer was down
 //!   (at start, every established connection without it gets it). A crash
 //!   between handing it to the connector and recording that sends it once
-//!   more after the restart: at least once, never never.
+//!   more after the restart: at least once, never lost.
 //!
 //! ## What it prints
 //!
