@@ -32,11 +32,16 @@
 //! 1. parses it as JSON (anything else is reported, acknowledged and
 //!    ignored);
 //! 2. stores it in `DIR/credentials.redb` under (connection id, inbox
-//!    number), committed durably; a message reported again after a restart
-//!    keeps its inbox number and is stored once;
+//!    number), committed durably together with the answer it owes; a
+//!    message reported again after a restart keeps its inbox number and is
+//!    stored once, and so is the same JSON sent again on the same
+//!    connection (an issuer that crashed before recording the sending);
 //! 3. acknowledges it to the node (`Node::acknowledge`), only then;
 //! 4. answers the issuer with `received credential HASH` (the first 8 hex
-//!    digits of the credential's SHA-256);
+//!    digits of the credential's SHA-256), and forgets the owed answer once
+//!    the connector has it; answers still owed after a crash are sent when
+//!    the loop starts (a crash right after sending one sends it once more:
+//!    the issuer reports a repeated answer once);
 //! 5. asks the connector how many messages still wait for this holder
 //!    there (the credential itself was deleted from the connector when the
 //!    node stored it).
@@ -57,11 +62,12 @@
 //! | `REFUSED bundle on connection ID: REASON` | `Event::HandshakeFailed`: for example a bundle whose identity key is not the invitation's (a relay swapped it); the connection keeps waiting for a valid one |
 //! | `connected: connection ID, issuer identity key HEX (X3DH done)` | `Event::Connected` |
 //! | `credential received on connection ID (message #SEQ): JSON` | a credential, now durably stored |
-//! | `credential received again on connection ID (message #SEQ): already stored` | the same message reported again after a restart |
+//! | `credential received again on connection ID (message #SEQ): already stored` | the same message reported again after a restart, or the same credential sent again |
 //! | `message #SEQ on connection ID is not a JSON credential (REASON); ignored` | not JSON |
 //! | `acknowledged message #SEQ` | `Node::acknowledge` returned |
-//! | `replied on connection ID: received credential HASH` | the connector has the answer |
+//! | `replied on connection ID: received credential HASH` | the connector has the answer (also at start, for an answer a crash kept from leaving) |
 //! | `deleted from the connector (N waiting)` | `N` messages still wait for this holder at the connector |
+//! | `could not ask the connector what waits: REASON` | instead of the line above, when the connector did not answer |
 //! | `exiting after N credentials` | `--exit-after-credentials N` was reached |
 //! | `SIGTERM: shutting down` / `Ctrl-C: shutting down` | a signal arrived |
 //! | `N credentials stored` then `credential on connection ID (message #SEQ): JSON` per credential | `list` |
@@ -77,7 +83,7 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `connector.url` | the connector's URL, from the invitation |
-//! | `credentials.redb` | the credentials received ([`credentials`]) |
+//! | `credentials.redb` | the credentials received, and the answers still owed for them ([`credentials`]) |
 
 pub mod credentials;
 pub mod files;
@@ -86,7 +92,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use confidant_actors::{Event, Events, Invitation, Node, NodeConfig};
 use confidant_connector::proto::GetMessagesPaginatedRequest;
 use confidant_connector::{ConnectorTransport, RequestSigner};
-use confidant_core::SuiteRegistry;
+use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
 use credentials::CredentialStore;
 use files::{CREDENTIALS, Error, NODE_STORE};
@@ -360,6 +366,8 @@ impl Holder {
     }
 
     async fn run(&mut self, signals: &mut Signals) -> Result<(), Error> {
+        // Answers owed from before a crash.
+        self.send_pending_replies().await?;
         println!("waiting for the issuer (Ctrl-C to stop)");
         loop {
             let event = tokio::select! {
@@ -437,9 +445,15 @@ impl Holder {
                 return Ok(false);
             }
         };
-        // Durable before the acknowledgement: a crash in between reports the
-        // message again, under the same number, and it is stored once.
-        if self.credentials.store(id.as_str(), sequence, &json)? {
+        // Durable before the acknowledgement, with the answer owed for it: a
+        // crash in between reports the message again, under the same number,
+        // and it is stored once; a crash before the answer left sends it at
+        // the next start.
+        let reply = format!("received credential {}", short_hash(&json));
+        if self
+            .credentials
+            .store(id.as_str(), sequence, &json, &reply)?
+        {
             println!(
                 "credential received on connection {id} (message #{sequence}): {}",
                 printable(&json)
@@ -451,12 +465,7 @@ impl Holder {
         }
         self.node.acknowledge(&[sequence]).await?;
         println!("acknowledged message #{sequence}");
-        let reply = format!("received credential {}", short_hash(&json));
-        self.node
-            .send(&id, reply.clone())
-            .await
-            .map_err(|error| format!("cannot answer on connection {id}: {error}"))?;
-        println!("replied on connection {id}: {reply}");
+        self.send_pending_replies().await?;
         match self.waiting_at_connector().await {
             Ok(waiting) => println!("deleted from the connector ({waiting} waiting)"),
             Err(error) => println!("could not ask the connector what waits: {error}"),
@@ -470,6 +479,23 @@ impl Holder {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Sends every answer owed (see [`credentials`]), and forgets each once
+    /// the connector has it. A crash in between sends it once more.
+    async fn send_pending_replies(&self) -> Result<(), Error> {
+        for reply in self.credentials.pending_replies()? {
+            let id = ConnectionId::new(reply.connection_id.clone())
+                .map_err(|error| format!("stored connection id: {error}"))?;
+            self.node
+                .send(&id, reply.text.clone())
+                .await
+                .map_err(|error| format!("cannot answer on connection {id}: {error}"))?;
+            self.credentials
+                .reply_sent(&reply.connection_id, reply.sequence)?;
+            println!("replied on connection {id}: {}", reply.text);
+        }
+        Ok(())
     }
 
     /// How many messages wait for this holder at the connector.
@@ -580,7 +606,9 @@ mod tests {
         let data = dir.path().to_str().unwrap();
         run(["holder", "--data-dir", data, "list"]).await.unwrap();
         let store = CredentialStore::open_or_create(&dir.path().join(CREDENTIALS)).unwrap();
-        store.store("conn", 1, "{\"degree\":\"BSc\"}").unwrap();
+        store
+            .store("conn", 1, "{\"degree\":\"BSc\"}", "reply")
+            .unwrap();
         drop(store);
         run(["holder", "--data-dir", data, "list"]).await.unwrap();
         assert!(!dir.path().join(NODE_STORE).exists(), "no node was started");

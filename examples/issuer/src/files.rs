@@ -39,6 +39,14 @@ pub fn create_data_dir(dir: &Path) -> Result<(), Error> {
 
 /// Writes `bytes` to `path` atomically, with file mode `mode`.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    replace_file(path, bytes, mode)?;
+    sync_parent(path)
+}
+
+/// Puts `bytes` in place at `path` (a synced temporary file renamed over
+/// it): any process that reads `path` from now on sees them. They survive a
+/// power loss once [`sync_parent`] returned.
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let failed = |what: &str, error: std::io::Error| -> Error {
         format!("cannot {what} {}: {error}", path.display()).into()
     };
@@ -60,15 +68,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
         .and_then(|()| file.sync_all())
         .map_err(|error| failed("write", error))?;
     drop(file);
-    std::fs::rename(&temporary, path).map_err(|error| failed("rename into place", error))?;
-    sync_parent(path).map_err(|error| failed("sync the directory of", error))
+    std::fs::rename(&temporary, path).map_err(|error| failed("rename into place", error))
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => std::fs::File::open(parent)?.sync_all(),
-        _ => std::fs::File::open(".")?.sync_all(),
-    }
+/// Syncs the directory of `path`, so that a rename in it survives a power
+/// loss.
+fn sync_parent(path: &Path) -> Result<(), Error> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| format!("cannot sync the directory of {}: {error}", path.display()).into())
 }
 
 /// The seed the connector knows this party by: read from `relay.key`, or
@@ -109,6 +121,10 @@ pub struct IssuerState {
     /// message, sealed into the X3DH initial message). Every later message
     /// on the connection is a reply.
     pub greetings: BTreeMap<String, u64>,
+    /// The replies reported, per connection. A holder that crashed right
+    /// after answering answers again; the repeat is not reported.
+    #[serde(default)]
+    pub replies: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl IssuerState {
@@ -125,9 +141,22 @@ impl IssuerState {
 
     /// Writes the state to `dir`, atomically and durably.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        self.save_and_report(dir, || {})
+    }
+
+    /// Writes the state to `dir`, atomically and durably, and calls
+    /// `report` as soon as the new state is in place for any later process,
+    /// before the directory sync that makes it survive a power loss. So a
+    /// process killed between recording something and reporting it (the
+    /// window would otherwise be as long as that sync) is rare enough to
+    /// ignore; a report is then missed, never repeated.
+    pub fn save_and_report(&self, dir: &Path, report: impl FnOnce()) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|error| format!("cannot encode the issuer state: {error}"))?;
-        write_atomically(&dir.join(STATE), &bytes, 0o600)
+        let path = dir.join(STATE);
+        replace_file(&path, &bytes, 0o600)?;
+        report();
+        sync_parent(&path)
     }
 }
 
@@ -163,11 +192,23 @@ mod tests {
         let mut state = IssuerState::default();
         state.credential_sent.insert("conn-1".into());
         state.greetings.insert("conn-1".into(), 7);
+        state
+            .replies
+            .entry("conn-1".into())
+            .or_default()
+            .insert("received credential 0a1b2c3d".into());
         // A crash in the middle of an earlier save left this behind.
         std::fs::write(dir.path().join("issuer-state.json.tmp"), b"{\"credential_").unwrap();
         state.save(dir.path()).unwrap();
         assert_eq!(IssuerState::load(dir.path()).unwrap(), state);
         std::fs::write(dir.path().join(STATE), b"{").unwrap();
         assert!(IssuerState::load(dir.path()).is_err());
+        // A state file from before replies were recorded still loads.
+        std::fs::write(
+            dir.path().join(STATE),
+            br#"{"credential_sent":["c"],"greetings":{"c":1}}"#,
+        )
+        .unwrap();
+        assert!(IssuerState::load(dir.path()).unwrap().replies.is_empty());
     }
 }

@@ -28,7 +28,12 @@
 //!   forgets a connection that was established while the issuer was down
 //!   (at start, every established connection without it gets it). A crash
 //!   between handing it to the connector and recording that sends it once
-//!   more after the restart: at least once, never lost.
+//!   more after the restart: at least once, never lost (the holder stores
+//!   the same credential on a connection once).
+//! - Each reply is reported once: it is recorded in `issuer-state.json`
+//!   before it is printed, and a reply already recorded on its connection
+//!   (a holder answers again after a crash) is acknowledged and not
+//!   reported again. `--exit-after-replies` counts new replies in this run.
 //!
 //! ## What it prints
 //!
@@ -47,6 +52,7 @@
 //! | `credential sent on connection ID` | the connector has the sealed credential |
 //! | `greeting from ID: TEXT` | the holder's first message (its greeting), acknowledged |
 //! | `reply from ID: TEXT` | any later message from the holder, acknowledged |
+//! | `repeated reply from ID ignored: TEXT` | a reply already reported (a holder that crashed after answering answers again), acknowledged |
 //! | `REFUSED handshake on connection ID: REASON` | `Event::HandshakeFailed` |
 //! | `dropped a delivery on connection ID: REASON` | `Event::DeliveryDropped` |
 //! | `exiting after N replies` | `--exit-after-replies N` was reached |
@@ -63,7 +69,7 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `invitation.txt` | the last invitation's text |
-//! | `issuer-state.json` | which connections got the credential, and each connection's greeting |
+//! | `issuer-state.json` | which connections got the credential, each connection's greeting, and the replies reported |
 //!
 //! Running again with the same directory continues the same connections.
 
@@ -355,9 +361,9 @@ impl Server {
         self.state
             .credential_sent
             .insert(connection.as_str().to_owned());
-        self.state.save(&self.dir)?;
-        println!("credential sent on connection {connection}");
-        Ok(())
+        self.state.save_and_report(&self.dir, || {
+            println!("credential sent on connection {connection}");
+        })
     }
 
     /// Handles one event; `true` when it is time to exit.
@@ -399,23 +405,43 @@ impl Server {
             Event::Message(message) => {
                 let id = message.connection_id.as_str().to_owned();
                 let text = printable(&String::from_utf8_lossy(&message.plaintext));
+                let report_greeting = || println!("greeting from {id}: {text}");
                 let greeting = match self.state.greetings.get(&id) {
-                    Some(&sequence) => sequence == message.sequence,
+                    Some(&sequence) if sequence == message.sequence => {
+                        report_greeting();
+                        true
+                    }
+                    Some(_) => false,
                     None => {
                         // The greeting is the first inbox entry of its
                         // connection: it is stored with the session.
                         self.state.greetings.insert(id.clone(), message.sequence);
-                        self.state.save(&self.dir)?;
+                        self.state.save_and_report(&self.dir, report_greeting)?;
                         true
                     }
                 };
                 if greeting {
-                    println!("greeting from {id}: {text}");
+                    self.node.acknowledge(&[message.sequence]).await?;
+                    return Ok(false);
+                }
+                // Recorded before it is reported: a holder that crashed right
+                // after answering answers again, and a restarted issuer sees
+                // the same inbox entry again; neither is reported twice.
+                let new = self
+                    .state
+                    .replies
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(text.clone());
+                if new {
+                    self.state.save_and_report(&self.dir, || {
+                        println!("reply from {id}: {text}");
+                    })?;
                 } else {
-                    println!("reply from {id}: {text}");
+                    println!("repeated reply from {id} ignored: {text}");
                 }
                 self.node.acknowledge(&[message.sequence]).await?;
-                if !greeting {
+                if new {
                     self.replies += 1;
                     if let Some(limit) = self.exit_after_replies
                         && self.replies >= limit
