@@ -1052,21 +1052,15 @@ impl Random {
 /// handled. The credential must be stored exactly once, and its reply
 /// reported exactly once.
 ///
-/// Ignored: it fails in about one run in ten, on two crash windows of the
-/// example apps (not of the runtime), which the deterministic kill points
-/// of the test above avoid:
-/// - the holder acknowledges a credential before it sends its reply, so a
-///   kill between the two loses the reply for good (the credential is not
-///   reported again);
-/// - the issuer records that it sent the credential only after
-///   `Node::send` returned, so a kill between the two sends a second,
-///   distinct credential message after the restart, and the holder stores
-///   both.
+/// It found two crash windows in the first version of the example apps
+/// (a holder that acknowledged a credential before replying lost the reply
+/// when killed in between; an issuer that recorded a sent credential only
+/// after `Node::send` returned sent it twice). The apps now keep a pending
+/// reply in the same commit as the credential, and the holder stores an
+/// identical credential on a connection once.
 ///
-/// Run it with `cargo test -p confidant-tests --test e2e -- --ignored`
-/// (`E2E_SEED=N` replays a run; the seed is printed).
+/// `E2E_SEED=N` replays a run; the seed is printed.
 #[test]
-#[ignore = "fails on crash windows of the example apps: see the doc comment"]
 fn random_kills_of_both_parties_lose_and_duplicate_nothing() {
     let seed = std::env::var("E2E_SEED")
         .ok()

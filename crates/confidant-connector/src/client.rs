@@ -78,6 +78,9 @@ macro_rules! signed_call {
 impl SignedClient {
     /// A client for the connector at `url` (for example
     /// `http://127.0.0.1:50051`). Connects lazily and reconnects by itself.
+    ///
+    /// Call it within a tokio runtime: the channel's background task is
+    /// spawned on the current runtime, which must outlive the client.
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|error| {
@@ -222,6 +225,9 @@ impl std::fmt::Debug for ConnectorTransport {
 impl ConnectorTransport {
     /// A transport to the connector at `url`, signing with `signer`. The
     /// message stream starts on the first [`Transport::receive`].
+    ///
+    /// Call it within a tokio runtime that outlives the transport (see
+    /// [`SignedClient::new`]).
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
         let client = SignedClient::new(url, signer)?;
         let (stop, _) = watch::channel(false);
