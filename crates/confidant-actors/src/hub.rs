@@ -94,6 +94,9 @@ pub(crate) struct Hub {
     /// one succeeds, so a connection whose changes cannot be stored does not
     /// fail every group commit.
     suspects: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
+    /// Connections whose actor crashed in a round: they get one delivery
+    /// per round until one goes through.
+    crashing: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
     slots: HashMap<ConnectionId, Slot>,
     workers: Vec<ArbiterHandle>,
     next_worker: usize,
@@ -104,6 +107,7 @@ impl Hub {
         Self {
             shared,
             suspects: Arc::default(),
+            crashing: Arc::default(),
             slots: HashMap::new(),
             workers,
             next_worker: 0,
@@ -332,28 +336,67 @@ impl Handler<Round> for Hub {
             group.push((delivery.id, item));
         }
         let mut requests = Vec::with_capacity(order.len());
+        let mut held_back = Vec::new();
+        let crashing: HashSet<ConnectionId> = self
+            .crashing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         for id in order {
-            let items = groups.remove(&id).unwrap_or_default();
+            let mut items = groups.remove(&id).unwrap_or_default();
+            // A connection whose actor crashed gets one delivery per round
+            // until one goes through, so a crash is blamed on the delivery
+            // that caused it and not on those around it.
+            let single = crashing.contains(&id);
+            if single && items.len() > 1 {
+                held_back.extend(items.drain(1..).map(|(delivery, _)| delivery));
+            }
             let ids: Vec<DeliveryId> = items.iter().map(|(delivery, _)| *delivery).collect();
             let pending = self.route(&id, Process(items));
             requests.push(async move {
                 let (addr, result) = pending.wait(id.clone()).await;
-                (id, addr, ids, result.and_then(|processed| processed))
+                (
+                    id,
+                    single,
+                    addr,
+                    ids,
+                    result.and_then(|processed| processed),
+                )
             });
         }
         let shared = Arc::clone(&self.shared);
         let suspects = Arc::clone(&self.suspects);
+        let crashing = Arc::clone(&self.crashing);
         Box::pin(async move {
             let results = futures_util::future::join_all(requests).await;
-            let mut outcome = RoundOutcome::default();
+            let mut outcome = RoundOutcome {
+                release: held_back,
+                ..RoundOutcome::default()
+            };
             let mut to_commit: Vec<(ConnectionId, Addr<ConnectionActor>, Processed)> = Vec::new();
-            for (id, addr, ids, result) in results {
-                match (addr, result) {
-                    (Some(addr), Ok(processed)) => to_commit.push((id, addr, processed)),
-                    (_, Err(NodeError::Crashed(_))) | (None, Ok(_)) => outcome
-                        .crashed
-                        .extend(ids.into_iter().map(|delivery| (delivery, id.clone()))),
-                    (_, Err(_)) => outcome.release.extend(ids),
+            {
+                let mut crashing = crashing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (id, single, addr, ids, result) in results {
+                    match (addr, result) {
+                        (Some(addr), Ok(processed)) => {
+                            crashing.remove(&id);
+                            to_commit.push((id, addr, processed));
+                        }
+                        (_, Err(NodeError::Crashed(_))) | (None, Ok(_)) => {
+                            if single {
+                                // Alone in its round: this delivery did it.
+                                outcome
+                                    .crashed
+                                    .extend(ids.into_iter().map(|delivery| (delivery, id.clone())));
+                            } else {
+                                crashing.insert(id);
+                                outcome.release.extend(ids);
+                            }
+                        }
+                        (_, Err(_)) => outcome.release.extend(ids),
+                    }
                 }
             }
             let batches: Vec<(WriteBatch, bool)> = {

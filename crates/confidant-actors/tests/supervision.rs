@@ -121,9 +121,17 @@ async fn a_panicking_plugin_crashes_only_its_connection() {
     // Opening panics in the issuer's actor for a 777-byte message: the
     // delivery is retried a few times, then dropped and reported; the
     // connection goes on, and the others never notice.
-    holder.send(&connections[2], vec![b'x'; 777]).await.unwrap();
+    // Sent together, so that they usually arrive in one round: the crash
+    // must be blamed on the poisonous one only.
     holder
-        .send(&connections[2], "after the poison")
+        .send_many(
+            &connections[2],
+            vec![
+                b"before the poison".to_vec(),
+                vec![b'x'; 777],
+                b"after the poison".to_vec(),
+            ],
+        )
         .await
         .unwrap();
     holder.send(&connections[0], "unaffected").await.unwrap();
@@ -140,12 +148,13 @@ async fn a_panicking_plugin_crashes_only_its_connection() {
                 == Some("unaffected")
     })
     .await;
-    assert!(
-        issuer_seen
-            .texts(&connections[2])
-            .iter()
-            .all(|text| text.len() != 777)
-    );
+    let texts = issuer_seen.texts(&connections[2]);
+    assert!(texts.iter().all(|text| text.len() != 777));
+    let tail: Vec<&str> = texts[texts.len() - 2..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["before the poison", "after the poison"]);
     let dropped = issuer_seen.with(|seen| seen.dropped.clone());
     assert_eq!(dropped, vec![connections[2].clone()]);
     issuer.shutdown().await.unwrap();
