@@ -702,29 +702,34 @@ impl<E: Into<redb::Error>> From<E> for Fatal {
 }
 
 fn prune(txn: &WriteTransaction, now_ms: u64) -> Result<(), MailboxError> {
-    for (expiry, values) in [(NONCE_EXPIRY, None), (CLIENT_EXPIRY, Some(()))] {
-        let mut expiry_table = txn.open_table(expiry).map_err(storage)?;
-        let limit = now_ms.to_be_bytes();
-        let expired: Vec<Vec<u8>> = expiry_table
-            .range(..limit.as_slice())
-            .map_err(storage)?
-            .take(PRUNE_LIMIT)
-            .filter_map(|entry| entry.ok().map(|(key, _)| key.value().to_vec()))
-            .collect();
-        for key in expired {
-            expiry_table.remove(key.as_slice()).map_err(storage)?;
-            let Some(inner) = key.get(8..) else { continue };
-            if values.is_some() {
-                txn.open_table(CLIENT_IDS)
-                    .map_err(storage)?
-                    .remove(inner)
-                    .map_err(storage)?;
-            } else {
-                txn.open_table(NONCES)
-                    .map_err(storage)?
-                    .remove(inner)
-                    .map_err(storage)?;
-            }
+    prune_expired(txn, NONCE_EXPIRY, NONCES, now_ms)?;
+    prune_expired(txn, CLIENT_EXPIRY, CLIENT_IDS, now_ms)
+}
+
+/// Deletes up to [`PRUNE_LIMIT`] entries of an expiry index (`expires (8) ‖
+/// key`) that expired before `now_ms`, and each one's `key` in `records`.
+fn prune_expired<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    index: TableDefinition<&[u8], ()>,
+    records: TableDefinition<&[u8], V>,
+    now_ms: u64,
+) -> Result<(), MailboxError> {
+    let mut expiry = txn.open_table(index).map_err(storage)?;
+    let limit = now_ms.to_be_bytes();
+    let expired: Vec<Vec<u8>> = expiry
+        .range(..limit.as_slice())
+        .map_err(storage)?
+        .take(PRUNE_LIMIT)
+        .filter_map(|entry| entry.ok().map(|(key, _)| key.value().to_vec()))
+        .collect();
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let mut records = txn.open_table(records).map_err(storage)?;
+    for key in expired {
+        expiry.remove(key.as_slice()).map_err(storage)?;
+        if let Some(inner) = key.get(8..) {
+            records.remove(inner).map_err(storage)?;
         }
     }
     Ok(())

@@ -460,3 +460,47 @@ async fn stored_messages_and_used_nonces_survive_a_restart() {
         .unwrap();
     assert!(sent.id > waiting[1].id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_nonces_are_pruned_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailbox = RedbMailbox::open(dir.path().join("connector.redb"), Limits::default()).unwrap();
+    let now = confidant_connector::auth::now_ms();
+    let verified = |nonce: u8, expires_ms: u64| confidant_connector::auth::Verified {
+        party: signer(1).public_key(),
+        nonce: [nonce; confidant_connector::auth::NONCE_LEN],
+        expires_ms,
+    };
+    // One nonce whose window has passed, one still live.
+    mailbox
+        .use_nonce(verified(1, now - 1), now)
+        .await
+        .unwrap()
+        .unwrap();
+    mailbox
+        .use_nonce(verified(2, now + 60_000), now)
+        .await
+        .unwrap()
+        .unwrap();
+    // The next transaction prunes the expired one (its window is over, so
+    // the signature check refuses it anyway); the live one stays refused.
+    mailbox
+        .use_nonce(verified(3, now + 60_000), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mailbox
+            .use_nonce(verified(1, now + 60_000), now)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        mailbox
+            .use_nonce(verified(2, now + 60_000), now)
+            .await
+            .unwrap(),
+        Err(MailboxError::NonceReplayed)
+    );
+}
