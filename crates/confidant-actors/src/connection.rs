@@ -282,6 +282,20 @@ pub(crate) fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyB
         .map_err(NodeError::Handshake)
 }
 
+/// The node's bundle with the stored one-time pre-key `key_id`; `None` if
+/// that key is gone (its handshake finished). Reads the store: call it off
+/// the actor threads.
+pub(crate) fn stored_bundle(
+    shared: &Shared,
+    key_id: u32,
+) -> Result<Option<PreKeyBundle>, NodeError> {
+    shared
+        .store
+        .one_time_pre_key(key_id)?
+        .map(|key| bundle_with(shared, key))
+        .transpose()
+}
+
 fn store_error(error: StoreError) -> NodeError {
     match error {
         StoreError::Session(reason) => NodeError::Session(reason),
@@ -702,11 +716,10 @@ impl ConnState {
             // crash, so send it again with the same one-time pre-key.
             if let Phase::BundleSent { one_time_pre_key } = record.phase {
                 let shared = Arc::clone(&self.shared);
-                let key = self
-                    .off_thread(move || shared.store.one_time_pre_key(one_time_pre_key))
+                let bundle = self
+                    .off_thread(move || stored_bundle(&shared, one_time_pre_key))
                     .await??;
-                if let Some(key) = key {
-                    let bundle = bundle_with(&self.shared, key)?;
+                if let Some(bundle) = bundle {
                     self.shared
                         .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
                 }

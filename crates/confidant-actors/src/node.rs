@@ -572,20 +572,16 @@ impl Inbound {
     /// The encoded bundle with a stored one-time pre-key (`None` if the key
     /// is gone: its handshake finished).
     async fn bundle_for(&self, key_id: u32) -> Option<Vec<u8>> {
-        let store = Arc::clone(&self.shared.store);
-        let key = self
+        let shared = Arc::clone(&self.shared);
+        let bundle = self
             .shared
-            .blocking(move || store.one_time_pre_key(key_id))
+            .blocking(move || crate::connection::stored_bundle(&shared, key_id))
             .await
             .ok()?
             .ok()??;
-        crate::connection::bundle_with(&self.shared, key)
-            .ok()
-            .map(|bundle| {
-                confidant_core::wire::encode_envelope(confidant_core::wire::envelope::Body::Bundle(
-                    bundle,
-                ))
-            })
+        Some(confidant_core::wire::encode_envelope(
+            confidant_core::wire::envelope::Body::Bundle(bundle),
+        ))
     }
 
     /// At start: send again the handshake steps that may not have left
