@@ -25,6 +25,7 @@ impl Aead for Panicky {
     const KEY_LEN: usize = confidant_aes_gcm::Aes256Gcm12::KEY_LEN;
     const NONCE_LEN: usize = confidant_aes_gcm::Aes256Gcm12::NONCE_LEN;
     const CONFIDENTIALITY_LIMIT: u64 = confidant_aes_gcm::Aes256Gcm12::CONFIDENTIALITY_LIMIT;
+    const INTEGRITY_LIMIT: u64 = confidant_aes_gcm::Aes256Gcm12::INTEGRITY_LIMIT;
     const MAX_PLAINTEXT_LEN: u64 = confidant_aes_gcm::Aes256Gcm12::MAX_PLAINTEXT_LEN;
 
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {

@@ -47,15 +47,21 @@ pub fn check_aead<A: Aead>() -> Result<Report, Failure> {
         "confidentiality limit is 0",
     )?;
     ensure(
+        A::INTEGRITY_LIMIT >= 1,
+        "parameters",
+        "integrity limit is 0",
+    )?;
+    ensure(
         A::MAX_PLAINTEXT_LEN >= 1,
         "parameters",
         "maximum plaintext length is 0",
     )?;
     checks.push(format!(
-        "parameters: {}-byte key, {}-byte nonce, limit {} messages, {} bytes per message",
+        "parameters: {}-byte key, {}-byte nonce, limit {} messages, {} failed opens, {} bytes per message",
         A::KEY_LEN,
         A::NONCE_LEN,
         A::CONFIDENTIALITY_LIMIT,
+        A::INTEGRITY_LIMIT,
         A::MAX_PLAINTEXT_LEN
     ));
 

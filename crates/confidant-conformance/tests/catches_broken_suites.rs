@@ -209,6 +209,7 @@ impl Aead for AdBlind {
     const KEY_LEN: usize = 32;
     const NONCE_LEN: usize = 16;
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 24;
+    const INTEGRITY_LIMIT: u64 = 1 << 52;
     const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {
         Aes256Gcm16::new(key).map(Self)
@@ -249,6 +250,7 @@ impl Aead for WrongTag {
     const KEY_LEN: usize = 32;
     const NONCE_LEN: usize = 16;
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 24;
+    const INTEGRITY_LIMIT: u64 = 1 << 52;
     const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {
         Aes256Gcm16::new(key).map(Self)
@@ -314,6 +316,9 @@ impl Suite for Overselling {
     fn max_messages_per_key(&self) -> u64 {
         1 << 20
     }
+    fn max_failed_opens_per_key(&self) -> u64 {
+        self.0.max_failed_opens_per_key()
+    }
     fn max_plaintext_len(&self) -> u64 {
         self.0.max_plaintext_len()
     }
@@ -340,6 +345,7 @@ impl Aead for LaxKey {
     const KEY_LEN: usize = 32;
     const NONCE_LEN: usize = 16;
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 24;
+    const INTEGRITY_LIMIT: u64 = 1 << 52;
     const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {
         let mut padded = [0u8; 32];
@@ -453,6 +459,7 @@ impl Aead for LaxOpen {
     const KEY_LEN: usize = 32;
     const NONCE_LEN: usize = 12;
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 62;
+    const INTEGRITY_LIMIT: u64 = 1 << 36;
     const MAX_PLAINTEXT_LEN: u64 = 1 << 30;
 
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {

@@ -69,6 +69,12 @@ pub trait Aead: Send + Sync + Sized + 'static {
     /// confidentiality bound is reached (for AES-GCM, 2^24 is the accepted
     /// bound). The session refuses to seal past it.
     const CONFIDENTIALITY_LIMIT: u64;
+    /// How many failed decryptions (forgery attempts) one key may see before
+    /// its integrity bound is reached: for AES-GCM 2^52, for
+    /// ChaCha20-Poly1305 2^36 (RFC 9001 §6.6). The session counts failed
+    /// opens per receiving key and, at this limit, refuses that key and asks
+    /// the peer for a key update.
+    const INTEGRITY_LIMIT: u64;
     /// Longest plaintext this cipher accepts under one nonce, in bytes.
     const MAX_PLAINTEXT_LEN: u64;
 

@@ -70,6 +70,16 @@ impl fmt::Debug for AgreedSecret {
 /// The responder sends a [`wire::PreKeyBundle`]; the initiator checks it
 /// against the responder identity it learned out of band and answers with a
 /// [`wire::InitialMessage`]; both end with the same [`AgreedSecret`].
+///
+/// **The offer is authenticated.** A bundle's suites (in the responder's
+/// order of preference), its pre-keys and a *binding* are signed with the
+/// responder's identity key, and the initiator refuses a bundle whose
+/// signature does not cover exactly what it received, so a relay can neither
+/// strip nor reorder the suites, nor strip the one-time pre-key. The binding
+/// is a byte string both sides know without the relay's help (the runtime
+/// uses the connection id with the invitation's token, or with the nonce of
+/// the reset request a bundle answers), so a bundle cannot be replayed into
+/// another handshake.
 pub trait KeyAgreement: Send + Sync + 'static {
     /// The responder's identity and pre-key secrets.
     type ResponderKeys;
@@ -81,22 +91,26 @@ pub trait KeyAgreement: Send + Sync + 'static {
     /// A name for logs and errors, e.g. `"X3DH-25519-SHA-256"`.
     fn name(&self) -> &'static str;
 
-    /// Responder: the bundle to send to an initiator, offering `suites`.
+    /// Responder: the bundle to send to an initiator, offering `suites`
+    /// (most preferred first), with its offer signed over `binding`.
     fn bundle(
         &self,
         responder: &Self::ResponderKeys,
         suites: &[SuiteId],
+        binding: &[u8],
     ) -> Result<wire::PreKeyBundle, Self::Error>;
 
-    /// Initiator: verifies `bundle` against `expected_responder_identity`,
-    /// agrees on a secret, and returns it with the initial message to send
-    /// (whose `first_message` the caller fills in).
+    /// Initiator: verifies `bundle` against `expected_responder_identity`
+    /// and its offer signature against `binding`, checks that `suite` is
+    /// offered, agrees on a secret, and returns it with the initial message
+    /// to send (whose `first_message` the caller fills in).
     fn initiate(
         &self,
         initiator: &Self::InitiatorKeys,
         expected_responder_identity: &[u8],
         bundle: &wire::PreKeyBundle,
         suite: SuiteId,
+        binding: &[u8],
     ) -> Result<(AgreedSecret, wire::InitialMessage), Self::Error>;
 
     /// Responder: derives the secret from an initial message. The one-time

@@ -58,6 +58,9 @@ pub trait Suite: Send + Sync + 'static {
     /// How many messages one key may seal: the smaller of the AEAD's
     /// confidentiality limit and the IV strategy's number of IVs.
     fn max_messages_per_key(&self) -> u64;
+    /// How many failed opens one receiving key may see: the AEAD's
+    /// integrity limit ([`Aead::INTEGRITY_LIMIT`](crate::Aead::INTEGRITY_LIMIT)).
+    fn max_failed_opens_per_key(&self) -> u64;
     /// Longest plaintext one message may carry.
     fn max_plaintext_len(&self) -> u64;
     /// Builds the cipher for one direction and epoch.
@@ -160,6 +163,9 @@ impl<A: Aead, I: IvStrategy> Suite for SuiteOf<A, I> {
     }
     fn max_messages_per_key(&self) -> u64 {
         A::CONFIDENTIALITY_LIMIT.min(I::MAX_IVS)
+    }
+    fn max_failed_opens_per_key(&self) -> u64 {
+        A::INTEGRITY_LIMIT
     }
     fn max_plaintext_len(&self) -> u64 {
         A::MAX_PLAINTEXT_LEN

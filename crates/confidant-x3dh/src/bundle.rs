@@ -1,11 +1,63 @@
 //! The responder's pre-key bundle, as a validated domain type.
 
 use crate::error::X3dhError;
-use crate::keys::{Hex, IdentityPublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey};
+use crate::keys::{
+    Hex, IdentityKeyPair, IdentityPublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, X25519PublicKey,
+};
 use confidant_core::SuiteId;
 use confidant_core::wire::{self, fixed_len};
 use prost::Message;
 use std::fmt;
+
+/// Label at the start of the offer transcript (see [`offer_transcript`]).
+pub const OFFER_LABEL: &[u8] = b"confidant-v1-bundle-offer";
+
+/// The bytes the responder's identity key signs to authenticate its offer:
+///
+/// ```text
+/// "confidant-v1-bundle-offer"
+/// ‖ len(binding) as u32 BE ‖ binding
+/// ‖ Encode(IK_B) (32) ‖ signed_pre_key_id as u32 BE ‖ Encode(SPK_B) (32)
+/// ‖ 0x00                                     (no one-time pre-key)
+///   | 0x01 ‖ one-time pre-key id as u32 BE ‖ Encode(OPK_B) (32)
+/// ‖ number of suites as u32 BE ‖ each suite id as u32 BE, in offer order
+/// ```
+///
+/// The signed pre-key keeps its own signature over `Encode(SPK_B)` exactly
+/// as X3DH specifies; this second signature covers what X3DH leaves
+/// unsigned, so a relay can neither strip the one-time pre-key nor strip or
+/// reorder the suites, nor move the bundle into another handshake (the
+/// binding).
+pub fn offer_transcript(
+    binding: &[u8],
+    identity_key: &IdentityPublicKey,
+    signed_pre_key_id: u32,
+    signed_pre_key: &X25519PublicKey,
+    one_time_pre_key: Option<&PublicOneTimePreKey>,
+    suites: &[SuiteId],
+) -> Vec<u8> {
+    let mut transcript =
+        Vec::with_capacity(OFFER_LABEL.len() + 4 + binding.len() + 32 + 4 + 32 + 37 + 4 + 4 * suites.len());
+    transcript.extend_from_slice(OFFER_LABEL);
+    transcript.extend_from_slice(&u32::try_from(binding.len()).unwrap_or(u32::MAX).to_be_bytes());
+    transcript.extend_from_slice(binding);
+    transcript.extend_from_slice(identity_key.as_bytes());
+    transcript.extend_from_slice(&signed_pre_key_id.to_be_bytes());
+    transcript.extend_from_slice(signed_pre_key.as_bytes());
+    match one_time_pre_key {
+        None => transcript.push(0),
+        Some(one_time) => {
+            transcript.push(1);
+            transcript.extend_from_slice(&one_time.id.to_be_bytes());
+            transcript.extend_from_slice(one_time.public_key.as_bytes());
+        }
+    }
+    transcript.extend_from_slice(&u32::try_from(suites.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for suite in suites {
+        transcript.extend_from_slice(&suite.0.to_be_bytes());
+    }
+    transcript
+}
 
 /// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A bundle
 /// with every field set is under 200 bytes; the rest leaves room for a long
@@ -37,11 +89,15 @@ pub struct PreKeyBundle {
     signed_pre_key_signature: [u8; SIGNATURE_LEN],
     one_time_pre_key: Option<PublicOneTimePreKey>,
     suites: Vec<SuiteId>,
+    offer_signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
 impl PreKeyBundle {
-    /// Assembles a bundle from its parts (the responder normally builds it
-    /// with [`ResponderKeys::bundle`](crate::ResponderKeys::bundle)).
+    /// Assembles a bundle from its parts, without an offer signature (the
+    /// responder normally builds it with
+    /// [`ResponderKeys::bundle`](crate::ResponderKeys::bundle), which signs
+    /// the offer; see [`sign_offer`](Self::sign_offer)). A bundle without an
+    /// offer signature does not [`verify`](Self::verify).
     pub fn new(
         identity_key: IdentityPublicKey,
         signed_pre_key_id: u32,
@@ -57,7 +113,47 @@ impl PreKeyBundle {
             signed_pre_key_signature,
             one_time_pre_key,
             suites,
+            offer_signature: None,
         }
+    }
+
+    /// The offer transcript of this bundle for `binding` (see
+    /// [`offer_transcript`]).
+    pub fn offer_transcript(&self, binding: &[u8]) -> Vec<u8> {
+        offer_transcript(
+            binding,
+            &self.identity_key,
+            self.signed_pre_key_id,
+            &self.signed_pre_key,
+            self.one_time_pre_key.as_ref(),
+            &self.suites,
+        )
+    }
+
+    /// Signs the offer over `binding` with the responder's identity key
+    /// ([`X3dhError::IdentityMismatch`] if `identity` is not the bundle's).
+    pub fn sign_offer(
+        self,
+        identity: &IdentityKeyPair,
+        binding: &[u8],
+    ) -> Result<Self, X3dhError> {
+        if identity.public_key() != self.identity_key {
+            return Err(X3dhError::IdentityMismatch);
+        }
+        let signature = identity.sign(&self.offer_transcript(binding));
+        Ok(self.with_offer_signature(signature))
+    }
+
+    /// Sets the offer signature (for tests and for bundles assembled from
+    /// parts; [`verify_bound`](Self::verify_bound) checks it).
+    pub fn with_offer_signature(mut self, signature: [u8; SIGNATURE_LEN]) -> Self {
+        self.offer_signature = Some(signature);
+        self
+    }
+
+    /// The offer signature, if the bundle carries one.
+    pub fn offer_signature(&self) -> Option<&[u8; SIGNATURE_LEN]> {
+        self.offer_signature.as_ref()
     }
 
     /// Validates a bundle received from the wire: every key field must have
@@ -85,6 +181,14 @@ impl PreKeyBundle {
                 )?),
             }),
         };
+        let offer_signature = if bundle.offer_signature.is_empty() {
+            None
+        } else {
+            Some(fixed_len::<SIGNATURE_LEN>(
+                "bundle.offer_signature",
+                &bundle.offer_signature,
+            )?)
+        };
         Ok(Self {
             identity_key,
             signed_pre_key_id: bundle.signed_pre_key_id,
@@ -92,6 +196,7 @@ impl PreKeyBundle {
             signed_pre_key_signature,
             one_time_pre_key,
             suites: bundle.suites.iter().copied().map(SuiteId).collect(),
+            offer_signature,
         })
     }
 
@@ -107,6 +212,10 @@ impl PreKeyBundle {
                 public_key: one_time.public_key.to_bytes().to_vec(),
             }),
             suites: self.suites.iter().map(|suite| suite.0).collect(),
+            offer_signature: self
+                .offer_signature
+                .map(|signature| signature.to_vec())
+                .unwrap_or_default(),
         }
     }
 
@@ -164,16 +273,30 @@ impl PreKeyBundle {
         }
     }
 
+    /// [`verify_bound`](Self::verify_bound) with an empty binding.
+    pub fn verify(
+        self,
+        expected_identity: &IdentityPublicKey,
+    ) -> Result<VerifiedPreKeyBundle, X3dhError> {
+        self.verify_bound(expected_identity, &[])
+    }
+
     /// Checks the bundle before it is used, in this order:
     ///
     /// 1. its identity key must equal `expected_identity` (the one from the
     ///    invitation), else [`X3dhError::IdentityMismatch`]: a bundle swapped
     ///    by the relay stops here;
     /// 2. the signed pre-key's signature must verify strictly under that
-    ///    identity key, else [`X3dhError::BadSignature`].
-    pub fn verify(
+    ///    identity key, else [`X3dhError::BadSignature`];
+    /// 3. the offer signature must be present ([`X3dhError::UnsignedOffer`])
+    ///    and verify strictly over [`offer_transcript`] with `binding`
+    ///    ([`X3dhError::BadOfferSignature`]): a stripped one-time pre-key,
+    ///    a stripped or reordered suite, or a bundle replayed from another
+    ///    handshake stops here.
+    pub fn verify_bound(
         self,
         expected_identity: &IdentityPublicKey,
+        binding: &[u8],
     ) -> Result<VerifiedPreKeyBundle, X3dhError> {
         if self.identity_key != *expected_identity {
             return Err(X3dhError::IdentityMismatch);
@@ -182,6 +305,10 @@ impl PreKeyBundle {
             self.signed_pre_key.as_bytes(),
             &self.signed_pre_key_signature,
         )?;
+        let signature = self.offer_signature.ok_or(X3dhError::UnsignedOffer)?;
+        self.identity_key
+            .verify_strict(&self.offer_transcript(binding), &signature)
+            .map_err(|_| X3dhError::BadOfferSignature)?;
         Ok(VerifiedPreKeyBundle { bundle: self })
     }
 }
@@ -198,6 +325,10 @@ impl fmt::Debug for PreKeyBundle {
             )
             .field("one_time_pre_key", &self.one_time_pre_key)
             .field("suites", &self.suites)
+            .field(
+                "offer_signature",
+                &self.offer_signature.as_ref().map(|signature| Hex(signature)),
+            )
             .finish()
     }
 }

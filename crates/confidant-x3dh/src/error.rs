@@ -76,6 +76,18 @@ pub enum X3dhError {
     #[error("the signed pre-key signature does not verify under the identity key")]
     BadSignature,
 
+    /// The bundle carries no offer signature: its suites and one-time
+    /// pre-key are not authenticated, so it is refused.
+    #[error("the bundle's offer is not signed")]
+    UnsignedOffer,
+    /// The offer signature does not verify: the suites, the pre-keys or the
+    /// binding (connection, invitation or reset request) differ from what
+    /// the responder signed. A relay that strips or reorders suites, strips
+    /// the one-time pre-key, or replays a bundle from another handshake
+    /// stops here.
+    #[error("the bundle's offer signature does not verify (suites, pre-keys or binding altered)")]
+    BadOfferSignature,
+
     /// An identity key is not the canonical encoding of a point on Ed25519.
     #[error("identity key is not a valid Ed25519 public key")]
     InvalidIdentityKey,

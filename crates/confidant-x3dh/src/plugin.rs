@@ -23,9 +23,12 @@ use confidant_core::{AgreedSecret, KeyAgreement, SuiteId, wire};
 /// let invitation = issuer.identity_public_key().to_bytes(); // in the QR code
 ///
 /// let suite = SuiteId::AES_256_GCM_SHA256_COUNTER;
-/// let bundle = x3dh.bundle(&issuer, &[suite])?;
+/// // Both sides know the binding (the runtime uses the connection id and the
+/// // invitation's token); the offer is signed over it.
+/// let binding = b"connection 1, token 7";
+/// let bundle = x3dh.bundle(&issuer, &[suite], binding)?;
 /// let holder = IdentityKeyPair::generate();
-/// let (holder_secret, initial) = x3dh.initiate(&holder, &invitation, &bundle, suite)?;
+/// let (holder_secret, initial) = x3dh.initiate(&holder, &invitation, &bundle, suite, binding)?;
 /// let issuer_secret = x3dh.respond(&issuer, &initial)?;
 /// assert_eq!(holder_secret.secret(), issuer_secret.secret());
 /// assert_eq!(issuer_secret.one_time_pre_key_id(), Some(1));
@@ -59,12 +62,14 @@ impl X3dh {
         bundle: &wire::PreKeyBundle,
         ephemeral: EphemeralKey,
         suite: SuiteId,
+        binding: &[u8],
     ) -> Result<(AgreedSecret, wire::InitialMessage), X3dhError> {
         self.initiate_inner(
             initiator,
             expected_responder_identity,
             bundle,
             suite,
+            binding,
             || Ok(ephemeral),
         )
     }
@@ -75,6 +80,7 @@ impl X3dh {
         expected_responder_identity: &[u8],
         bundle: &wire::PreKeyBundle,
         suite: SuiteId,
+        binding: &[u8],
         ephemeral: impl FnOnce() -> Result<EphemeralKey, X3dhError>,
     ) -> Result<(AgreedSecret, wire::InitialMessage), X3dhError> {
         // The identity from the invitation is compared before anything else
@@ -86,7 +92,7 @@ impl X3dh {
             "expected_responder_identity",
             expected_responder_identity,
         )?;
-        let verified = PreKeyBundle::from_wire(bundle)?.verify(&expected)?;
+        let verified = PreKeyBundle::from_wire(bundle)?.verify_bound(&expected, binding)?;
         let (agreed, header) =
             verified.agree_with_ephemeral(&self.config, initiator, ephemeral()?, suite)?;
         Ok((agreed, header.to_wire(None)))
@@ -103,23 +109,23 @@ impl KeyAgreement for X3dh {
     }
 
     /// The bundle carries the current signed pre-key and, if any is held, the
-    /// one-time pre-key with the lowest id. A store that serves several
-    /// handshakes at once should hand out distinct one-time pre-keys with
-    /// [`ResponderKeys::bundle_with_one_time_pre_key`] instead.
+    /// one-time pre-key with the lowest id, its offer signed over `binding`.
+    /// A store that serves several handshakes at once should hand out
+    /// distinct one-time pre-keys with [`ResponderKeys::bound_bundle`]
+    /// instead.
     fn bundle(
         &self,
         responder: &ResponderKeys,
         suites: &[SuiteId],
+        binding: &[u8],
     ) -> Result<wire::PreKeyBundle, X3dhError> {
-        let bundle = match responder.one_time_pre_key_ids().next() {
-            Some(id) => responder.bundle_with_one_time_pre_key(id, suites)?,
-            None => responder.bundle(suites),
-        };
-        Ok(bundle.to_wire())
+        let one_time = responder.one_time_pre_key_ids().next();
+        Ok(responder.bound_bundle(one_time, suites, binding)?.to_wire())
     }
 
     /// Checks the bundle's identity key against `expected_responder_identity`
-    /// first, then the bundle's fields and signature, then runs X3DH with an
+    /// first, then the bundle's fields, its signed pre-key signature and its
+    /// offer signature over `binding`, then runs X3DH with an
     /// ephemeral key from the operating system. The returned message's
     /// `first_message` is `None`, for the caller to fill in.
     fn initiate(
@@ -128,12 +134,14 @@ impl KeyAgreement for X3dh {
         expected_responder_identity: &[u8],
         bundle: &wire::PreKeyBundle,
         suite: SuiteId,
+        binding: &[u8],
     ) -> Result<(AgreedSecret, wire::InitialMessage), X3dhError> {
         self.initiate_inner(
             initiator,
             expected_responder_identity,
             bundle,
             suite,
+            binding,
             EphemeralKey::generate,
         )
     }

@@ -162,9 +162,36 @@ impl ResponderKeys {
         self.one_time_pre_keys.keys().copied()
     }
 
-    /// A bundle with the current signed pre-key and no one-time pre-key.
+    /// A bundle with the current signed pre-key and no one-time pre-key,
+    /// its offer signed with an empty binding.
     pub fn bundle(&self, suites: &[SuiteId]) -> PreKeyBundle {
-        self.build_bundle(None, suites)
+        self.build_bundle(None, suites, &[])
+    }
+
+    /// A bundle with the current signed pre-key and, if `one_time_pre_key_id`
+    /// names one, that one-time pre-key ([`X3dhError::UnknownOneTimePreKey`]
+    /// if it is not held), its offer signed over `binding` (see
+    /// [`offer_transcript`](crate::bundle::offer_transcript)).
+    pub fn bound_bundle(
+        &self,
+        one_time_pre_key_id: Option<u32>,
+        suites: &[SuiteId],
+        binding: &[u8],
+    ) -> Result<PreKeyBundle, X3dhError> {
+        let one_time = match one_time_pre_key_id {
+            None => None,
+            Some(id) => {
+                let one_time = self
+                    .one_time_pre_keys
+                    .get(&id)
+                    .ok_or(X3dhError::UnknownOneTimePreKey { id })?;
+                Some(PublicOneTimePreKey {
+                    id: one_time.id(),
+                    public_key: one_time.public_key(),
+                })
+            }
+        };
+        Ok(self.build_bundle(one_time, suites, binding))
     }
 
     /// A bundle with the current signed pre-key and the one-time pre-key
@@ -176,34 +203,26 @@ impl ResponderKeys {
         one_time_pre_key_id: u32,
         suites: &[SuiteId],
     ) -> Result<PreKeyBundle, X3dhError> {
-        let one_time = self.one_time_pre_keys.get(&one_time_pre_key_id).ok_or(
-            X3dhError::UnknownOneTimePreKey {
-                id: one_time_pre_key_id,
-            },
-        )?;
-        Ok(self.build_bundle(
-            Some(PublicOneTimePreKey {
-                id: one_time.id(),
-                public_key: one_time.public_key(),
-            }),
-            suites,
-        ))
+        self.bound_bundle(Some(one_time_pre_key_id), suites, &[])
     }
 
     fn build_bundle(
         &self,
         one_time_pre_key: Option<PublicOneTimePreKey>,
         suites: &[SuiteId],
+        binding: &[u8],
     ) -> PreKeyBundle {
         let signed_pre_key = &self.current_signed_pre_key;
-        PreKeyBundle::new(
+        let bundle = PreKeyBundle::new(
             self.identity_public_key,
             signed_pre_key.id(),
             signed_pre_key.public_key(),
             signed_pre_key.signature(),
             one_time_pre_key,
             suites.to_vec(),
-        )
+        );
+        let transcript = bundle.offer_transcript(binding);
+        bundle.with_offer_signature(self.identity.sign(&transcript))
     }
 
     /// Responder: derives the agreed secret from an initial message.

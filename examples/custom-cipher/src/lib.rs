@@ -64,6 +64,7 @@ impl Aead for XChaCha20Poly1305 {
     /// confidentiality limit is beyond any realistic message count (RFC 9001
     /// §6.6); we state QUIC's 2^62 so the session has a finite number.
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 62;
+    const INTEGRITY_LIMIT: u64 = 1 << 36;
     /// A 32-bit block counter of 64-byte blocks, less one block (see the
     /// ChaCha20-Poly1305 plugin for why).
     const MAX_PLAINTEXT_LEN: u64 = ((1 << 32) - 2) * 64;

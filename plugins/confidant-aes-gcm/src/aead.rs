@@ -23,6 +23,12 @@ const KEY_LEN: usize = 32;
 /// up to a few megabytes.
 const CONFIDENTIALITY_LIMIT: u64 = 1 << 24;
 
+/// GCM's integrity bound: 2^52 failed decryptions per key (RFC 9001 §6.6,
+/// for AES-GCM, from the analysis of Bellare and Tackmann and of Hoang,
+/// Tessaro and Thiruvengadam cited there). The session counts failed opens
+/// per receiving key and stops using the key at this limit.
+const INTEGRITY_LIMIT: u64 = 1 << 52;
+
 /// GCM's plaintext limit under one nonce (NIST SP 800-38D §5.2.1.1:
 /// 2^39 − 256 bits), which is also what `aes-gcm` enforces.
 const MAX_PLAINTEXT_LEN: u64 = aes_gcm::P_MAX;
@@ -60,6 +66,7 @@ macro_rules! impl_aes_gcm {
             const KEY_LEN: usize = KEY_LEN;
             const NONCE_LEN: usize = $nonce_len;
             const CONFIDENTIALITY_LIMIT: u64 = CONFIDENTIALITY_LIMIT;
+            const INTEGRITY_LIMIT: u64 = INTEGRITY_LIMIT;
             const MAX_PLAINTEXT_LEN: u64 = MAX_PLAINTEXT_LEN;
 
             fn new(key: &[u8]) -> Result<Self, KeyLengthError> {

@@ -43,9 +43,10 @@ use std::sync::Arc;
 ///   safety limit is reached", and RFC 9001 §6.6 finds the limit "greater
 ///   than the number of possible packets (2^62) and so can be disregarded".
 ///   Confidant declares QUIC's 2^62 so that the limit is a finite, stated
-///   number the session can enforce. (Its integrity limit, about 2^36 forgery
-///   attempts per key per RFC 9001 §6.6, bounds failed decryptions, which is
-///   the session's to count.)
+///   number the session can enforce.
+/// - **Integrity limit: 2^36 failed decryptions per key** (RFC 9001 §6.6).
+///   The session counts failed opens per receiving key; at the limit it
+///   refuses that key and asks the peer for a key update.
 /// - **Plaintext: at most (2^32 − 2) · 64 bytes per message.** RFC 8439
 ///   allows (2^32 − 1) · 64 bytes (a 32-bit block counter whose block 0 gives
 ///   the Poly1305 key); the `chacha20poly1305` crate accepts one byte less
@@ -65,6 +66,7 @@ impl Aead for ChaCha20Poly1305 {
     const KEY_LEN: usize = KEY_LEN;
     const NONCE_LEN: usize = NONCE_LEN;
     const CONFIDENTIALITY_LIMIT: u64 = 1 << 62;
+    const INTEGRITY_LIMIT: u64 = 1 << 36;
     const MAX_PLAINTEXT_LEN: u64 = MAX_PLAINTEXT_LEN;
 
     fn new(key: &[u8]) -> Result<Self, KeyLengthError> {
