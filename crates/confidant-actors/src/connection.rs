@@ -20,7 +20,7 @@ use crate::transport::{DeliveryId, Outgoing, TransportError};
 use actix::prelude::*;
 use confidant_core::wire::{self, InitialMessage, PreKeyBundle, SessionReset, envelope::Body};
 use confidant_core::{ConnectionId, SuiteId};
-use confidant_session::KeyStatus;
+use confidant_session::{KeyStatus, OpenError};
 use confidant_session::handshake::ResponderPolicy;
 use confidant_store::{
     DurableSession, InboxEntry, PreKeyStore, ReceiveError, StoreError, WriteBatch,
@@ -34,6 +34,17 @@ use zeroize::Zeroizing;
 
 /// Label of a session reset request's signature.
 const RESET_LABEL: &[u8] = b"confidant-v1-session-reset";
+/// Label of a first-contact bundle's binding.
+const INVITATION_BINDING: &[u8] = b"confidant-v1-bind-invitation";
+/// Label of a reset bundle's binding.
+const RESET_BINDING: &[u8] = b"confidant-v1-bind-reset";
+/// Length of a reset request's nonce.
+const RESET_NONCE_LEN: usize = 16;
+/// After this many messages in a row that do not open (forged, or sealed
+/// under a session the other side no longer has, but not replays), a
+/// connection asks for a reset: two honest sides that disagree on the
+/// session find each other again unless the relay drops everything.
+pub(crate) const REFUSALS_BEFORE_RESET: u32 = 4;
 
 /// What a connection receives from the relay.
 #[derive(Debug)]
@@ -69,6 +80,15 @@ pub(crate) struct Processed {
 
 /// The connection's state, moved into each handler's future and back.
 pub(crate) struct ConnState {
+    /// Messages in a row that did not open (see [`REFUSALS_BEFORE_RESET`]).
+    /// In memory only.
+    refused_in_a_row: u32,
+    /// The key update due asks the peer to update its sending key too (our
+    /// receiving key reached its integrity limit).
+    request_peer_update: bool,
+    /// The receiving epoch whose integrity limit we already asked the peer
+    /// to move past.
+    integrity_update_asked: Option<u32>,
     id: ConnectionId,
     shared: Arc<Shared>,
     loaded: bool,
@@ -101,6 +121,9 @@ impl ConnectionActor {
                 update_wanted: false,
                 crashed: false,
                 unreadable: None,
+                refused_in_a_row: 0,
+                request_peer_update: false,
+                integrity_update_asked: None,
             })),
         }
     }
@@ -250,16 +273,55 @@ fn reset_message(connection_id: &ConnectionId, nonce: &[u8]) -> Vec<u8> {
     message
 }
 
-/// A reset request for `connection_id`, signed with the node's identity key
-/// over a fresh nonce.
-pub(crate) fn signed_reset_request(
-    shared: &Shared,
-    connection_id: &ConnectionId,
-) -> Result<SessionReset, NodeError> {
-    let mut nonce = vec![0u8; 16];
+/// `label ‖ len(connection id) as u32 BE ‖ connection id ‖ len(value) as
+/// u32 BE ‖ value`: what a bundle's offer is signed over (see
+/// `docs/protocol.md`).
+fn binding(label: &[u8], connection_id: &ConnectionId, value: &[u8]) -> Vec<u8> {
+    let id = connection_id.as_bytes();
+    let mut binding = Vec::with_capacity(label.len() + 8 + id.len() + value.len());
+    binding.extend_from_slice(label);
+    binding.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
+    binding.extend_from_slice(id);
+    binding.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
+    binding.extend_from_slice(value);
+    binding
+}
+
+/// The binding of a first-contact bundle: the connection and the
+/// invitation's token.
+pub(crate) fn invitation_binding(connection_id: &ConnectionId, token: Option<&str>) -> Vec<u8> {
+    binding(
+        INVITATION_BINDING,
+        connection_id,
+        token.unwrap_or_default().as_bytes(),
+    )
+}
+
+/// The binding of a reset bundle: the connection and the nonce of the reset
+/// request it answers.
+pub(crate) fn reset_binding(connection_id: &ConnectionId, nonce: &[u8]) -> Vec<u8> {
+    binding(RESET_BINDING, connection_id, nonce)
+}
+
+fn fresh_nonce() -> Result<Vec<u8>, NodeError> {
+    let mut nonce = vec![0u8; RESET_NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|error| {
         NodeError::Crashed(format!("the operating system gave no randomness: {error}"))
     })?;
+    Ok(nonce)
+}
+
+/// A reset request for `connection_id` with `nonce` (a fresh one if
+/// `None`), signed with the node's identity key.
+pub(crate) fn signed_reset_request(
+    shared: &Shared,
+    connection_id: &ConnectionId,
+    nonce: Option<Vec<u8>>,
+) -> Result<SessionReset, NodeError> {
+    let nonce = match nonce {
+        Some(nonce) => nonce,
+        None => fresh_nonce()?,
+    };
     let signature = shared
         .identity()
         .sign(&reset_message(connection_id, &nonce));
@@ -271,14 +333,19 @@ pub(crate) fn signed_reset_request(
     })
 }
 
-/// The node's bundle with one one-time pre-key.
-pub(crate) fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyBundle, NodeError> {
+/// The node's bundle with one one-time pre-key, its offer signed over
+/// `binding`.
+pub(crate) fn bundle_with(
+    shared: &Shared,
+    key: OneTimePreKey,
+    binding: &[u8],
+) -> Result<PreKeyBundle, NodeError> {
     let mut keys = shared.keys.clone();
     keys.add_one_time_pre_key(key)
         .map_err(|error| NodeError::Handshake(error.to_string()))?;
     shared
         .agreement
-        .bundle(&keys, &shared.config.offered_suites)
+        .bundle(&keys, &shared.config.offered_suites, binding)
         .map_err(NodeError::Handshake)
 }
 
@@ -288,11 +355,12 @@ pub(crate) fn bundle_with(shared: &Shared, key: OneTimePreKey) -> Result<PreKeyB
 pub(crate) fn stored_bundle(
     shared: &Shared,
     key_id: u32,
+    binding: &[u8],
 ) -> Result<Option<PreKeyBundle>, NodeError> {
     shared
         .store
         .one_time_pre_key(key_id)?
-        .map(|key| bundle_with(shared, key))
+        .map(|key| bundle_with(shared, key, binding))
         .transpose()
 }
 
@@ -368,7 +436,7 @@ impl ConnState {
         };
         let result = match record.side {
             Side::Invitee => self.request_reset(record).await,
-            Side::Inviter => self.reset_request().and_then(|request| {
+            Side::Inviter => self.reset_request(None).and_then(|request| {
                 self.shared
                     .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
             }),
@@ -502,9 +570,10 @@ impl ConnState {
             return Ok(());
         }
         let shared = Arc::clone(&self.shared);
+        let request_peer_update = self.request_peer_update;
         let (session, result) = self
             .off_thread(move || {
-                let result = session.update_sending_key(&*shared.store, false);
+                let result = session.update_sending_key(&*shared.store, request_peer_update);
                 (session, result)
             })
             .await?;
@@ -512,6 +581,7 @@ impl ConnState {
         match result {
             Ok(update) => {
                 self.update_wanted = false;
+                self.request_peer_update = false;
                 tracing::debug!(connection = %self.id, "sending key updated");
                 self.shared
                     .send_and_forget(vec![self.outgoing(encode(Body::KeyUpdate(update)))])
@@ -591,6 +661,10 @@ impl ConnState {
                 }
             }
         }
+        if self.refused_in_a_row >= REFUSALS_BEFORE_RESET && out.on_commit.is_empty() {
+            self.refused_in_a_row = 0;
+            self.recover().await;
+        }
         if self.crashed {
             // State was lost with a panicking task: nothing of this round
             // counts; the connection reloads and the deliveries come again.
@@ -620,19 +694,34 @@ impl ConnState {
     ) {
         let Some(session) = self.session.as_mut() else {
             tracing::debug!(connection = %self.id, "message for a connection without a session dropped");
+            // An inviter still waiting for the initial message: the invitee
+            // believes it has a session (its initial message was lost or
+            // refused). Counted toward asking it for a reset.
+            if self.record.as_ref().is_some_and(|record| {
+                matches!(record.phase, Phase::BundleSent { .. })
+            }) {
+                self.refused_in_a_row += 1;
+            }
             out.ack.push(delivery);
             return;
         };
         match session.open_into(message, &mut out.batch) {
             Ok(entry) => {
+                self.refused_in_a_row = 0;
                 out.on_commit.push(delivery);
                 out.events.push(Draft::Stored(entry));
-                // The inviter has answered: the initial message need not be
-                // sent again.
+                // The inviter has answered (a message under the new session
+                // opened): the initial message need not be sent again, and
+                // a reset is complete.
                 if let Some(record) = self.record.as_mut()
-                    && record.pending_initial.is_some()
+                    && (record.pending_initial.is_some() || record.reset_bundle_key.is_some())
                 {
                     record.pending_initial = None;
+                    if record.side == Side::Invitee && record.reset_bundle_key.is_some() {
+                        record.reset_requested = false;
+                        record.reset_nonce = None;
+                        record.reset_bundle_key = None;
+                    }
                     if let Err(error) = record.put(&mut out.batch, &self.id) {
                         tracing::warn!(connection = %self.id, %error, "record not updated");
                     }
@@ -640,6 +729,20 @@ impl ConnState {
             }
             Err(ReceiveError::Refused(error)) => {
                 tracing::debug!(connection = %self.id, %error, "message refused");
+                // Copies of messages already taken are what a redelivery
+                // after a crash brings: they say nothing about the session.
+                if !matches!(error, OpenError::Replay(_)) {
+                    self.refused_in_a_row += 1;
+                }
+                if session.session().integrity_limit_reached() {
+                    let epoch = session.session().receive_epoch();
+                    if self.integrity_update_asked != Some(epoch) {
+                        tracing::warn!(connection = %self.id, epoch, "receiving key reached its integrity limit; asking the peer for a key update");
+                        self.integrity_update_asked = Some(epoch);
+                        self.update_wanted = true;
+                        self.request_peer_update = true;
+                    }
+                }
                 out.ack.push(delivery);
             }
             Err(error) => {
@@ -716,8 +819,9 @@ impl ConnState {
             // crash, so send it again with the same one-time pre-key.
             if let Phase::BundleSent { one_time_pre_key } = record.phase {
                 let shared = Arc::clone(&self.shared);
+                let binding = invitation_binding(&self.id, record.invitation_token.as_deref());
                 let bundle = self
-                    .off_thread(move || stored_bundle(&shared, one_time_pre_key))
+                    .off_thread(move || stored_bundle(&shared, one_time_pre_key, &binding))
                     .await??;
                 if let Some(bundle) = bundle {
                     self.shared
@@ -744,11 +848,14 @@ impl ConnState {
                     pending_initial: None,
                     reset_requested: false,
                     reset_one_time_pre_key: None,
+                    invitation_token: Some(token.clone()),
+                    reset_nonce: None,
+                    reset_bundle_key: None,
                 };
                 let mut batch = WriteBatch::new();
                 batch.put_one_time_pre_key(&key);
                 records::delete_invitation(&mut batch, &token);
-                record.put(&mut batch, &id)?;
+                record.insert(&mut batch, &id)?;
                 shared.store.commit(batch)?;
                 Ok(Some((record, key)))
             })
@@ -757,8 +864,9 @@ impl ConnState {
             tracing::warn!(connection = %self.id, "join with a token this node did not issue (or already used) ignored");
             return Ok(false);
         };
+        let binding = invitation_binding(&self.id, record.invitation_token.as_deref());
         self.record = Some(record);
-        let bundle = bundle_with(&self.shared, key)?;
+        let bundle = bundle_with(&self.shared, key, &binding)?;
         self.shared
             .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])?;
         Ok(true)
@@ -772,9 +880,23 @@ impl ConnState {
             tracing::debug!(connection = %self.id, "bundle for an unknown connection dropped");
             return;
         };
-        let greeting = match (&record.side, &record.phase) {
-            (Side::Invitee, Phase::AwaitingBundle { greeting }) => greeting.clone(),
-            (Side::Invitee, Phase::Established) if record.reset_requested => Vec::new(),
+        // A bundle is taken only while one is expected, and only if its
+        // offer is signed over this handshake's binding: the invitation's
+        // token at first contact, the nonce of our pending reset request
+        // later. A replayed bundle of another handshake is refused by the
+        // signature.
+        let (greeting, binding) = match (&record.side, &record.phase) {
+            (Side::Invitee, Phase::AwaitingBundle { greeting }) => (
+                greeting.clone(),
+                invitation_binding(&self.id, record.invitation_token.as_deref()),
+            ),
+            (Side::Invitee, Phase::Established) if record.reset_requested => {
+                let Some(nonce) = record.reset_nonce.as_deref() else {
+                    tracing::debug!(connection = %self.id, "bundle for a reset without a nonce ignored");
+                    return;
+                };
+                (Vec::new(), reset_binding(&self.id, nonce))
+            }
             _ => {
                 tracing::debug!(connection = %self.id, "unexpected bundle ignored");
                 return;
@@ -784,7 +906,23 @@ impl ConnState {
         let Some(expected) = record.peer_identity else {
             return;
         };
-        match self.initiate(record, expected, bundle, greeting).await {
+        let one_time = bundle.one_time_pre_key.as_ref().map(|key| key.id);
+        if reset
+            && one_time.is_some()
+            && record.reset_bundle_key == one_time
+            && let Some(initial) = record.pending_initial.clone()
+        {
+            // A copy of the reset bundle we answered: send the answer again
+            // (it may have been lost), run no second X3DH.
+            if let Err(error) = self.shared.send_and_forget(vec![self.outgoing(initial)]) {
+                tracing::warn!(connection = %self.id, %error, "initial message not sent again");
+            }
+            return;
+        }
+        match self
+            .initiate(record, expected, bundle, &binding, greeting, reset)
+            .await
+        {
             Ok(()) => out.events.push(Draft::Ready(Event::Connected {
                 connection_id: self.id.clone(),
                 side: Side::Invitee,
@@ -806,18 +944,23 @@ impl ConnState {
         mut record: ConnectionRecord,
         expected: [u8; 32],
         bundle: PreKeyBundle,
+        binding: &[u8],
         greeting: Vec<u8>,
+        reset: bool,
     ) -> Result<(), NodeError> {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
+        let binding = binding.to_vec();
         let created = self
             .off_thread(move || -> Result<_, NodeError> {
+                let one_time = bundle.one_time_pre_key.as_ref().map(|key| key.id);
                 let (session, initial) = shared
                     .agreement
                     .initiate(
                         shared.identity(),
                         &expected,
                         &bundle,
+                        &binding,
                         &shared.registry,
                         id.clone(),
                         &greeting,
@@ -827,7 +970,17 @@ impl ConnState {
                 let envelope = encode(Body::Initial(initial));
                 record.phase = Phase::Established;
                 record.pending_initial = Some(envelope.clone());
-                record.reset_requested = false;
+                if reset {
+                    // The reset stays pending until a message under the new
+                    // session opens: a lost initial message, or a copy of
+                    // this bundle, is answered again; a bundle for a newer
+                    // request of ours is still taken.
+                    record.reset_bundle_key = one_time;
+                } else {
+                    record.reset_requested = false;
+                    record.reset_nonce = None;
+                    record.reset_bundle_key = None;
+                }
                 let mut batch = WriteBatch::new();
                 record.put(&mut batch, &id)?;
                 let session = DurableSession::create(
@@ -844,6 +997,8 @@ impl ConnState {
         self.session = Some(session);
         self.update_wanted = false;
         self.unreadable = None;
+        self.refused_in_a_row = 0;
+        self.integrity_update_asked = None;
         self.shared.send_and_forget(vec![self.outgoing(envelope)])
     }
 
@@ -859,23 +1014,24 @@ impl ConnState {
             tracing::debug!(connection = %self.id, "initial message for an unknown connection dropped");
             return;
         };
-        let expected_key = match (&record.side, &record.phase) {
-            (Side::Inviter, Phase::BundleSent { one_time_pre_key }) => *one_time_pre_key,
-            (Side::Inviter, Phase::Established) => match record.reset_one_time_pre_key {
-                Some(key) => key,
-                None => {
-                    tracing::debug!(connection = %self.id, "initial message without a reset ignored");
-                    return;
-                }
-            },
+        // The one-time pre-keys this connection's bundles offered: the
+        // first contact's (while it is not answered) and a reset's.
+        let first_key = match (&record.side, &record.phase) {
+            (Side::Inviter, Phase::BundleSent { one_time_pre_key }) => Some(*one_time_pre_key),
+            (Side::Inviter, Phase::Established) => None,
             _ => return,
         };
-        if initial.one_time_pre_key_id != Some(expected_key) {
+        let used = initial.one_time_pre_key_id;
+        let reset = used.is_some() && used == record.reset_one_time_pre_key;
+        let Some(expected_key) = used.filter(|&key| reset || Some(key) == first_key) else {
             tracing::warn!(connection = %self.id, "initial message for another one-time pre-key ignored");
             return;
-        }
-        let reset = record.phase == Phase::Established;
-        if reset && record.peer_identity.map(Vec::from) != Some(initial.identity_key.clone()) {
+        };
+        if reset
+            && record
+                .peer_identity
+                .is_some_and(|peer| peer.as_slice() != initial.identity_key.as_slice())
+        {
             // A reset comes from the same invitee or not at all (checked
             // here too, for a session that could not be read).
             tracing::warn!(connection = %self.id, "reset initial message from another identity ignored");
@@ -947,6 +1103,14 @@ impl ConnState {
                     if let Some(used) = responded.one_time_pre_key_id {
                         batch.delete_one_time_pre_key(used);
                     }
+                    // Whatever other bundle of this connection is still
+                    // open is closed with it.
+                    if let Phase::BundleSent { one_time_pre_key } = record.phase {
+                        batch.delete_one_time_pre_key(one_time_pre_key);
+                    }
+                    if let Some(reset_key) = record.reset_one_time_pre_key {
+                        batch.delete_one_time_pre_key(reset_key);
+                    }
                     // A reset's first message is a control message with no
                     // content for the application.
                     let entry = (!reset).then(|| InboxEntry {
@@ -962,6 +1126,8 @@ impl ConnState {
                     record.phase = Phase::Established;
                     record.peer_identity = Some(peer_identity);
                     record.reset_one_time_pre_key = None;
+                    record.reset_nonce = None;
+                    record.invitation_token = None;
                     record.put(&mut batch, &id)?;
                     let (session, committed) = DurableSession::create_committed(
                         &*shared.store,
@@ -1001,15 +1167,26 @@ impl ConnState {
         let Some(record) = self.record.clone() else {
             return;
         };
-        let Some(peer) = record.peer_identity else {
-            return;
+        // The signer must be the peer we know. An inviter whose first bundle
+        // is not answered yet knows no peer: like the initial message it
+        // waits for, the request is taken from whoever holds the
+        // connection, and its bundle is bound to the request's nonce.
+        let signer: [u8; 32] = match (record.peer_identity, &record.phase) {
+            (Some(peer), _) => peer,
+            (None, Phase::BundleSent { .. }) => {
+                match <[u8; 32]>::try_from(reset.identity_key.as_slice()) {
+                    Ok(key) => key,
+                    Err(_) => return,
+                }
+            }
+            (None, _) => return,
         };
         let valid = reset.connection_id == self.id.as_str()
-            && reset.identity_key.as_slice() == peer.as_slice()
-            && reset.nonce.len() == 16
+            && reset.identity_key.as_slice() == signer.as_slice()
+            && reset.nonce.len() == RESET_NONCE_LEN
             && <[u8; 64]>::try_from(reset.signature.as_slice())
                 .ok()
-                .zip(IdentityPublicKey::from_bytes(&peer).ok())
+                .zip(IdentityPublicKey::from_bytes(&signer).ok())
                 .is_some_and(|(signature, key)| {
                     key.verify_strict(&reset_message(&self.id, &reset.nonce), &signature)
                         .is_ok()
@@ -1018,70 +1195,114 @@ impl ConnState {
             tracing::warn!(connection = %self.id, "reset request with a bad signature ignored");
             return;
         }
-        if let Err(error) = self.answer_reset(record).await {
+        if let Err(error) = self.answer_reset(record, reset.nonce).await {
             tracing::warn!(connection = %self.id, %error, "reset request not answered");
         }
     }
 
-    async fn answer_reset(&mut self, record: ConnectionRecord) -> Result<(), NodeError> {
+    async fn answer_reset(
+        &mut self,
+        record: ConnectionRecord,
+        nonce: Vec<u8>,
+    ) -> Result<(), NodeError> {
         match record.side {
             // The invitee starts its own reset; the inviter answers that.
-            Side::Invitee => self.request_reset(record).await,
-            Side::Inviter => {
+            Side::Invitee => {
                 if record.phase != Phase::Established {
                     return Ok(());
                 }
-                self.send_reset_bundle(record).await
+                self.request_reset(record).await
             }
+            Side::Inviter => self.send_reset_bundle(record, nonce).await,
         }
     }
 
-    async fn send_reset_bundle(&mut self, mut record: ConnectionRecord) -> Result<(), NodeError> {
+    /// Inviter: answers the reset request with `nonce` with a bundle bound
+    /// to it. A copy of the request already answered gets the same bundle
+    /// (same one-time pre-key) again; a new request replaces the previous
+    /// reset's one-time pre-key.
+    async fn send_reset_bundle(
+        &mut self,
+        mut record: ConnectionRecord,
+        nonce: Vec<u8>,
+    ) -> Result<(), NodeError> {
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
-        let (record, key) = self
+        let bound = reset_binding(&self.id, &nonce);
+        let (record, bundle) = self
             .off_thread(move || -> Result<_, NodeError> {
+                if record.reset_nonce.as_deref() == Some(nonce.as_slice())
+                    && let Some(key) = record.reset_one_time_pre_key
+                    && let Some(bundle) = stored_bundle(&shared, key, &bound)?
+                {
+                    return Ok((record, bundle));
+                }
                 let key = Self::new_one_time_pre_key(&shared)?;
                 let mut batch = WriteBatch::new();
                 if let Some(previous) = record.reset_one_time_pre_key.replace(key.id()) {
                     batch.delete_one_time_pre_key(previous);
                 }
+                record.reset_nonce = Some(nonce);
                 batch.put_one_time_pre_key(&key);
                 record.put(&mut batch, &id)?;
                 shared.store.commit(batch)?;
-                Ok((record, key))
+                let bundle = bundle_with(&shared, key, &bound)?;
+                Ok((record, bundle))
             })
             .await??;
         self.record = Some(record);
-        let bundle = bundle_with(&self.shared, key)?;
         self.shared
             .send_and_forget(vec![self.outgoing(encode(Body::Bundle(bundle)))])
     }
 
-    fn reset_request(&self) -> Result<SessionReset, NodeError> {
-        signed_reset_request(&self.shared, &self.id)
+    fn reset_request(&self, nonce: Option<Vec<u8>>) -> Result<SessionReset, NodeError> {
+        signed_reset_request(&self.shared, &self.id, nonce)
     }
 
-    /// Invitee: remember that a reset was asked for (so the next bundle is
-    /// taken), then ask the inviter for a bundle.
+    /// Invitee: commits a fresh reset nonce (the next bundle must be bound
+    /// to it), then asks the inviter for a bundle. Each request has its own
+    /// nonce, so a bundle answering an older request is refused.
     async fn request_reset(&mut self, mut record: ConnectionRecord) -> Result<(), NodeError> {
-        if !record.reset_requested {
-            record.reset_requested = true;
-            let shared = Arc::clone(&self.shared);
-            let id = self.id.clone();
-            record = self
-                .off_thread(move || -> Result<_, NodeError> {
-                    let mut batch = WriteBatch::new();
-                    record.put(&mut batch, &id)?;
-                    shared.store.commit(batch)?;
-                    Ok(record)
-                })
-                .await??;
-            self.record = Some(record);
-        }
-        let request = self.reset_request()?;
+        let nonce = fresh_nonce()?;
+        record.reset_requested = true;
+        record.reset_nonce = Some(nonce.clone());
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        record = self
+            .off_thread(move || -> Result<_, NodeError> {
+                let mut batch = WriteBatch::new();
+                record.put(&mut batch, &id)?;
+                shared.store.commit(batch)?;
+                Ok(record)
+            })
+            .await??;
+        self.record = Some(record);
+        let request = self.reset_request(Some(nonce))?;
         self.shared
             .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
+    }
+
+    /// Messages keep failing to open: the two sides may disagree on the
+    /// session (an initial message lost or refused, a reset half done). The
+    /// invitee starts a reset; the inviter asks the invitee to start one.
+    async fn recover(&mut self) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        tracing::warn!(connection = %self.id, "messages keep failing to open; asking for a reset");
+        let result = match (record.side, &record.phase) {
+            (Side::Invitee, Phase::Established) => self.request_reset(record).await,
+            (Side::Inviter, Phase::Established | Phase::BundleSent { .. }) => {
+                self.reset_request(None).and_then(|request| {
+                    self.shared
+                        .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
+                })
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(connection = %self.id, %error, "could not ask for a reset");
+        }
     }
 
     /// The application asked for a reset.
@@ -1099,7 +1320,7 @@ impl ConnState {
             Side::Inviter => {
                 // Ask the invitee to start one (it answers with its own
                 // signed request, which this node answers with a bundle).
-                let request = self.reset_request()?;
+                let request = self.reset_request(None)?;
                 self.shared
                     .send_and_forget(vec![self.outgoing(encode(Body::Reset(request)))])
             }

@@ -15,6 +15,12 @@ pub enum NodeError {
     /// The transport failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The relay answered a join with the id of a connection this node
+    /// already has. Refused, and nothing was stored: an id the relay
+    /// assigns never replaces an existing connection (that would hand the
+    /// connection to whoever issued the new invitation).
+    #[error("the relay assigned connection id {0}, which this node already uses; refused")]
+    ConnectionIdTaken(ConnectionId),
     /// No connection with this id is known here.
     #[error("unknown connection {0}")]
     UnknownConnection(ConnectionId),

@@ -571,11 +571,11 @@ impl Inbound {
 
     /// The encoded bundle with a stored one-time pre-key (`None` if the key
     /// is gone: its handshake finished).
-    async fn bundle_for(&self, key_id: u32) -> Option<Vec<u8>> {
+    async fn bundle_for(&self, key_id: u32, binding: Vec<u8>) -> Option<Vec<u8>> {
         let shared = Arc::clone(&self.shared);
         let bundle = self
             .shared
-            .blocking(move || crate::connection::stored_bundle(&shared, key_id))
+            .blocking(move || crate::connection::stored_bundle(&shared, key_id, &binding))
             .await
             .ok()?
             .ok()??;
@@ -599,29 +599,46 @@ impl Inbound {
         // or ignores copies of what it already has.
         let mut again = Vec::new();
         for (id, record) in records {
-            let envelope = match (&record.phase, record.side) {
-                _ if record.pending_initial.is_some() => record.pending_initial.clone(),
+            let mut envelopes = Vec::new();
+            let reset_binding = record
+                .reset_nonce
+                .as_deref()
+                .map(|nonce| crate::connection::reset_binding(&id, nonce));
+            match (&record.phase, record.side) {
+                // A reset asked for and not answered yet: the request again,
+                // with the nonce the answer must be bound to.
+                (Phase::Established, Side::Invitee)
+                    if record.reset_requested && record.reset_bundle_key.is_none() =>
+                {
+                    if let Some(nonce) = record.reset_nonce.clone()
+                        && let Ok(request) =
+                            crate::connection::signed_reset_request(&self.shared, &id, Some(nonce))
+                    {
+                        envelopes.push(confidant_core::wire::encode_envelope(
+                            confidant_core::wire::envelope::Body::Reset(request),
+                        ));
+                    }
+                }
+                _ if record.pending_initial.is_some() => {
+                    envelopes.extend(record.pending_initial.clone());
+                }
                 (Phase::BundleSent { one_time_pre_key }, Side::Inviter) => {
-                    self.bundle_for(*one_time_pre_key).await
+                    let binding = crate::connection::invitation_binding(
+                        &id,
+                        record.invitation_token.as_deref(),
+                    );
+                    envelopes.extend(self.bundle_for(*one_time_pre_key, binding).await);
                 }
-                (Phase::Established, Side::Inviter) => match record.reset_one_time_pre_key {
-                    Some(key) => self.bundle_for(key).await,
-                    None => None,
-                },
-                (Phase::Established, Side::Invitee) if record.reset_requested => {
-                    crate::connection::signed_reset_request(&self.shared, &id)
-                        .ok()
-                        .map(|request| {
-                            confidant_core::wire::encode_envelope(
-                                confidant_core::wire::envelope::Body::Reset(request),
-                            )
-                        })
-                }
-                _ => None,
-            };
-            if let Some(envelope) = envelope {
+                _ => {}
+            }
+            if record.side == Side::Inviter
+                && let (Some(key), Some(binding)) = (record.reset_one_time_pre_key, reset_binding)
+            {
+                envelopes.extend(self.bundle_for(key, binding).await);
+            }
+            for envelope in envelopes {
                 again.push(crate::transport::Outgoing {
-                    connection_id: id,
+                    connection_id: id.clone(),
                     envelope,
                 });
             }
@@ -891,14 +908,23 @@ impl Node {
                 pending_initial: None,
                 reset_requested: false,
                 reset_one_time_pre_key: None,
+                invitation_token: Some(token.clone()),
+                reset_nonce: None,
+                reset_bundle_key: None,
             };
             let id = connection_id.clone();
             shared
                 .blocking(move || -> Result<(), NodeError> {
                     let mut batch = WriteBatch::new();
-                    record.put(&mut batch, &id)?;
-                    store.commit(batch)?;
-                    Ok(())
+                    record.insert(&mut batch, &id)?;
+                    match store.commit(batch) {
+                        Ok(_) => Ok(()),
+                        Err(StoreError::AlreadyExists { .. }) => {
+                            tracing::error!(connection = %id, "the relay answered a join with the id of an existing connection; refused");
+                            Err(NodeError::ConnectionIdTaken(id))
+                        }
+                        Err(error) => Err(error.into()),
+                    }
                 })
                 .await??;
             Ok(connection_id)

@@ -7,7 +7,10 @@ use confidant_store::{RawStore, StoreError, Table, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-const RECORD_VERSION: u8 = 1;
+/// Version 2 added the handshake bindings (invitation token, reset nonce)
+/// and the reset bundle's key; version 1 records are still read.
+const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION_1: u8 = 1;
 
 /// Which side of the handshake this node is on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +23,9 @@ pub enum Side {
     Invitee,
 }
 
-/// Where a connection's handshake stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a connection's handshake stands. Its `Debug` form hides the
+/// greeting.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     /// Invitee: joined, waiting for the inviter's bundle. The greeting is
     /// sealed into the initial message.
@@ -40,7 +44,10 @@ pub enum Phase {
 }
 
 /// The runtime's record of one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` form shows lengths, not contents: the greeting is the
+/// application's plaintext.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionRecord {
     /// This node's side.
     pub side: Side,
@@ -60,6 +67,81 @@ pub struct ConnectionRecord {
     pub reset_requested: bool,
     /// Inviter: the one-time pre-key of a bundle sent for a reset.
     pub reset_one_time_pre_key: Option<u32>,
+    /// Both sides, first contact: the invitation's token, which the
+    /// inviter's bundle is bound to (with the connection id), so a bundle
+    /// cannot be moved from one handshake into another. `None` in records
+    /// written before version 2.
+    pub invitation_token: Option<String>,
+    /// Invitee: the nonce of its pending reset request, which the answering
+    /// bundle must be bound to. Inviter: the nonce of the reset request its
+    /// `reset_one_time_pre_key` bundle answers (a copy of that request gets
+    /// the same bundle again).
+    pub reset_nonce: Option<Vec<u8>>,
+    /// Invitee: the one-time pre-key of the reset bundle it answered; a copy
+    /// of that bundle makes it send its initial message again, nothing more.
+    pub reset_bundle_key: Option<u32>,
+}
+
+/// The layout of version 1 records.
+#[derive(Deserialize)]
+struct ConnectionRecordV1 {
+    side: Side,
+    peer_identity: Option<[u8; 32]>,
+    phase: Phase,
+    pending_initial: Option<Vec<u8>>,
+    reset_requested: bool,
+    reset_one_time_pre_key: Option<u32>,
+}
+
+impl From<ConnectionRecordV1> for ConnectionRecord {
+    fn from(old: ConnectionRecordV1) -> Self {
+        Self {
+            side: old.side,
+            peer_identity: old.peer_identity,
+            phase: old.phase,
+            pending_initial: old.pending_initial,
+            reset_requested: old.reset_requested,
+            reset_one_time_pre_key: old.reset_one_time_pre_key,
+            invitation_token: None,
+            reset_nonce: None,
+            reset_bundle_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AwaitingBundle { greeting } => f
+                .debug_struct("AwaitingBundle")
+                .field("greeting_len", &greeting.len())
+                .finish(),
+            Self::BundleSent { one_time_pre_key } => f
+                .debug_struct("BundleSent")
+                .field("one_time_pre_key", one_time_pre_key)
+                .finish(),
+            Self::Established => f.write_str("Established"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionRecord")
+            .field("side", &self.side)
+            .field("peer_identity", &self.peer_identity.map(hex::encode))
+            .field("phase", &self.phase)
+            .field(
+                "pending_initial_len",
+                &self.pending_initial.as_ref().map(Vec::len),
+            )
+            .field("reset_requested", &self.reset_requested)
+            .field("reset_one_time_pre_key", &self.reset_one_time_pre_key)
+            .field("has_invitation_token", &self.invitation_token.is_some())
+            .field("reset_nonce", &self.reset_nonce.as_ref().map(hex::encode))
+            .field("reset_bundle_key", &self.reset_bundle_key)
+            .finish()
+    }
 }
 
 impl ConnectionRecord {
@@ -77,6 +159,9 @@ impl ConnectionRecord {
         match bytes.split_first() {
             Some((&RECORD_VERSION, body)) => postcard::from_bytes(body)
                 .map_err(|error| StoreError::Corrupt(format!("connection record: {error}"))),
+            Some((&RECORD_VERSION_1, body)) => postcard::from_bytes::<ConnectionRecordV1>(body)
+                .map(Self::from)
+                .map_err(|error| StoreError::Corrupt(format!("connection record: {error}"))),
             Some((version, _)) => Err(StoreError::Corrupt(format!(
                 "connection record version {version} is not supported"
             ))),
@@ -86,6 +171,22 @@ impl ConnectionRecord {
 
     pub(crate) fn put(&self, batch: &mut WriteBatch, id: &ConnectionId) -> Result<(), StoreError> {
         batch.push(WriteOp::Put {
+            table: Table::Connections,
+            key: id.as_bytes().to_vec(),
+            value: self.encode()?,
+        });
+        Ok(())
+    }
+
+    /// Adds the record of a new connection: the batch fails with
+    /// [`StoreError::AlreadyExists`] if `id` has a record already, so an id
+    /// that the relay assigns can never replace another connection.
+    pub(crate) fn insert(
+        &self,
+        batch: &mut WriteBatch,
+        id: &ConnectionId,
+    ) -> Result<(), StoreError> {
+        batch.push(WriteOp::Insert {
             table: Table::Connections,
             key: id.as_bytes().to_vec(),
             value: self.encode()?,
@@ -159,13 +260,68 @@ mod tests {
             pending_initial: Some(vec![1, 2, 3]),
             reset_requested: true,
             reset_one_time_pre_key: None,
+            invitation_token: Some("token".into()),
+            reset_nonce: Some(vec![9; 16]),
+            reset_bundle_key: Some(4),
         };
         let bytes = record.encode().unwrap();
         assert_eq!(ConnectionRecord::decode(&bytes).unwrap(), record);
         assert!(ConnectionRecord::decode(&[]).is_err());
-        assert!(ConnectionRecord::decode(&[2, 0]).is_err());
+        assert!(ConnectionRecord::decode(&[3, 0]).is_err());
         for cut in 1..bytes.len() {
             assert!(ConnectionRecord::decode(&bytes[..cut]).is_err(), "{cut}");
         }
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            side: Side,
+            peer_identity: Option<[u8; 32]>,
+            phase: Phase,
+            pending_initial: Option<Vec<u8>>,
+            reset_requested: bool,
+            reset_one_time_pre_key: Option<u32>,
+        }
+        let old = V1 {
+            side: Side::Inviter,
+            peer_identity: Some([3; 32]),
+            phase: Phase::Established,
+            pending_initial: None,
+            reset_requested: false,
+            reset_one_time_pre_key: Some(11),
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let record = ConnectionRecord::decode(&bytes).unwrap();
+        assert_eq!(record.side, Side::Inviter);
+        assert_eq!(record.peer_identity, Some([3; 32]));
+        assert_eq!(record.reset_one_time_pre_key, Some(11));
+        assert_eq!(record.invitation_token, None);
+    }
+
+    #[test]
+    fn debug_shows_no_greeting_or_token() {
+        let record = ConnectionRecord {
+            side: Side::Invitee,
+            peer_identity: None,
+            phase: Phase::AwaitingBundle {
+                greeting: b"my secret greeting".to_vec(),
+            },
+            pending_initial: Some(b"sealed initial".to_vec()),
+            reset_requested: false,
+            reset_one_time_pre_key: None,
+            invitation_token: Some("the-single-use-token".into()),
+            reset_nonce: None,
+            reset_bundle_key: None,
+        };
+        let shown = format!("{record:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("sealed"), "{shown}");
+        assert!(!shown.contains("single-use"), "{shown}");
+        // The bytes would show up as a list of numbers without the custom form.
+        assert!(!shown.contains(&format!("{:?}", b"my secret greeting")), "{shown}");
+        assert!(shown.contains("greeting_len: 18"), "{shown}");
     }
 }

@@ -6,7 +6,7 @@ use crate::node::NodeConfig;
 use crate::transport::{Outgoing, TransportError};
 use confidant_core::wire::{InitialMessage, PreKeyBundle};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::handshake::{self, Responded, ResponderPolicy};
+use confidant_session::handshake::{self, InitiatorPolicy, Responded, ResponderPolicy};
 use confidant_session::{Session, SessionConfig};
 use confidant_store::RawStore;
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
@@ -16,7 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 /// A key agreement over X3DH's key types, with its error type erased, so
 /// actors need no type parameter.
 pub(crate) trait Handshaker: Send + Sync + 'static {
-    fn bundle(&self, keys: &ResponderKeys, suites: &[SuiteId]) -> Result<PreKeyBundle, String>;
+    fn bundle(
+        &self,
+        keys: &ResponderKeys,
+        suites: &[SuiteId],
+        binding: &[u8],
+    ) -> Result<PreKeyBundle, String>;
 
     #[allow(clippy::too_many_arguments)]
     fn initiate(
@@ -24,6 +29,7 @@ pub(crate) trait Handshaker: Send + Sync + 'static {
         identity: &IdentityKeyPair,
         expected: &[u8],
         bundle: &PreKeyBundle,
+        binding: &[u8],
         registry: &SuiteRegistry,
         connection_id: ConnectionId,
         first: &[u8],
@@ -45,8 +51,13 @@ impl<K> Handshaker for K
 where
     K: KeyAgreement<ResponderKeys = ResponderKeys, InitiatorKeys = IdentityKeyPair>,
 {
-    fn bundle(&self, keys: &ResponderKeys, suites: &[SuiteId]) -> Result<PreKeyBundle, String> {
-        KeyAgreement::bundle(self, keys, suites).map_err(|error| error.to_string())
+    fn bundle(
+        &self,
+        keys: &ResponderKeys,
+        suites: &[SuiteId],
+        binding: &[u8],
+    ) -> Result<PreKeyBundle, String> {
+        KeyAgreement::bundle(self, keys, suites, binding).map_err(|error| error.to_string())
     }
 
     fn initiate(
@@ -54,6 +65,7 @@ where
         identity: &IdentityKeyPair,
         expected: &[u8],
         bundle: &PreKeyBundle,
+        binding: &[u8],
         registry: &SuiteRegistry,
         connection_id: ConnectionId,
         first: &[u8],
@@ -64,6 +76,10 @@ where
             identity,
             expected,
             bundle,
+            InitiatorPolicy {
+                binding,
+                require_one_time_pre_key: true,
+            },
             registry,
             connection_id,
             first,

@@ -42,6 +42,11 @@ pub struct SessionConfig {
     /// epoch are received before the previous epoch's key is forgotten. Late
     /// messages of the previous epoch open until then. Default 1,024.
     pub previous_epoch_grace: u64,
+    /// Lowers the suite's integrity limit (failed opens per receiving key),
+    /// for tests; `None`: the suite's limit. Not stored in snapshots: a
+    /// restored session uses the suite's limit.
+    #[serde(skip)]
+    pub max_failed_opens_per_key: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +58,7 @@ impl Default for SessionConfig {
             max_plaintext_len: 16 * 1024 * 1024,
             max_epoch_skip: 16,
             previous_epoch_grace: 1024,
+            max_failed_opens_per_key: None,
         }
     }
 }
@@ -88,6 +94,12 @@ impl SessionConfig {
         self
     }
 
+    /// Sets [`SessionConfig::max_failed_opens_per_key`].
+    pub fn with_max_failed_opens_per_key(mut self, limit: u64) -> Self {
+        self.max_failed_opens_per_key = Some(limit);
+        self
+    }
+
     /// Sets [`SessionConfig::previous_epoch_grace`].
     pub fn with_previous_epoch_grace(mut self, messages: u64) -> Self {
         self.previous_epoch_grace = messages;
@@ -109,6 +121,9 @@ impl SessionConfig {
             return Err(InvalidConfig("max_messages_per_epoch must be at least 2"));
         }
         // A key update announcement must fit.
+        if self.max_failed_opens_per_key == Some(0) {
+            return Err(InvalidConfig("max_failed_opens_per_key must be at least 1"));
+        }
         if self.max_plaintext_len < 64 {
             return Err(InvalidConfig("max_plaintext_len must be at least 64"));
         }

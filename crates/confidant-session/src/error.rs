@@ -116,6 +116,14 @@ pub enum OpenError {
     /// The counter was seen already or lies below the replay window.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// The receiving key of `epoch` has seen as many failed opens as its
+    /// suite's integrity limit allows: it opens nothing more (RFC 9001
+    /// §6.6). The peer must move to a new epoch.
+    #[error("the receiving key of epoch {epoch} reached its integrity limit")]
+    IntegrityLimit {
+        /// The epoch of the exhausted key.
+        epoch: u32,
+    },
     /// The tag did not verify: the message was forged, altered, or sealed
     /// under other keys. Deliberately says nothing more.
     #[error("message authentication failed")]

@@ -50,8 +50,10 @@ pub enum HandshakeError<E: std::error::Error + 'static> {
     FirstMessage(#[source] OpenError),
     /// The initial message used no one-time pre-key, and the responder
     /// requires one (a replayed initial message without one would recreate
-    /// the same session, keys and counters included).
-    #[error("initial message used no one-time pre-key; one is required")]
+    /// the same session, keys and counters included); or, on the
+    /// initiator's side, the bundle carries none and the initiator requires
+    /// one.
+    #[error("no one-time pre-key was used; one is required")]
     OneTimePreKeyRequired,
     /// A reset would replace the session with one between other parties
     /// (another initiator identity): refused, or the relay could take the
@@ -60,8 +62,34 @@ pub enum HandshakeError<E: std::error::Error + 'static> {
     OtherParties,
 }
 
-/// The suite an initiator picks: the first one offered that is registered.
-/// An empty offer stands for the default suite.
+/// What the initiator accepts in a bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct InitiatorPolicy<'a> {
+    /// The binding the responder signed the offer over (the runtime uses the
+    /// connection id with the invitation's token or with the nonce of the
+    /// reset request the bundle answers). A bundle signed over anything else
+    /// is refused.
+    pub binding: &'a [u8],
+    /// Refuse a bundle without a one-time pre-key. On by default, as on the
+    /// responder's side: without one, the session's forward secrecy rests on
+    /// the signed pre-key alone, and a relay that stripped it (were the
+    /// offer unsigned) would leave the responder refusing the initial
+    /// message.
+    pub require_one_time_pre_key: bool,
+}
+
+impl Default for InitiatorPolicy<'_> {
+    fn default() -> Self {
+        Self {
+            binding: &[],
+            require_one_time_pre_key: true,
+        }
+    }
+}
+
+/// The suite an initiator picks: the responder's most preferred suite that
+/// is registered here (the offer's order is the responder's, and it is
+/// signed). An empty offer stands for the default suite.
 pub fn choose_suite(offered: &[u32], registry: &SuiteRegistry) -> Option<SuiteId> {
     if offered.is_empty() {
         let default = SuiteId::AES_256_GCM_SHA256_COUNTER;
@@ -74,19 +102,24 @@ pub fn choose_suite(offered: &[u32], registry: &SuiteRegistry) -> Option<SuiteId
 }
 
 /// Initiator: verifies `bundle` against the responder identity learned out
-/// of band, agrees on a secret, and returns the new session with the initial
-/// message (carrying `first_plaintext` sealed) to send.
+/// of band and its offer signature against `policy.binding`, agrees on a
+/// secret, and returns the new session with the initial message (carrying
+/// `first_plaintext` sealed) to send.
 #[allow(clippy::too_many_arguments)]
 pub fn initiate<K: KeyAgreement>(
     key_agreement: &K,
     initiator_keys: &K::InitiatorKeys,
     expected_responder_identity: &[u8],
     bundle: &PreKeyBundle,
+    policy: InitiatorPolicy<'_>,
     registry: &SuiteRegistry,
     connection_id: ConnectionId,
     first_plaintext: &[u8],
     config: SessionConfig,
 ) -> Result<(Session, InitialMessage), HandshakeError<K::Error>> {
+    if policy.require_one_time_pre_key && bundle.one_time_pre_key.is_none() {
+        return Err(HandshakeError::OneTimePreKeyRequired);
+    }
     let suite_id =
         choose_suite(&bundle.suites, registry).ok_or_else(|| HandshakeError::NoCommonSuite {
             offered: bundle.suites.clone(),
@@ -98,6 +131,7 @@ pub fn initiate<K: KeyAgreement>(
             expected_responder_identity,
             bundle,
             suite_id,
+            policy.binding,
         )
         .map_err(HandshakeError::KeyAgreement)?;
     let mut session = Session::new(Role::Initiator, connection_id, suite, &agreed, config)?;

@@ -53,6 +53,9 @@ struct RecvEpoch {
     keys: EpochKeys,
     cipher: Box<dyn DirectionCipher>,
     window: ReplayWindow,
+    /// Opens under this key whose tag did not verify (RFC 9001 §6.6's
+    /// integrity limit counts these). Kept in memory only.
+    failed_opens: u64,
 }
 
 struct RecvDirection {
@@ -167,6 +170,7 @@ impl Session {
                     keys: recv_keys,
                     cipher: recv_cipher,
                     window,
+                    failed_opens: 0,
                 },
                 next_chain: recv_next,
                 previous: None,
@@ -241,6 +245,24 @@ impl Session {
         let hard = self.hard_limit();
         let share = u128::from(hard) * u128::from(self.config.soft_limit_percent) / 100;
         u64::try_from(share).unwrap_or(hard).max(1)
+    }
+
+    /// How many failed opens one receiving key may see: the suite's
+    /// integrity limit, or [`SessionConfig::max_failed_opens_per_key`] if
+    /// lower.
+    pub fn failed_open_limit(&self) -> u64 {
+        let suite_limit = self.suite.max_failed_opens_per_key();
+        self.config
+            .max_failed_opens_per_key
+            .map_or(suite_limit, |limit| limit.min(suite_limit))
+    }
+
+    /// Whether the current receiving key reached its integrity limit: it
+    /// opens nothing more, and the peer must move to a new epoch (send a key
+    /// update asking for one: [`Session::update_sending_key`] with
+    /// `request_peer_update`).
+    pub fn integrity_limit_reached(&self) -> bool {
+        self.recv.current.failed_opens >= self.failed_open_limit()
     }
 
     /// Whether the sending key needs updating.
@@ -452,6 +474,7 @@ impl Session {
         let ad = self.associated_data(direction, content_type, message.epoch, counter);
         let mut buffer = message.content;
         let mut acceptance = self.acceptance(message.epoch, direction)?;
+        let limit = self.failed_open_limit();
         let state = match &mut acceptance {
             Acceptance::Current => &mut self.recv.current,
             Acceptance::Previous => {
@@ -463,13 +486,33 @@ impl Session {
                         got: message.epoch,
                     })?
             }
-            Acceptance::Next(next) => &mut next.0,
+            // A forgery under a key derived for this message alone counts
+            // against the current key: the attempt is as good as one on it.
+            Acceptance::Next(next) => {
+                if self.recv.current.failed_opens >= limit {
+                    return Err(OpenError::IntegrityLimit {
+                        epoch: self.recv.current.epoch,
+                    });
+                }
+                &mut next.0
+            }
         };
+        if state.failed_opens >= limit {
+            return Err(OpenError::IntegrityLimit { epoch: state.epoch });
+        }
         state.window.check(counter)?;
-        state
-            .cipher
-            .open(counter, &ad, &mut buffer)
-            .map_err(|_| OpenError::Authentication)?;
+        if state.cipher.open(counter, &ad, &mut buffer).is_err() {
+            match &acceptance {
+                Acceptance::Next(_) => self.recv.current.failed_opens += 1,
+                Acceptance::Current => self.recv.current.failed_opens += 1,
+                Acceptance::Previous => {
+                    if let Some(previous) = self.recv.previous.as_mut() {
+                        previous.failed_opens += 1;
+                    }
+                }
+            }
+            return Err(OpenError::Authentication);
+        }
         Ok((buffer, acceptance, counter))
     }
 
@@ -514,6 +557,7 @@ impl Session {
                 keys,
                 cipher,
                 window: ReplayWindow::new(self.config.replay_window),
+                failed_opens: 0,
             },
             next_chain,
         ))))
@@ -610,6 +654,7 @@ impl Session {
                 keys: epoch.keys.clone(),
                 cipher: direction_cipher(suite.as_ref(), &epoch.keys)?,
                 window: epoch.window.clone(),
+                failed_opens: 0,
             })
         };
         check_keys(&snapshot.send.keys)?;

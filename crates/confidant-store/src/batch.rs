@@ -26,6 +26,18 @@ pub enum WriteOp {
         /// The record's value (wiped when dropped).
         value: Zeroizing<Vec<u8>>,
     },
+    /// Insert a record that must not exist yet: if one does, the whole
+    /// batch fails with [`StoreError::AlreadyExists`](crate::StoreError)
+    /// and nothing of it is applied. The check and the write are one
+    /// transaction.
+    Insert {
+        /// The table.
+        table: Table,
+        /// The record's key.
+        key: Vec<u8>,
+        /// The record's value (wiped when dropped).
+        value: Zeroizing<Vec<u8>>,
+    },
     /// Remove a record (no error if it is absent).
     Delete {
         /// The table.

@@ -47,6 +47,13 @@ pub enum StoreError {
     /// A stored session snapshot could not be restored.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A [`WriteOp::Insert`](crate::WriteOp::Insert) found its key taken;
+    /// nothing of the batch was applied.
+    #[error("a record already exists in {table} under that key")]
+    AlreadyExists {
+        /// The table's name.
+        table: String,
+    },
     /// Stored records contradict each other (a bug, or tampering).
     #[error("store is inconsistent: {0}")]
     Inconsistent(&'static str),

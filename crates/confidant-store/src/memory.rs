@@ -137,6 +137,18 @@ impl RawStore for MemoryStore {
                 "the next inbox number points at an existing entry",
             ));
         }
+        for op in batch.ops() {
+            if let WriteOp::Insert { table, key, .. } = op
+                && inner
+                    .tables
+                    .get(table)
+                    .is_some_and(|records| records.contains_key(key))
+            {
+                return Err(StoreError::AlreadyExists {
+                    table: format!("{table:?}"),
+                });
+            }
+        }
         let meta = inner.tables.entry(Table::Meta).or_default();
         if appends > 0 {
             meta.insert(
@@ -146,7 +158,7 @@ impl RawStore for MemoryStore {
         }
         for op in batch.into_ops() {
             match op {
-                WriteOp::Put { table, key, value } => {
+                WriteOp::Put { table, key, value } | WriteOp::Insert { table, key, value } => {
                     inner.tables.entry(table).or_default().insert(key, value);
                 }
                 WriteOp::Delete { table, key } => {

@@ -748,6 +748,20 @@ impl RedbStore {
                         .insert(key.as_slice(), stored.as_ref())
                         .map_err(RedbOr::redb)?;
                 }
+                WriteOp::Insert { table, key, value } => {
+                    let stored = self.seal(table, &key, &value)?;
+                    let replaced = open_table(txn, &mut tables, table)?
+                        .insert(key.as_slice(), stored.as_ref())
+                        .map_err(RedbOr::redb)?
+                        .is_some();
+                    if replaced {
+                        // The transaction is dropped unapplied.
+                        return Err(StoreError::AlreadyExists {
+                            table: format!("{table:?}"),
+                        }
+                        .into());
+                    }
+                }
                 WriteOp::Delete { table, key } => {
                     open_table(txn, &mut tables, table)?
                         .remove(key.as_slice())

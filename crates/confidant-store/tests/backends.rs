@@ -236,6 +236,43 @@ fn inbox_numbering<S: RawStore>(store: &S) {
     assert!(store.get(Table::Inbox, &inbox_key(6)).unwrap().is_some());
 }
 
+/// An insert whose key is taken fails the whole batch, and nothing of it is
+/// applied: the runtime relies on this so that a connection id the relay
+/// assigns can never replace an existing connection's record.
+fn an_insert_never_replaces_a_record<S: RawStore>(store: &S) {
+    let put = |key: &[u8], value: &[u8]| WriteOp::Insert {
+        table: Table::Connections,
+        key: key.to_vec(),
+        value: Zeroizing::new(value.to_vec()),
+    };
+    let mut batch = WriteBatch::new();
+    batch.push(put(b"insert-1", b"first"));
+    store.commit(batch).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Put {
+        table: Table::Counters,
+        key: b"insert-side-effect".to_vec(),
+        value: Zeroizing::new(b"x".to_vec()),
+    });
+    batch.push(put(b"insert-1", b"second"));
+    let error = store.commit(batch).unwrap_err();
+    assert!(
+        matches!(error, confidant_store::StoreError::AlreadyExists { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        store.get(Table::Connections, b"insert-1").unwrap().unwrap().as_slice(),
+        b"first"
+    );
+    assert!(store.get(Table::Counters, b"insert-side-effect").unwrap().is_none());
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Delete {
+        table: Table::Connections,
+        key: b"insert-1".to_vec(),
+    });
+    store.commit(batch).unwrap();
+}
+
 fn raw_entries_are_in_key_order<S: RawStore>(store: &S) {
     let keys: [&[u8]; 6] = [b"m", b"a", b"zz", b"", b"\xff", b"ab"];
     let mut batch = WriteBatch::new();
@@ -346,6 +383,7 @@ fn suite<S: RawStore>(store: &S) {
     batch_is_atomic_and_complete(store);
     inbox_numbering(store);
     raw_entries_are_in_key_order(store);
+    an_insert_never_replaces_a_record(store);
     a_lowered_inbox_number_never_overwrites_a_message(store);
     a_failed_batch_applies_nothing(store);
 }
