@@ -5,7 +5,7 @@
 
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::handshake::{self, HandshakeError, ResponderPolicy};
+use confidant_session::handshake::{self, HandshakeError, InitiatorPolicy, ResponderPolicy};
 use confidant_session::{OpenError, Session, SessionConfig};
 use confidant_x3dh::{
     IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh, X3dhError,
@@ -42,11 +42,30 @@ fn initiate(
     bundle: &wire::PreKeyBundle,
     first: &[u8],
 ) -> Result<(Session, wire::InitialMessage), HandshakeError<X3dhError>> {
+    initiate_with(
+        x3dh,
+        holder,
+        invitation,
+        bundle,
+        first,
+        InitiatorPolicy::default(),
+    )
+}
+
+fn initiate_with(
+    x3dh: &X3dh,
+    holder: &IdentityKeyPair,
+    invitation: &[u8],
+    bundle: &wire::PreKeyBundle,
+    first: &[u8],
+    policy: InitiatorPolicy<'_>,
+) -> Result<(Session, wire::InitialMessage), HandshakeError<X3dhError>> {
     handshake::initiate(
         x3dh,
         holder,
         invitation,
         bundle,
+        policy,
         &registry(),
         connection(),
         first,
@@ -315,7 +334,7 @@ fn the_bundle_from_the_key_agreement_trait_works_through_the_glue() {
     let issuer_keys = issuer();
     let holder = IdentityKeyPair::generate();
     let bundle = x3dh
-        .bundle(&issuer_keys, &[SuiteId::AES_256_GCM_LFSR])
+        .bundle(&issuer_keys, &[SuiteId::AES_256_GCM_LFSR], b"")
         .unwrap();
     let (mut holder_session, initial_message) = initiate(
         &x3dh,
@@ -405,12 +424,27 @@ fn an_initial_message_without_a_one_time_pre_key_is_refused_by_default() {
         _ => unreachable!(),
     };
     assert!(bundle.one_time_pre_key.is_none());
-    let (_, initial_message) = initiate(
+    // The initiator refuses such a bundle by default too.
+    assert!(matches!(
+        initiate(
+            &x3dh,
+            &holder,
+            &issuer_keys.identity_public_key().to_bytes(),
+            &bundle,
+            b"first",
+        ),
+        Err(HandshakeError::OneTimePreKeyRequired)
+    ));
+    let (_, initial_message) = initiate_with(
         &x3dh,
         &holder,
         &issuer_keys.identity_public_key().to_bytes(),
         &bundle,
         b"first",
+        InitiatorPolicy {
+            require_one_time_pre_key: false,
+            ..InitiatorPolicy::default()
+        },
     )
     .unwrap();
     let respond = |policy| {
@@ -440,4 +474,87 @@ fn an_initial_message_without_a_one_time_pre_key_is_refused_by_default() {
         first.seal(b"same").unwrap().content,
         replayed.seal(b"same").unwrap().content
     );
+}
+
+/// The relay may rewrite the bundle's unsigned-looking parts; the offer
+/// signature covers them all. Each rewrite that once changed the outcome
+/// (a downgrade to a weaker suite, a stripped one-time pre-key that left the
+/// issuer refusing the initial message) is refused by the initiator now.
+#[test]
+fn a_relay_cannot_strip_or_reorder_the_offer_or_strip_the_one_time_pre_key() {
+    let x3dh = X3dh::default();
+    let issuer_keys = issuer();
+    let holder = IdentityKeyPair::generate();
+    let invitation = issuer_keys.identity_public_key().to_bytes();
+    let binding = b"conn-handshake / token";
+    let offer = [
+        SuiteId::CHACHA20_POLY1305_COUNTER,
+        SuiteId::AES_256_GCM_SHA256_COUNTER,
+        SuiteId::AES_256_GCM_LFSR,
+    ];
+    let honest = issuer_keys
+        .bound_bundle(Some(1), &offer, binding)
+        .unwrap()
+        .to_wire();
+    let policy = InitiatorPolicy {
+        binding,
+        ..InitiatorPolicy::default()
+    };
+    // Untouched, the issuer's most preferred suite is taken.
+    let (session, _) = initiate_with(&x3dh, &holder, &invitation, &honest, b"x", policy).unwrap();
+    assert_eq!(session.suite_id(), SuiteId::CHACHA20_POLY1305_COUNTER);
+
+    let refused = |bundle: &wire::PreKeyBundle, what: &str| match initiate_with(
+        &x3dh,
+        &holder,
+        &invitation,
+        bundle,
+        b"x",
+        policy,
+    ) {
+        Err(HandshakeError::KeyAgreement(X3dhError::BadOfferSignature)) => {}
+        other => panic!("{what}: {:?}", other.map(|(session, _)| session.suite_id())),
+    };
+    let mut stripped = honest.clone();
+    stripped.suites.remove(0);
+    refused(&stripped, "first suite stripped");
+    let mut reordered = honest.clone();
+    reordered.suites.reverse();
+    refused(&reordered, "suites reordered");
+    let mut no_one_time = honest.clone();
+    no_one_time.one_time_pre_key = None;
+    refused(&no_one_time, "one-time pre-key stripped");
+    let mut other_one_time = honest.clone();
+    if let Some(key) = other_one_time.one_time_pre_key.as_mut() {
+        key.id = 2;
+    }
+    refused(&other_one_time, "one-time pre-key id changed");
+    // Replayed into another handshake (another binding).
+    match initiate_with(
+        &x3dh,
+        &holder,
+        &invitation,
+        &honest,
+        b"x",
+        InitiatorPolicy {
+            binding: b"another connection / reset nonce",
+            ..InitiatorPolicy::default()
+        },
+    ) {
+        Err(HandshakeError::KeyAgreement(X3dhError::BadOfferSignature)) => {}
+        other => panic!(
+            "other binding: {:?}",
+            other.map(|(session, _)| session.suite_id())
+        ),
+    }
+    // No offer signature at all.
+    let mut unsigned = honest.clone();
+    unsigned.offer_signature.clear();
+    match initiate_with(&x3dh, &holder, &invitation, &unsigned, b"x", policy) {
+        Err(HandshakeError::KeyAgreement(X3dhError::UnsignedOffer)) => {}
+        other => panic!(
+            "unsigned: {:?}",
+            other.map(|(session, _)| session.suite_id())
+        ),
+    }
 }

@@ -20,8 +20,8 @@ use crate::transport::{DeliveryId, Outgoing, TransportError};
 use actix::prelude::*;
 use confidant_core::wire::{self, InitialMessage, PreKeyBundle, SessionReset, envelope::Body};
 use confidant_core::{ConnectionId, SuiteId};
-use confidant_session::{KeyStatus, OpenError};
 use confidant_session::handshake::ResponderPolicy;
+use confidant_session::{KeyStatus, OpenError};
 use confidant_store::{
     DurableSession, InboxEntry, PreKeyStore, ReceiveError, StoreError, WriteBatch,
 };
@@ -697,9 +697,11 @@ impl ConnState {
             // An inviter still waiting for the initial message: the invitee
             // believes it has a session (its initial message was lost or
             // refused). Counted toward asking it for a reset.
-            if self.record.as_ref().is_some_and(|record| {
-                matches!(record.phase, Phase::BundleSent { .. })
-            }) {
+            if self
+                .record
+                .as_ref()
+                .is_some_and(|record| matches!(record.phase, Phase::BundleSent { .. }))
+            {
                 self.refused_in_a_row += 1;
             }
             out.ack.push(delivery);

@@ -321,7 +321,10 @@ mod tests {
         assert!(!shown.contains("sealed"), "{shown}");
         assert!(!shown.contains("single-use"), "{shown}");
         // The bytes would show up as a list of numbers without the custom form.
-        assert!(!shown.contains(&format!("{:?}", b"my secret greeting")), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", b"my secret greeting")),
+            "{shown}"
+        );
         assert!(shown.contains("greeting_len: 18"), "{shown}");
     }
 }

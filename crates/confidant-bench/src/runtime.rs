@@ -541,7 +541,7 @@ fn session_pairs(count: usize) -> BenchResult<Vec<(Session, Session)>> {
     let invitation = issuer.identity_public_key().to_bytes();
     let holder = IdentityKeyPair::generate();
     let offered = [SuiteId::AES_256_GCM_SHA256_COUNTER];
-    let bundle = x3dh.bundle(&issuer, &offered)?;
+    let bundle = x3dh.bundle(&issuer, &offered, b"")?;
     let mut pairs = Vec::with_capacity(count);
     for index in 0..count {
         let connection = ConnectionId::new(format!("bench-runtime-{index}"))?;
@@ -550,6 +550,7 @@ fn session_pairs(count: usize) -> BenchResult<Vec<(Session, Session)>> {
             &holder,
             &invitation,
             &bundle,
+            handshake::InitiatorPolicy::default(),
             &registry,
             connection.clone(),
             b"hi",

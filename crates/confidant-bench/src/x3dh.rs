@@ -32,7 +32,7 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
     }
     let invitation = issuer.identity_public_key().to_bytes();
     let holder = IdentityKeyPair::from_seed([0x04; 32]);
-    let Ok(bundle) = x3dh.bundle(&issuer, &[suite]) else {
+    let Ok(bundle) = x3dh.bundle(&issuer, &[suite], b"") else {
         println!("could not build a bundle");
         return;
     };
@@ -43,7 +43,7 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
     let mut handshake = || {
         per_call(iterations, || {
             let Ok((holder_secret, initial)) =
-                x3dh.initiate(&holder, &invitation, black_box(&bundle), suite)
+                x3dh.initiate(&holder, &invitation, black_box(&bundle), suite, b"")
             else {
                 return;
             };

@@ -117,9 +117,6 @@ pub fn initiate<K: KeyAgreement>(
     first_plaintext: &[u8],
     config: SessionConfig,
 ) -> Result<(Session, InitialMessage), HandshakeError<K::Error>> {
-    if policy.require_one_time_pre_key && bundle.one_time_pre_key.is_none() {
-        return Err(HandshakeError::OneTimePreKeyRequired);
-    }
     let suite_id =
         choose_suite(&bundle.suites, registry).ok_or_else(|| HandshakeError::NoCommonSuite {
             offered: bundle.suites.clone(),
@@ -134,6 +131,11 @@ pub fn initiate<K: KeyAgreement>(
             policy.binding,
         )
         .map_err(HandshakeError::KeyAgreement)?;
+    // After the key agreement's checks, so that a bundle swapped or altered
+    // by the relay is reported as such.
+    if policy.require_one_time_pre_key && agreed.one_time_pre_key_id().is_none() {
+        return Err(HandshakeError::OneTimePreKeyRequired);
+    }
     let mut session = Session::new(Role::Initiator, connection_id, suite, &agreed, config)?;
     initial.suite = suite_id.0;
     initial.first_message = Some(session.seal(first_plaintext)?);

@@ -261,10 +261,19 @@ fn an_insert_never_replaces_a_record<S: RawStore>(store: &S) {
         "{error}"
     );
     assert_eq!(
-        store.get(Table::Connections, b"insert-1").unwrap().unwrap().as_slice(),
+        store
+            .get(Table::Connections, b"insert-1")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
         b"first"
     );
-    assert!(store.get(Table::Counters, b"insert-side-effect").unwrap().is_none());
+    assert!(
+        store
+            .get(Table::Counters, b"insert-side-effect")
+            .unwrap()
+            .is_none()
+    );
     let mut batch = WriteBatch::new();
     batch.push(WriteOp::Delete {
         table: Table::Connections,

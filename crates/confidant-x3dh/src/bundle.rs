@@ -36,10 +36,15 @@ pub fn offer_transcript(
     one_time_pre_key: Option<&PublicOneTimePreKey>,
     suites: &[SuiteId],
 ) -> Vec<u8> {
-    let mut transcript =
-        Vec::with_capacity(OFFER_LABEL.len() + 4 + binding.len() + 32 + 4 + 32 + 37 + 4 + 4 * suites.len());
+    let mut transcript = Vec::with_capacity(
+        OFFER_LABEL.len() + 4 + binding.len() + 32 + 4 + 32 + 37 + 4 + 4 * suites.len(),
+    );
     transcript.extend_from_slice(OFFER_LABEL);
-    transcript.extend_from_slice(&u32::try_from(binding.len()).unwrap_or(u32::MAX).to_be_bytes());
+    transcript.extend_from_slice(
+        &u32::try_from(binding.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     transcript.extend_from_slice(binding);
     transcript.extend_from_slice(identity_key.as_bytes());
     transcript.extend_from_slice(&signed_pre_key_id.to_be_bytes());
@@ -52,7 +57,11 @@ pub fn offer_transcript(
             transcript.extend_from_slice(one_time.public_key.as_bytes());
         }
     }
-    transcript.extend_from_slice(&u32::try_from(suites.len()).unwrap_or(u32::MAX).to_be_bytes());
+    transcript.extend_from_slice(
+        &u32::try_from(suites.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     for suite in suites {
         transcript.extend_from_slice(&suite.0.to_be_bytes());
     }
@@ -132,11 +141,7 @@ impl PreKeyBundle {
 
     /// Signs the offer over `binding` with the responder's identity key
     /// ([`X3dhError::IdentityMismatch`] if `identity` is not the bundle's).
-    pub fn sign_offer(
-        self,
-        identity: &IdentityKeyPair,
-        binding: &[u8],
-    ) -> Result<Self, X3dhError> {
+    pub fn sign_offer(self, identity: &IdentityKeyPair, binding: &[u8]) -> Result<Self, X3dhError> {
         if identity.public_key() != self.identity_key {
             return Err(X3dhError::IdentityMismatch);
         }
@@ -327,7 +332,10 @@ impl fmt::Debug for PreKeyBundle {
             .field("suites", &self.suites)
             .field(
                 "offer_signature",
-                &self.offer_signature.as_ref().map(|signature| Hex(signature)),
+                &self
+                    .offer_signature
+                    .as_ref()
+                    .map(|signature| Hex(signature)),
             )
             .finish()
     }

@@ -294,7 +294,7 @@ fn swapped_bundle_is_refused_as_identity_mismatch() {
     let x3dh = X3dh::new(config);
     let expected = issuer.identity_public_key().to_bytes();
     assert_eq!(
-        x3dh.initiate(&holder, &expected, &swapped.to_wire(), SUITE)
+        x3dh.initiate(&holder, &expected, &swapped.to_wire(), SUITE, b"")
             .unwrap_err(),
         X3dhError::IdentityMismatch
     );
@@ -307,14 +307,14 @@ fn swapped_bundle_is_refused_as_identity_mismatch() {
         ..Default::default()
     };
     assert_eq!(
-        x3dh.initiate(&holder, &expected, &broken, SUITE)
+        x3dh.initiate(&holder, &expected, &broken, SUITE, b"")
             .unwrap_err(),
         X3dhError::IdentityMismatch
     );
     let mut low_order_swap = swapped.to_wire();
     low_order_swap.signed_pre_key = vec![0; 32];
     assert_eq!(
-        x3dh.initiate(&holder, &expected, &low_order_swap, SUITE)
+        x3dh.initiate(&holder, &expected, &low_order_swap, SUITE, b"")
             .unwrap_err(),
         X3dhError::IdentityMismatch
     );
@@ -386,7 +386,8 @@ fn forged_signatures_are_refused() {
             &IdentityKeyPair::generate(),
             expected.as_bytes(),
             &tampered,
-            SUITE
+            SUITE,
+            b""
         )
         .unwrap_err(),
         X3dhError::BadSignature
@@ -577,7 +578,7 @@ fn low_order_identity_keys_are_refused() {
         ));
         // The initiator expecting that very key still refuses it.
         assert!(matches!(
-            X3dh::default().initiate(&IdentityKeyPair::generate(), &bad, &bundle, SUITE),
+            X3dh::default().initiate(&IdentityKeyPair::generate(), &bad, &bundle, SUITE, b""),
             Err(X3dhError::WeakIdentityKey | X3dhError::InvalidIdentityKey)
         ));
         let initial = wire::InitialMessage {
@@ -764,10 +765,12 @@ fn key_agreement_trait_end_to_end() {
     let holder = IdentityKeyPair::generate();
     let invitation = issuer.identity_public_key().to_bytes();
 
-    let bundle = x3dh.bundle(&issuer, &[SUITE]).unwrap();
+    let bundle = x3dh.bundle(&issuer, &[SUITE], b"").unwrap();
     // The lowest-numbered one-time pre-key is offered.
     assert_eq!(bundle.one_time_pre_key.as_ref().unwrap().id, 10);
-    let (holder_secret, initial) = x3dh.initiate(&holder, &invitation, &bundle, SUITE).unwrap();
+    let (holder_secret, initial) = x3dh
+        .initiate(&holder, &invitation, &bundle, SUITE, b"")
+        .unwrap();
     assert_eq!(initial.first_message, None);
     assert_eq!(initial.one_time_pre_key_id, Some(10));
     let issuer_secret = x3dh.respond(&issuer, &initial).unwrap();
@@ -781,13 +784,15 @@ fn key_agreement_trait_end_to_end() {
     // The storage layer deletes it; the next bundle offers the next key.
     issuer.consume_one_time_pre_key(10);
     assert!(x3dh.respond(&issuer, &initial).is_err());
-    let bundle = x3dh.bundle(&issuer, &[SUITE]).unwrap();
+    let bundle = x3dh.bundle(&issuer, &[SUITE], b"").unwrap();
     assert_eq!(bundle.one_time_pre_key.as_ref().unwrap().id, 11);
     issuer.consume_one_time_pre_key(11);
     // With none left, the bundle has no one-time pre-key and still works.
-    let bundle = x3dh.bundle(&issuer, &[SUITE]).unwrap();
+    let bundle = x3dh.bundle(&issuer, &[SUITE], b"").unwrap();
     assert!(bundle.one_time_pre_key.is_none());
-    let (holder_secret, initial) = x3dh.initiate(&holder, &invitation, &bundle, SUITE).unwrap();
+    let (holder_secret, initial) = x3dh
+        .initiate(&holder, &invitation, &bundle, SUITE, b"")
+        .unwrap();
     assert_eq!(initial.one_time_pre_key_id, None);
     assert_eq!(
         x3dh.respond(&issuer, &initial).unwrap().secret(),
@@ -796,7 +801,7 @@ fn key_agreement_trait_end_to_end() {
 
     // A suite the bundle does not offer is refused.
     assert_eq!(
-        x3dh.initiate(&holder, &invitation, &bundle, SuiteId(99))
+        x3dh.initiate(&holder, &invitation, &bundle, SuiteId(99), b"")
             .unwrap_err(),
         X3dhError::SuiteNotOffered { suite: SuiteId(99) }
     );
@@ -811,7 +816,8 @@ fn key_agreement_trait_end_to_end() {
             &holder,
             &invitation,
             &unlisted,
-            SuiteId::AES_256_GCM_SHA256_COUNTER
+            SuiteId::AES_256_GCM_SHA256_COUNTER,
+            b""
         )
         .is_ok()
     );
@@ -820,7 +826,8 @@ fn key_agreement_trait_end_to_end() {
             &holder,
             &invitation,
             &unlisted,
-            SuiteId::CHACHA20_POLY1305_COUNTER
+            SuiteId::CHACHA20_POLY1305_COUNTER,
+            b""
         )
         .unwrap_err(),
         X3dhError::SuiteNotOffered {
@@ -836,6 +843,7 @@ fn key_agreement_trait_end_to_end() {
             &bundle,
             EphemeralKey::from_bytes([3; 32]),
             SUITE,
+            b"",
         )
         .unwrap();
     let (second, _) = x3dh
@@ -845,6 +853,7 @@ fn key_agreement_trait_end_to_end() {
             &bundle,
             EphemeralKey::from_bytes([3; 32]),
             SUITE,
+            b"",
         )
         .unwrap();
     assert_eq!(first.secret(), second.secret());

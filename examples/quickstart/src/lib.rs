@@ -17,7 +17,7 @@
 
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::handshake::{self, ResponderPolicy};
+use confidant_session::handshake::{self, InitiatorPolicy, ResponderPolicy};
 use confidant_session::{OpenError, Session, SessionConfig};
 use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dh};
 use std::collections::VecDeque;
@@ -139,6 +139,12 @@ fn holder_connects(
         holder_identity,
         invitation,
         &bundle,
+        // The issuer signed its offer over this binding (here the connection
+        // id; the runtime adds the invitation's token).
+        InitiatorPolicy {
+            binding: connection.as_bytes(),
+            ..InitiatorPolicy::default()
+        },
         registry,
         connection.clone(),
         first_message.as_bytes(),
@@ -177,7 +183,11 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
     let impostor = IdentityKeyPair::generate();
     let impostor_pre_key = SignedPreKey::generate(&impostor, 1);
     let impostor_keys = ResponderKeys::new(impostor, impostor_pre_key)?;
-    relay.send_to_holder(Body::Bundle(x3dh.bundle(&impostor_keys, &offered)?));
+    relay.send_to_holder(Body::Bundle(x3dh.bundle(
+        &impostor_keys,
+        &offered,
+        connection.as_bytes(),
+    )?));
     let holder_identity = IdentityKeyPair::generate();
     match holder_connects(
         &mut relay,
@@ -196,7 +206,7 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
     }
 
     writeln!(out, "3. The issuer sends its pre-key bundle")?;
-    let bundle = issuer_keys.bundle_with_one_time_pre_key(1, &offered)?;
+    let bundle = issuer_keys.bound_bundle(Some(1), &offered, connection.as_bytes())?;
     relay.send_to_holder(Body::Bundle(bundle.to_wire()));
     writeln!(
         out,
