@@ -661,6 +661,15 @@ impl ConnState {
                 }
             }
         }
+        // A receiving key at its integrity limit: ask the peer for a key
+        // update now (a round of refusals alone commits nothing, so no
+        // commit would bring the update about).
+        if self.request_peer_update
+            && out.on_commit.is_empty()
+            && let Err(error) = self.update_key_if_due().await
+        {
+            tracing::warn!(connection = %self.id, %error, "key update not sent");
+        }
         if self.refused_in_a_row >= REFUSALS_BEFORE_RESET && out.on_commit.is_empty() {
             self.refused_in_a_row = 0;
             self.recover().await;

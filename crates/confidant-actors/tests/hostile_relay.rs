@@ -47,6 +47,8 @@ struct Plan {
     next_fake: u64,
     /// The highest epoch of the messages passed on.
     highest_epoch: u32,
+    /// Key updates this party sent.
+    key_updates_sent: usize,
 }
 
 /// A party's transport through a hostile relay: the honest in-memory relay
@@ -100,7 +102,11 @@ impl Transport for Hostile {
             envelopes
                 .into_iter()
                 .filter(|outgoing| {
-                    let initial = matches!(kind(&outgoing.envelope), Some(Body::Initial(_)));
+                    let body = kind(&outgoing.envelope);
+                    if matches!(body, Some(Body::KeyUpdate(_))) {
+                        plan.key_updates_sent += 1;
+                    }
+                    let initial = matches!(body, Some(Body::Initial(_)));
                     if initial && plan.drop_initials > 0 {
                         plan.drop_initials -= 1;
                         return false;
@@ -360,18 +366,27 @@ async fn forgeries_at_the_integrity_limit_force_a_key_update() {
         };
         forger.inject(&id, wire::encode_envelope(Body::Message(message)));
     }
-    // The holder asks for an update; the issuer moves to epoch 1, and what
-    // it sends from then on opens.
-    for n in 0..5 {
-        let text = format!("after the forgeries {n}");
-        issuer.send(&id, text.clone()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // A message to wake the holder's receive loop; the forgeries go in the
+    // round after it.
+    delivered(&issuer, &holder_seen, &id, "wake").await;
+    // At the limit the holder asks for a key update (nothing else here
+    // comes near a limit that would make it update on its own).
+    wait_until("the holder asked for a key update", WAIT, || {
+        forger.plan.lock().unwrap().key_updates_sent >= 1
+    })
+    .await;
+    // The issuer moves to epoch 1, and what it sends from then on opens.
+    for n in 0..3 {
+        issuer
+            .send(&id, format!("after the forgeries {n}"))
+            .await
+            .unwrap();
     }
-    wait_until("a message after the forgeries delivered", WAIT, || {
+    wait_until("the messages after the forgeries delivered", WAIT, || {
         holder_seen
             .texts(&id)
             .iter()
-            .any(|text| text == "after the forgeries 4")
+            .any(|text| text == "after the forgeries 2")
     })
     .await;
     // The issuer's key was updated because the holder asked: nothing else

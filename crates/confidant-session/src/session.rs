@@ -64,9 +64,19 @@ struct RecvDirection {
     next_chain: ChainKey,
     previous: Option<RecvEpoch>,
     received_in_current: u64,
+    /// Failed opens of messages claiming a later epoch, all such epochs
+    /// together; the next current key starts its count from here. In memory
+    /// only.
+    failed_ahead: u64,
 }
 
 /// Which epoch's state a verified message changes.
+/// Whether a message's key is one the session keeps, or one derived ahead.
+enum AcceptanceKind {
+    Kept,
+    Next,
+}
+
 enum Acceptance {
     Current,
     Previous,
@@ -175,6 +185,7 @@ impl Session {
                 next_chain: recv_next,
                 previous: None,
                 received_in_current: 0,
+                failed_ahead: 0,
             },
             config,
             peer_requested_update: false,
@@ -475,6 +486,10 @@ impl Session {
         let mut buffer = message.content;
         let mut acceptance = self.acceptance(message.epoch, direction)?;
         let limit = self.failed_open_limit();
+        let acceptance_kind = match &acceptance {
+            Acceptance::Next(_) => AcceptanceKind::Next,
+            _ => AcceptanceKind::Kept,
+        };
         let state = match &mut acceptance {
             Acceptance::Current => &mut self.recv.current,
             Acceptance::Previous => {
@@ -486,24 +501,25 @@ impl Session {
                         got: message.epoch,
                     })?
             }
-            // A forgery under a key derived for this message alone counts
-            // against the current key: the attempt is as good as one on it.
+            // Forgeries claiming a later epoch attack keys that are not in
+            // use yet: they are counted together, and the next current key
+            // starts from that count.
             Acceptance::Next(next) => {
-                if self.recv.current.failed_opens >= limit {
+                if self.recv.failed_ahead >= limit {
                     return Err(OpenError::IntegrityLimit {
-                        epoch: self.recv.current.epoch,
+                        epoch: next.0.epoch,
                     });
                 }
                 &mut next.0
             }
         };
-        if state.failed_opens >= limit {
+        if !matches!(acceptance_kind, AcceptanceKind::Next) && state.failed_opens >= limit {
             return Err(OpenError::IntegrityLimit { epoch: state.epoch });
         }
         state.window.check(counter)?;
         if state.cipher.open(counter, &ad, &mut buffer).is_err() {
             match &acceptance {
-                Acceptance::Next(_) => self.recv.current.failed_opens += 1,
+                Acceptance::Next(_) => self.recv.failed_ahead += 1,
                 Acceptance::Current => self.recv.current.failed_opens += 1,
                 Acceptance::Previous => {
                     if let Some(previous) = self.recv.previous.as_mut() {
@@ -577,6 +593,7 @@ impl Session {
             Acceptance::Next(next) => {
                 let (mut epoch, next_chain) = *next;
                 epoch.window.mark(counter);
+                epoch.failed_opens = std::mem::take(&mut self.recv.failed_ahead);
                 let old = std::mem::replace(&mut self.recv.current, epoch);
                 self.recv.previous = Some(old);
                 self.recv.next_chain = next_chain;
@@ -690,6 +707,7 @@ impl Session {
                 next_chain: snapshot.recv.next_chain.clone(),
                 previous,
                 received_in_current: snapshot.recv.received_in_current,
+                failed_ahead: 0,
             },
             suite,
             peer_requested_update: snapshot.peer_requested_update,

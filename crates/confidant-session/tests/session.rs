@@ -508,3 +508,49 @@ fn invalid_configs_are_refused() {
         );
     }
 }
+
+/// RFC 9001 §6.6: failed opens are counted per receiving key; at the
+/// suite's integrity limit (lowered to 3 here) the key opens nothing more,
+/// not even a genuine message, until the peer moves to a new epoch.
+#[test]
+fn the_integrity_limit_retires_a_receiving_key() {
+    for suite in suites() {
+        let limit = 3;
+        let (mut holder, mut issuer) =
+            pair(suite.clone(), config().with_max_failed_opens_per_key(limit));
+        assert_eq!(issuer.failed_open_limit(), limit);
+        let genuine = holder.seal(b"genuine").unwrap();
+        for n in 0..limit {
+            let mut forged = holder.seal(b"to be forged").unwrap();
+            if let Some(byte) = forged.content.first_mut() {
+                *byte ^= 1;
+            }
+            assert_eq!(issuer.open(forged), Err(OpenError::Authentication), "{n}");
+            // A refused forgery leaves nothing else changed: below the
+            // limit, a genuine message still opens.
+            assert_eq!(issuer.integrity_limit_reached(), n + 1 == limit);
+        }
+        assert_eq!(
+            issuer.open(genuine),
+            Err(OpenError::IntegrityLimit { epoch: 0 }),
+            "{}",
+            suite.name()
+        );
+        // The peer's key update (sealed under the next epoch's key, which
+        // the limit does not touch) opens, and the new key opens messages.
+        let update = holder.update_sending_key(false).unwrap();
+        issuer.open_key_update(update).unwrap();
+        assert!(!issuer.integrity_limit_reached());
+        assert_eq!(
+            issuer.open(holder.seal(b"new key").unwrap()).unwrap(),
+            b"new key"
+        );
+    }
+    // Without the override, the suite's declared limit applies.
+    let (_, issuer) = pair(suites()[0].clone(), config());
+    assert_eq!(
+        issuer.failed_open_limit(),
+        suites()[0].max_failed_opens_per_key()
+    );
+    assert!(issuer.failed_open_limit() >= 1 << 36);
+}

@@ -459,7 +459,9 @@ fn low_order_pre_keys_are_refused_without_panic() {
             signed_by(issuer.identity(), &point),
             None,
             vec![SUITE],
-        );
+        )
+        .sign_offer(issuer.identity(), b"")
+        .unwrap();
         assert_eq!(
             spk_bundle
                 .verify(issuer.identity_public_key())
@@ -479,7 +481,9 @@ fn low_order_pre_keys_are_refused_without_panic() {
                 public_key: point,
             }),
             vec![SUITE],
-        );
+        )
+        .sign_offer(issuer.identity(), b"")
+        .unwrap();
         assert_eq!(
             opk_bundle
                 .verify(issuer.identity_public_key())
@@ -669,8 +673,8 @@ fn truncated_and_oversized_fields_are_decode_errors() {
 
     // Whole messages: truncated encodings, garbage and oversized inputs.
     // A cut inside a field is an error; a cut between fields may leave a
-    // shorter valid bundle (without its optional one-time pre-key or its
-    // suites), never the original one.
+    // shorter valid bundle (without its optional one-time pre-key, its
+    // suites or its offer signature), never the original one.
     let original = PreKeyBundle::from_wire(&bundle).unwrap();
     let bytes = original.to_bytes();
     let mut errors = 0;
@@ -678,12 +682,14 @@ fn truncated_and_oversized_fields_are_decode_errors() {
         match PreKeyBundle::from_bytes(&bytes[..cut]) {
             Err(_) => errors += 1,
             Ok(shorter) => assert!(
-                shorter.one_time_pre_key().is_none() || shorter.suites().is_empty(),
+                shorter.one_time_pre_key().is_none()
+                    || shorter.suites().is_empty()
+                    || shorter.offer_signature().is_none(),
                 "cut {cut}"
             ),
         }
     }
-    assert!(errors >= bytes.len() - 2, "{errors} of {}", bytes.len());
+    assert!(errors >= bytes.len() - 3, "{errors} of {}", bytes.len());
     assert!(matches!(
         PreKeyBundle::from_bytes(&[0xFF; 8]),
         Err(X3dhError::Decode(DecodeError::Malformed(_)))
