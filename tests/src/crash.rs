@@ -5,6 +5,11 @@
 //! followed by an encoded envelope. A process killed in the middle of an
 //! append leaves a partial last record; [`read_wire`] ignores it and
 //! [`repair_wire`] cuts it off, as a relay would drop a half-received frame.
+//!
+//! Both processes report their progress on stdout, one line per step of
+//! work ([`report`]), so that the test can kill them at a point of their own
+//! progress rather than after a guessed delay, and can tell a kill that
+//! landed mid-run from one that came after the work was finished.
 
 use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{AgreedSecret, ConnectionId, Role, SuiteRegistry};
@@ -23,6 +28,44 @@ pub const MESSAGES_PER_EPOCH: u64 = 300;
 /// Counters reserved per durable commit: small, so that kills land during
 /// reservations too.
 pub const RESERVATION_BLOCK: u64 = 16;
+
+/// Envelopes the receiver opens per transaction (one progress report each).
+pub const RECEIVER_BATCH: usize = 7;
+
+/// A progress report, one line on a crash-test process's stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// One step of work is done: the sender has appended an envelope, the
+    /// receiver has committed a batch. The number is the wire position the
+    /// process has reached (the sender: envelopes on the wire; the receiver:
+    /// envelopes handled and committed from the start of the wire).
+    Progress(usize),
+    /// The whole workload is done (the receiver reached the end of the wire,
+    /// the sender reached `--until`); the process exits next.
+    Done(usize),
+}
+
+/// Writes a progress report to stdout and flushes it, so that the test sees
+/// it before the next step begins.
+pub fn report(report: Report) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match report {
+        Report::Progress(position) => writeln!(stdout, "progress {position}")?,
+        Report::Done(position) => writeln!(stdout, "done {position}")?,
+    }
+    stdout.flush()
+}
+
+/// Parses a line written by [`report`].
+pub fn parse_report(line: &str) -> Option<Report> {
+    let (kind, position) = line.split_once(' ')?;
+    let position = position.parse().ok()?;
+    match kind {
+        "progress" => Some(Report::Progress(position)),
+        "done" => Some(Report::Done(position)),
+        _ => None,
+    }
+}
 
 /// The registry both sides use.
 pub fn registry() -> SuiteRegistry {
@@ -164,5 +207,13 @@ mod tests {
         assert_eq!(repair_wire(&path).unwrap(), 6);
         assert_eq!(repair_wire(&path).unwrap(), 0);
         assert_eq!(read_wire(&path).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reports_parse() {
+        assert_eq!(parse_report("progress 12"), Some(Report::Progress(12)));
+        assert_eq!(parse_report("done 7"), Some(Report::Done(7)));
+        assert_eq!(parse_report("done"), None);
+        assert_eq!(parse_report("sent 3"), None);
     }
 }

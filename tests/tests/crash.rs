@@ -1,20 +1,72 @@
 //! Crash tests with real processes: the sender and the receiver are killed
-//! with SIGKILL at random moments, at least 100 times each, and restarted
-//! from their redb stores. Afterwards no (key, counter) pair appears twice
-//! among all envelopes ever written, every envelope opens exactly once on the
-//! receiving side, and the redb files open cleanly.
+//! with SIGKILL at random points of their work, 100 times each by default,
+//! and restarted from their redb stores. Afterwards no (key, counter) pair
+//! appears twice among all envelopes ever written, every envelope opens
+//! exactly once on the receiving side, and the redb files open cleanly.
+//!
+//! A kill counts only if it lands mid-run: the process had not finished its
+//! workload (it had not reported `done`, nor exited) when it was killed. Each
+//! test prints how many of its kills did and fails if fewer than 90% did.
+//! The kill point comes from the process's own progress reports (one line on
+//! stdout per envelope written by the sender, per batch of
+//! [`crash::RECEIVER_BATCH`] envelopes committed by the receiver): each run is
+//! killed after a random number of reports, at a random moment within the
+//! time its last step took, so a slow, loaded machine moves the kills in time
+//! but not in the work. The receiver's wire is topped up between runs so that
+//! it always holds more waiting envelopes than a run gets to commit before
+//! its kill.
+//!
+//! Environment variables (the defaults keep the tests at a few seconds):
+//!
+//! - `CONFIDANT_CRASH_KILLS` (default 100): kills per test, so per side.
+//! - `CONFIDANT_CRASH_SENDER_STEPS` (default 60): a sender run is killed
+//!   after a random number of envelopes between 0 and this.
+//! - `CONFIDANT_CRASH_RECEIVER_STEPS` (default 6): a receiver run is killed
+//!   after a random number of committed batches between 0 and this.
+//!
+//! For example, 1,000 kills of each:
+//! `CONFIDANT_CRASH_KILLS=1000 cargo nextest run -p confidant-tests --test crash --no-capture`
+//! took 3 minutes on a shared, loaded 2-core machine (82 s the receiver,
+//! 98 s the sender), with 1,000 of 1,000 kills mid-run on each side; the
+//! nextest profile ends a test after 5 minutes, so more kills need
+//! `cargo test` or a longer `slow-timeout`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use confidant_core::wire::envelope::Body;
 use confidant_core::{ConnectionId, Role};
 use confidant_store::{DurableSession, InboxStore, RedbStore, StoreOptions};
-use confidant_tests::crash;
+use confidant_tests::crash::{self, Report};
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const KILLS: usize = 100;
+/// A bound on waiting for one progress report, so that a hung process fails
+/// the test instead of stalling it. Not a timing assertion: a healthy
+/// process reports within milliseconds.
+const HANG: Duration = Duration::from_secs(120);
+
+/// Reads a positive count from the environment, or `default`.
+fn setting(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => {
+            let value: usize = value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={value} is not a count"));
+            assert!(value > 0, "{name} must be at least 1");
+            value
+        }
+        Err(_) => default,
+    }
+}
+
+fn kills() -> usize {
+    setting("CONFIDANT_CRASH_KILLS", 100)
+}
 
 /// splitmix64, seeded from the clock; the seed is printed so a failure can
 /// be replayed.
@@ -29,53 +81,133 @@ impl Random {
         println!("random seed {seed}");
         Self(seed)
     }
-    fn below(&mut self, bound: u64) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound.max(1)
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+    /// A random fraction of `duration`.
+    fn within(&mut self, duration: Duration) -> Duration {
+        duration.mul_f64((self.next() >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
 
-/// Starts `binary` and kills it with SIGKILL after a random delay, `KILLS`
-/// times. A run that ends by itself must have succeeded. Returns how many
-/// runs were killed while still running.
-fn kill_repeatedly(binary: &str, args: &[&Path], random: &mut Random) -> usize {
-    let mut killed = 0;
-    for run in 0..KILLS {
-        let mut child = Command::new(binary)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let delay = Duration::from_millis(2 + random.below(40));
-        let deadline = Instant::now() + delay;
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
+/// What one killed run did.
+struct Run {
+    /// The process had not finished its workload when it was killed.
+    mid_run: bool,
+    /// The last wire position it reported.
+    position: Option<usize>,
+    /// How long it took from its start to its first report.
+    startup: Option<Duration>,
+}
+
+/// Starts `binary`, waits for `steps` progress reports, waits a random part
+/// of the time the last step took (for zero steps: of `startup`, the
+/// previous run's time to its first report), and kills it with SIGKILL. A run
+/// that ends by itself must have succeeded.
+fn kill_after(
+    binary: &str,
+    args: &[&OsStr],
+    steps: usize,
+    startup: Option<Duration>,
+    random: &mut Random,
+) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, reports) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send((line, Instant::now())).is_err() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed += 1;
+    });
+
+    let mut run = Run {
+        mid_run: false,
+        position: None,
+        startup: None,
+    };
+    let mut done = false;
+    let note = |line: &str, run: &mut Run, done: &mut bool| match crash::parse_report(line) {
+        Some(Report::Progress(position)) => run.position = Some(position),
+        Some(Report::Done(position)) => {
+            run.position = Some(position);
+            *done = true;
         }
-        let output = child.wait_with_output().unwrap();
-        if let Some(code) = output.status.code() {
-            assert_eq!(
-                code,
-                0,
-                "run {run} of {binary} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        None => panic!("{binary} wrote {line:?}"),
+    };
+    let mut seen = 0;
+    let mut last = started;
+    let mut step = startup;
+    while seen < steps && !done {
+        match reports.recv_timeout(HANG) {
+            Ok((line, at)) => {
+                note(&line, &mut run, &mut done);
+                seen += 1;
+                step = Some(at - last);
+                run.startup.get_or_insert(at - started);
+                last = at;
+            }
+            Err(RecvTimeoutError::Disconnected) => break, // it exited
+            Err(RecvTimeoutError::Timeout) => {
+                child.kill().unwrap();
+                panic!("{binary} reported nothing for {HANG:?}");
+            }
         }
     }
-    killed
+    if !done && let Some(step) = step {
+        std::thread::sleep(random.within(step));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        child.kill().unwrap(); // SIGKILL
+    }
+    // The pipe closes when the process is gone: these are the reports it
+    // wrote before it died.
+    for (line, at) in reports.iter() {
+        note(&line, &mut run, &mut done);
+        run.startup.get_or_insert(at - started);
+    }
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    if let Some(code) = status.code() {
+        assert_eq!(code, 0, "{binary} failed: {stderr}");
+    }
+    run.mid_run = !exited && !done;
+    run
 }
 
-fn run_to_completion(binary: &str, args: &[&std::ffi::OsStr]) {
+/// Fails unless nearly every kill landed mid-run.
+fn assert_kills_count(side: &str, mid_run: usize, kills: usize) {
+    println!("{side}: {mid_run} of {kills} kills landed mid-run");
+    assert!(
+        mid_run * 10 >= kills * 9,
+        "only {mid_run} of the {side}'s {kills} kills landed mid-run"
+    );
+}
+
+fn run_to_completion(binary: &str, args: &[&OsStr]) {
     let output = Command::new(binary).args(args).output().unwrap();
     assert!(
         output.status.success(),
@@ -110,7 +242,8 @@ fn open_all(wire: &[Body]) -> BTreeMap<(u32, u64), Vec<u8>> {
     opened
 }
 
-fn assert_no_counter_twice(wire: &[Body]) {
+/// Returns how many (epoch, counter) pairs it checked.
+fn assert_no_counter_twice(wire: &[Body]) -> usize {
     let mut seen = HashSet::new();
     for body in wire {
         let message = match body {
@@ -125,6 +258,7 @@ fn assert_no_counter_twice(wire: &[Body]) {
             message.counter
         );
     }
+    seen.len()
 }
 
 fn assert_store_opens(path: &Path) {
@@ -143,16 +277,29 @@ fn assert_store_opens(path: &Path) {
 #[test]
 fn the_sender_never_reuses_a_counter_across_sigkills() {
     let sender = env!("CARGO_BIN_EXE_crash_sender");
+    let kills = kills();
+    let steps = setting("CONFIDANT_CRASH_SENDER_STEPS", 60);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("sender.redb");
     let wire = dir.path().join("wire");
     let mut random = Random::from_clock();
 
-    let killed = kill_repeatedly(sender, &[&store, &wire], &mut random);
-    assert!(
-        killed >= KILLS / 2,
-        "only {killed} runs were still running when killed"
-    );
+    // Without `--until` the sender never finishes: a kill lands mid-run
+    // unless the sender failed or its reports went missing.
+    let mut mid_run = 0;
+    let mut startup = None;
+    for _ in 0..kills {
+        let target = random.below(steps as u64 + 1) as usize;
+        let run = kill_after(
+            sender,
+            &[store.as_os_str(), wire.as_os_str()],
+            target,
+            startup,
+            &mut random,
+        );
+        mid_run += usize::from(run.mid_run);
+        startup = run.startup.or(startup);
+    }
     crash::repair_wire(&wire).unwrap();
     let before_final = crash::read_wire(&wire).unwrap().len();
     let until = (before_final + 50).to_string();
@@ -168,12 +315,14 @@ fn the_sender_never_reuses_a_counter_across_sigkills() {
 
     let envelopes = crash::read_wire(&wire).unwrap();
     println!(
-        "{} envelopes written over {KILLS} kills ({killed} mid-run)",
+        "sender: {} envelopes written over {kills} kills",
         envelopes.len()
     );
+    assert_kills_count("sender", mid_run, kills);
     assert!(
         envelopes.len() >= 1000,
-        "too little was written to test anything"
+        "too little was written to test anything \
+         (raise CONFIDANT_CRASH_KILLS or CONFIDANT_CRASH_SENDER_STEPS)"
     );
     let epochs: HashSet<u32> = envelopes
         .iter()
@@ -183,8 +332,14 @@ fn the_sender_never_reuses_a_counter_across_sigkills() {
         })
         .collect();
     assert!(epochs.len() > 2, "key updates must happen during the test");
-    assert_no_counter_twice(&envelopes);
-    open_all(&envelopes);
+    let counters = assert_no_counter_twice(&envelopes);
+    let opened = open_all(&envelopes);
+    println!(
+        "sender: {counters} (epoch, counter) pairs checked, none twice, over {} epochs; \
+         {} messages open",
+        epochs.len(),
+        opened.len()
+    );
     assert_store_opens(&store);
 }
 
@@ -192,31 +347,61 @@ fn the_sender_never_reuses_a_counter_across_sigkills() {
 fn the_receiver_delivers_every_message_exactly_once_across_sigkills() {
     let sender = env!("CARGO_BIN_EXE_crash_sender");
     let receiver = env!("CARGO_BIN_EXE_crash_receiver");
+    let kills = kills();
+    let steps = setting("CONFIDANT_CRASH_RECEIVER_STEPS", 6);
     let dir = tempfile::tempdir().unwrap();
     let sender_store = dir.path().join("sender.redb");
     let receiver_store = dir.path().join("receiver.redb");
     let wire = dir.path().join("wire");
     let mut random = Random::from_clock();
 
-    run_to_completion(
-        sender,
-        &[
-            sender_store.as_os_str(),
-            wire.as_os_str(),
-            "--until".as_ref(),
-            "2500".as_ref(),
-        ],
-    );
-    let envelopes = crash::read_wire(&wire).unwrap();
-    let expected = open_all(&envelopes);
-
-    let killed = kill_repeatedly(receiver, &[&receiver_store, &wire], &mut random);
-    println!("receiver killed mid-run {killed} times");
-    assert!(
-        killed >= 10,
-        "only {killed} runs were still running when killed"
-    );
+    // A run commits at most `steps` batches before its kill is due, so the
+    // receiver always gets at least twice that (and a few batches more for
+    // what it does while the kill is on its way) waiting on the wire; when
+    // fewer wait, the sender tops the wire up with four times as many.
+    let waiting = (2 * steps + 4) * crash::RECEIVER_BATCH;
+    let mut written = 0;
+    let mut refills = 0;
+    let mut handled = 0;
+    let mut mid_run = 0;
+    let mut startup = None;
+    for _ in 0..kills {
+        if written < handled + waiting {
+            written = handled + 4 * waiting;
+            refills += 1;
+            let until = written.to_string();
+            run_to_completion(
+                sender,
+                &[
+                    sender_store.as_os_str(),
+                    wire.as_os_str(),
+                    "--until".as_ref(),
+                    until.as_ref(),
+                ],
+            );
+        }
+        let target = random.below(steps as u64 + 1) as usize;
+        let run = kill_after(
+            receiver,
+            &[receiver_store.as_os_str(), wire.as_os_str()],
+            target,
+            startup,
+            &mut random,
+        );
+        mid_run += usize::from(run.mid_run);
+        handled = handled.max(run.position.unwrap_or(0));
+        startup = run.startup.or(startup);
+    }
     run_to_completion(receiver, &[receiver_store.as_os_str(), wire.as_os_str()]);
+
+    let envelopes = crash::read_wire(&wire).unwrap();
+    assert_eq!(envelopes.len(), written);
+    println!(
+        "receiver: {written} envelopes on the wire (topped up {refills} times), \
+         {handled} of them committed before the last kill"
+    );
+    assert_kills_count("receiver", mid_run, kills);
+    let expected = open_all(&envelopes);
 
     let store = RedbStore::open(&receiver_store, StoreOptions::default()).unwrap();
     let mut delivered = BTreeMap::new();
@@ -229,6 +414,10 @@ fn the_receiver_delivers_every_message_exactly_once_across_sigkills() {
     }
     assert_eq!(delivered.len(), expected.len(), "messages lost or added");
     assert_eq!(delivered, expected);
+    println!(
+        "receiver: {} messages delivered, each exactly once",
+        delivered.len()
+    );
     drop(store);
     assert_store_opens(&receiver_store);
 }

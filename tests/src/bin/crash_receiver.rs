@@ -1,18 +1,18 @@
 //! The receiving side of the crash test: reads the wire file from the start
 //! (as a connector redelivers everything not acknowledged), opens envelopes
 //! in small batches with a durable session on a redb store, and commits each
-//! batch's replay window and inbox entries in one transaction.
+//! batch's replay window and inbox entries in one transaction. It reports
+//! `progress N` on stdout after each commit (N: the wire position up to which
+//! envelopes are handled) and `done N` when it has reached the end of the
+//! wire (N envelopes).
 //!
 //! `crash_receiver STORE WIRE`
 
 use confidant_core::Role;
 use confidant_core::wire::envelope::Body;
 use confidant_store::{RawStore, WriteBatch};
-use confidant_tests::crash;
+use confidant_tests::crash::{self, Report};
 use std::path::PathBuf;
-
-/// Envelopes per transaction.
-const BATCH: usize = 7;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (store, mut durable) = crash::open_durable(&store_path, Role::Responder)?;
 
     let envelopes = crash::read_wire(&wire_path)?;
-    for chunk in envelopes.chunks(BATCH) {
+    let mut position = 0;
+    for chunk in envelopes.chunks(crash::RECEIVER_BATCH) {
+        position += chunk.len();
         let mut batch = WriteBatch::new();
         for body in chunk.iter().cloned() {
             // Refusals (duplicates of what an earlier run stored) change
@@ -42,12 +44,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         match store.commit(batch) {
-            Ok(_) => durable.committed(),
+            Ok(_) => {
+                durable.committed();
+                crash::report(Report::Progress(position))?;
+            }
             Err(error) => {
                 durable.commit_failed();
                 return Err(error.into());
             }
         }
     }
+    crash::report(Report::Done(envelopes.len()))?;
     Ok(())
 }

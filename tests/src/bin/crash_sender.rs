@@ -1,14 +1,16 @@
 //! The sending side of the crash test: seals messages with a durable session
 //! on a redb store and appends each envelope to the wire file, updating its
 //! key whenever the session asks, until killed or, with `--until N`, until
-//! the wire holds N envelopes.
+//! the wire holds N envelopes. It reports `progress N` on stdout after each
+//! envelope (N: envelopes on the wire) and `done N` when it reaches
+//! `--until`.
 //!
 //! `crash_sender STORE WIRE [--until N]`
 
 use confidant_core::Role;
 use confidant_core::wire::envelope::Body;
 use confidant_session::KeyStatus;
-use confidant_tests::crash;
+use confidant_tests::crash::{self, Report};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             crash::append(&wire_path, Body::Message(message))?;
         }
         sent += 1;
+        crash::report(Report::Progress(sent))?;
     }
+    crash::report(Report::Done(sent))?;
     Ok(())
 }
