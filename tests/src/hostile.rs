@@ -446,6 +446,13 @@ async fn relay_stream(
 
 #[tonic::async_trait]
 impl Connector for Service {
+    async fn get_connector_info(
+        &self,
+        request: Request<proto::GetConnectorInfoRequest>,
+    ) -> Result<Response<proto::GetConnectorInfoResponse>, Status> {
+        self.upstream().get_connector_info(forward(request)).await
+    }
+
     async fn generate_connection_token(
         &self,
         request: Request<proto::GenerateConnectionTokenRequest>,

@@ -39,10 +39,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A request signed by `key` over `nonce` (which a test may reuse or date
-/// back), and claiming to come from `claimed` (normally `key`'s own public
-/// key).
+/// A request for the connector named `audience`, signed by `key` over
+/// `nonce` (which a test may reuse or date back), and claiming to come from
+/// `claimed` (normally `key`'s own public key).
 fn signed_with<T: prost::Message>(
+    audience: &str,
     key: &SigningKey,
     claimed: [u8; 32],
     method: &str,
@@ -50,7 +51,12 @@ fn signed_with<T: prost::Message>(
     message: T,
 ) -> tonic::Request<T> {
     let path = format!("/confidant.connector.v1.Connector/{method}");
-    let signature = key.sign(&auth::signed_bytes(&path, &nonce, &message.encode_to_vec()));
+    let signature = key.sign(&auth::signed_bytes(
+        audience,
+        &path,
+        &nonce,
+        &message.encode_to_vec(),
+    ));
     let mut request = tonic::Request::new(message);
     for (header, value) in [
         (PUBLIC_KEY_HEADER, b64(&claimed)),
@@ -121,6 +127,8 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
             .unwrap()
             .connection_id;
         let mut raw = ConnectorClient::connect(url.clone()).await.unwrap();
+        // The name requests to this connector are signed for.
+        let audience = issuer.connector_info().await.unwrap().audience;
 
         // Unsigned: every signed method refuses it.
         let unsigned = raw
@@ -148,6 +156,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
 
         // Signed over other bytes than those sent (tampered in transit).
         let mut tampered = signed_with(
+            &audience,
             &holder_key,
             holder_public,
             "SendMessage",
@@ -160,6 +169,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
 
         // Signed for another method.
         let request = signed_with(
+            &audience,
             &holder_key,
             holder_public,
             "RevokeConnection",
@@ -171,6 +181,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
 
         // A stranger's signature claiming to be the holder.
         let impostor = signed_with(
+            &audience,
             &stranger_key,
             holder_public,
             "SendMessage",
@@ -182,6 +193,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
 
         // A stale nonce (ten minutes old), correctly signed.
         let stale = signed_with(
+            &audience,
             &holder_key,
             holder_public,
             "SendMessage",
@@ -195,6 +207,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
         // is the same nonce under a fresh signature over other bytes.
         let nonce = nonce_at(auth::now_ms(), 0x15);
         let request = signed_with(
+            &audience,
             &holder_key,
             holder_public,
             "SendMessage",
@@ -210,6 +223,7 @@ fn the_connector_process_refuses_unsigned_replayed_and_wrong_party_requests() {
         assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
         assert!(replayed.message().contains("nonce"), "{replayed:?}");
         let reused = signed_with(
+            &audience,
             &holder_key,
             holder_public,
             "SendMessage",

@@ -1,15 +1,17 @@
-//! Request authentication: every call but `GetConnectionTokenInfo` is
-//! signed with the caller's Ed25519 key over a fresh nonce, the method and
-//! the request's protobuf encoding (see the `.proto` file for the exact
-//! bytes).
+//! Request authentication: every call but `GetConnectionTokenInfo` and
+//! `GetConnectorInfo` is signed with the caller's Ed25519 key over the
+//! connector's audience, the method, a fresh nonce and the request's
+//! protobuf encoding (see [`signed_bytes`] and `docs/connector.md` for the
+//! exact bytes).
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 
-/// Domain separation of the signature.
-pub const SIGNATURE_CONTEXT: &[u8] = b"confidant-connector-v1";
+/// Domain separation of the signature (v2: the audience is signed, and
+/// every field is length-prefixed).
+pub const SIGNATURE_CONTEXT: &[u8] = b"confidant-connector-v2";
 /// Metadata key of the caller's public key.
 pub const PUBLIC_KEY_HEADER: &str = "x-confidant-public-key";
 /// Metadata key of the nonce.
@@ -33,18 +35,41 @@ pub fn now_ms() -> u64 {
         })
 }
 
-/// The bytes a request's signature covers.
-pub fn signed_bytes(method: &str, nonce: &[u8; NONCE_LEN], request: &[u8]) -> Vec<u8> {
-    let mut bytes =
-        Vec::with_capacity(SIGNATURE_CONTEXT.len() + method.len() + 2 + NONCE_LEN + request.len());
-    bytes.extend_from_slice(SIGNATURE_CONTEXT);
-    bytes.push(0);
-    bytes.extend_from_slice(method.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(nonce);
-    bytes.extend_from_slice(request);
+/// The bytes a request's signature covers: five fields, each as its length
+/// (4 bytes, big-endian) followed by its bytes, in this order:
+/// [`SIGNATURE_CONTEXT`], the connector's `audience` (UTF-8), the full gRPC
+/// `method` path (UTF-8), the 24-byte `nonce`, and the `request`'s protobuf
+/// encoding.
+///
+/// The audience names the connector, so a request signed for one connector
+/// is refused by every other; the method names the call, so a request for
+/// one call cannot be replayed as another.
+pub fn signed_bytes(
+    audience: &str,
+    method: &str,
+    nonce: &[u8; NONCE_LEN],
+    request: &[u8],
+) -> Vec<u8> {
+    let fields: [&[u8]; 5] = [
+        SIGNATURE_CONTEXT,
+        audience.as_bytes(),
+        method.as_bytes(),
+        nonce,
+        request,
+    ];
+    let mut bytes = Vec::with_capacity(fields.iter().map(|field| 4 + field.len()).sum());
+    for field in fields {
+        // A field longer than 4 GiB cannot reach the connector (its
+        // decoding limit is far below); saturating keeps this total.
+        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(field);
+    }
     bytes
 }
+
+/// Longest audience a connector announces or accepts, in bytes.
+pub const MAX_AUDIENCE_LEN: usize = 256;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -90,22 +115,31 @@ impl RequestSigner {
 
     /// A fresh nonce: the clock, then 16 random bytes.
     pub fn nonce() -> Result<[u8; NONCE_LEN], SignError> {
+        let mut random = [0u8; NONCE_LEN - 8];
+        getrandom::fill(&mut random).map_err(|error| SignError(error.to_string()))?;
         let mut nonce = [0u8; NONCE_LEN];
-        nonce[..8].copy_from_slice(&now_ms().to_be_bytes());
-        getrandom::fill(&mut nonce[8..]).map_err(|error| SignError(error.to_string()))?;
+        let (clock, rest) = nonce.split_at_mut(8);
+        clock.copy_from_slice(&now_ms().to_be_bytes());
+        rest.copy_from_slice(&random);
         Ok(nonce)
     }
 
-    /// Wraps `message` in a request carrying the signature metadata.
+    /// Wraps `message` in a request for the connector named `audience`
+    /// (what its `GetConnectorInfo` announces) carrying the signature
+    /// metadata.
     pub fn sign<T: prost::Message>(
         &self,
+        audience: &str,
         method: &str,
         message: T,
     ) -> Result<tonic::Request<T>, SignError> {
         let nonce = Self::nonce()?;
-        let signature = self
-            .key
-            .sign(&signed_bytes(method, &nonce, &message.encode_to_vec()));
+        let signature = self.key.sign(&signed_bytes(
+            audience,
+            method,
+            &nonce,
+            &message.encode_to_vec(),
+        ));
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
         for (key, value) in [
@@ -138,9 +172,9 @@ pub enum AuthError {
     /// A metadata entry is missing or malformed.
     #[error("missing or malformed {0}")]
     Malformed(&'static str),
-    /// The signature does not verify.
-    #[error("the signature does not verify")]
-    BadSignature,
+    /// The signature does not verify (over this connector's audience).
+    #[error("the signature does not verify for this connector (audience {0:?})")]
+    BadSignature(String),
     /// The nonce's clock is too far from the connector's.
     #[error("the nonce's clock is more than five minutes from the connector's")]
     Stale,
@@ -149,43 +183,84 @@ pub enum AuthError {
     Replayed,
 }
 
-/// Checks a request's signature (not yet its nonce's freshness in the
-/// replay table: that is the store's job, in the request's transaction).
+/// The authentication metadata of a request, decoded but not verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthMetadata {
+    /// The claimed caller.
+    pub party: PartyKey,
+    /// The nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+/// Longest metadata value decoded (the longest valid one, the signature, is
+/// 86 characters): a longer one is refused before it is decoded.
+const MAX_METADATA_VALUE_LEN: usize = 128;
+
+/// Decodes the three authentication entries from raw metadata values (the
+/// header values as bytes), without checking the signature.
+pub fn parse_metadata(
+    public_key: Option<&[u8]>,
+    nonce: Option<&[u8]>,
+    signature: Option<&[u8]>,
+) -> Result<AuthMetadata, AuthError> {
+    fn field<const N: usize>(
+        value: Option<&[u8]>,
+        name: &'static str,
+    ) -> Result<[u8; N], AuthError> {
+        value
+            .filter(|value| value.len() <= MAX_METADATA_VALUE_LEN)
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(unb64)
+            .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+            .ok_or(AuthError::Malformed(name))
+    }
+    Ok(AuthMetadata {
+        party: field(public_key, PUBLIC_KEY_HEADER)?,
+        nonce: field(nonce, NONCE_HEADER)?,
+        signature: field(signature, SIGNATURE_HEADER)?,
+    })
+}
+
+/// The clock (milliseconds) a nonce carries in its first 8 bytes.
+pub fn nonce_clock(nonce: &[u8; NONCE_LEN]) -> u64 {
+    nonce
+        .first_chunk::<8>()
+        .map_or(0, |clock| u64::from_be_bytes(*clock))
+}
+
+/// Checks a request's signature for the connector named `audience` (not
+/// yet its nonce's freshness in the replay table: that is the store's job,
+/// in the request's transaction).
 pub fn verify(
     metadata: &MetadataMap,
+    audience: &str,
     method: &str,
     request: &[u8],
     now_ms: u64,
 ) -> Result<Verified, AuthError> {
-    let field = |name: &'static str| -> Result<Vec<u8>, AuthError> {
-        metadata
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(unb64)
-            .ok_or(AuthError::Malformed(name))
-    };
-    let party: PartyKey = field(PUBLIC_KEY_HEADER)?
-        .try_into()
-        .map_err(|_| AuthError::Malformed(PUBLIC_KEY_HEADER))?;
-    let nonce: [u8; NONCE_LEN] = field(NONCE_HEADER)?
-        .try_into()
-        .map_err(|_| AuthError::Malformed(NONCE_HEADER))?;
-    let signature: [u8; 64] = field(SIGNATURE_HEADER)?
-        .try_into()
-        .map_err(|_| AuthError::Malformed(SIGNATURE_HEADER))?;
+    let raw = |name: &'static str| metadata.get(name).map(AsciiMetadataValue::as_bytes);
+    let AuthMetadata {
+        party,
+        nonce,
+        signature,
+    } = parse_metadata(
+        raw(PUBLIC_KEY_HEADER),
+        raw(NONCE_HEADER),
+        raw(SIGNATURE_HEADER),
+    )?;
     let key =
         VerifyingKey::from_bytes(&party).map_err(|_| AuthError::Malformed(PUBLIC_KEY_HEADER))?;
     if key.is_weak() {
         return Err(AuthError::Malformed(PUBLIC_KEY_HEADER));
     }
     key.verify_strict(
-        &signed_bytes(method, &nonce, request),
+        &signed_bytes(audience, method, &nonce, request),
         &Signature::from_bytes(&signature),
     )
-    .map_err(|_| AuthError::BadSignature)?;
-    let mut clock = [0u8; 8];
-    clock.copy_from_slice(&nonce[..8]);
-    let clock = u64::from_be_bytes(clock);
+    .map_err(|_| AuthError::BadSignature(audience.to_owned()))?;
+    let clock = nonce_clock(&nonce);
     let window = u64::try_from(NONCE_WINDOW.as_millis()).unwrap_or(u64::MAX);
     if clock.abs_diff(now_ms) > window {
         return Err(AuthError::Stale);
@@ -204,6 +279,10 @@ mod tests {
     use crate::proto::SendMessageRequest;
 
     const METHOD: &str = "/confidant.connector.v1.Connector/SendMessage";
+    const AUDIENCE: &str = "confidant-connector:test";
+    fn bad() -> AuthError {
+        AuthError::BadSignature(AUDIENCE.into())
+    }
 
     fn request() -> SendMessageRequest {
         SendMessageRequest {
@@ -216,47 +295,55 @@ mod tests {
     #[test]
     fn a_signed_request_verifies_and_any_change_is_refused() {
         let signer = RequestSigner::from_seed(&[7; 32]);
-        let signed = signer.sign(METHOD, request()).unwrap();
+        let signed = signer.sign(AUDIENCE, METHOD, request()).unwrap();
         let bytes = prost::Message::encode_to_vec(signed.get_ref());
-        let verified = verify(signed.metadata(), METHOD, &bytes, now_ms()).unwrap();
+        let verified = verify(signed.metadata(), AUDIENCE, METHOD, &bytes, now_ms()).unwrap();
         assert_eq!(verified.party, signer.public_key());
 
         // Another method, other bytes, another clock: refused.
         assert_eq!(
             verify(
                 signed.metadata(),
+                AUDIENCE,
                 "/confidant.connector.v1.Connector/RevokeConnection",
                 &bytes,
                 now_ms()
             ),
-            Err(AuthError::BadSignature)
+            Err(bad())
         );
         let mut other = request();
         other.message = vec![1, 2, 4];
         assert_eq!(
             verify(
                 signed.metadata(),
+                AUDIENCE,
                 METHOD,
                 &prost::Message::encode_to_vec(&other),
                 now_ms()
             ),
-            Err(AuthError::BadSignature)
+            Err(bad())
         );
         assert_eq!(
-            verify(signed.metadata(), METHOD, &bytes, now_ms() + 301_000),
+            verify(
+                signed.metadata(),
+                AUDIENCE,
+                METHOD,
+                &bytes,
+                now_ms() + 301_000
+            ),
             Err(AuthError::Stale)
         );
         // Missing and malformed entries.
         let mut missing = signed.metadata().clone();
         missing.remove(SIGNATURE_HEADER);
         assert_eq!(
-            verify(&missing, METHOD, &bytes, now_ms()),
+            verify(&missing, AUDIENCE, METHOD, &bytes, now_ms()),
             Err(AuthError::Malformed(SIGNATURE_HEADER))
         );
         let mut short = signed.metadata().clone();
         short.insert(NONCE_HEADER, AsciiMetadataValue::from_static("AAAA"));
         assert_eq!(
-            verify(&short, METHOD, &bytes, now_ms()),
+            verify(&short, AUDIENCE, METHOD, &bytes, now_ms()),
             Err(AuthError::Malformed(NONCE_HEADER))
         );
         // Someone else's key with this signature.
@@ -267,8 +354,36 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            verify(&impostor, METHOD, &bytes, now_ms()),
-            Err(AuthError::BadSignature)
+            verify(&impostor, AUDIENCE, METHOD, &bytes, now_ms()),
+            Err(bad())
+        );
+        // Another connector's audience.
+        assert_eq!(
+            verify(
+                signed.metadata(),
+                "confidant-connector:other",
+                METHOD,
+                &bytes,
+                now_ms()
+            ),
+            Err(AuthError::BadSignature("confidant-connector:other".into()))
+        );
+    }
+
+    #[test]
+    fn signed_bytes_are_length_prefixed_fields() {
+        let nonce = [9u8; NONCE_LEN];
+        let bytes = signed_bytes("aud", "/m", &nonce, &[1, 2]);
+        let mut expected = Vec::new();
+        for field in [SIGNATURE_CONTEXT, b"aud", b"/m", &nonce, &[1, 2]] {
+            expected.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            expected.extend_from_slice(field);
+        }
+        assert_eq!(bytes, expected);
+        // Moving a byte from one field to the next changes the bytes.
+        assert_ne!(
+            signed_bytes("aud/", "m", &nonce, &[]),
+            signed_bytes("aud", "/m", &nonce, &[])
         );
     }
 }

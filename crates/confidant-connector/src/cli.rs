@@ -7,7 +7,7 @@
 //! accepting, answers the requests in flight, and closes the file: every
 //! message it acknowledged receiving is on disk.
 
-use crate::{Limits, RedbMailbox, serve};
+use crate::{Limits, MailboxStore as _, RedbMailbox, ServiceLimits, serve_with_limits};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,24 @@ struct Args {
     /// Most messages waiting for one recipient.
     #[arg(long, default_value_t = Limits::default().max_pending_per_recipient)]
     max_pending: u64,
+    /// Most bytes of messages in one page or stream batch (a page always
+    /// holds at least one message).
+    #[arg(long, default_value_t = Limits::default().max_page_bytes)]
+    max_page_bytes: usize,
+    /// The connector's name, which requests are signed for. Default: the one
+    /// stored in the mailbox file (`confidant-connector:` and 16 random
+    /// bytes, generated on first start).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Most message streams one key may hold open.
+    #[arg(long, default_value_t = ServiceLimits::default().max_streams_per_party)]
+    max_streams_per_key: usize,
+    /// Most message streams open at once.
+    #[arg(long, default_value_t = ServiceLimits::default().max_streams)]
+    max_streams: usize,
+    /// Most refused requests logged per second (the rest are counted).
+    #[arg(long, default_value_t = ServiceLimits::default().refusal_logs_per_second)]
+    refusal_logs_per_second: u64,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -62,14 +80,31 @@ where
     let limits = Limits {
         max_message_len: args.max_message_bytes,
         max_pending_per_recipient: args.max_pending,
+        max_page_bytes: args.max_page_bytes,
     };
-    let mailbox = Arc::new(RedbMailbox::open(&path, limits)?);
+    let service_limits = ServiceLimits {
+        max_streams_per_party: args.max_streams_per_key,
+        max_streams: args.max_streams,
+        refusal_logs_per_second: args.refusal_logs_per_second,
+    };
+    let mailbox = Arc::new(RedbMailbox::open_with_audience(
+        &path,
+        limits,
+        args.audience.clone(),
+    )?);
     // Install the signal handlers before announcing the address, so that a
     // SIGTERM right after the announcement is a graceful stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, file = %path.display(), ?limits, "connector started");
+    tracing::info!(
+        %address,
+        file = %path.display(),
+        audience = %mailbox.audience(),
+        ?limits,
+        ?service_limits,
+        "connector started"
+    );
     println!("listening on {address}");
 
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -80,7 +115,12 @@ where
         }
         let _ = stopping.send(true);
     };
-    let server = serve(listener, Arc::clone(&mailbox) as Arc<_>, signal);
+    let server = serve_with_limits(
+        listener,
+        Arc::clone(&mailbox) as Arc<_>,
+        service_limits,
+        signal,
+    );
     // Clients that keep their connections open (a stopped process holding a
     // stream) must not keep the connector alive forever: after the grace
     // period it stops anyway. Every answered request is on disk already.

@@ -3,7 +3,7 @@
 
 use crate::auth::{RequestSigner, SignError};
 use crate::proto::{self, connector_client::ConnectorClient, received_message};
-use crate::server::SERVICE_PATH;
+use crate::server::{FIELD_ROOM, SERVICE_PATH};
 use async_trait::async_trait;
 use confidant_actors::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -24,6 +24,16 @@ const ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between attempts (and between stream reconnections).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Largest answer a client accepts by default, whatever the connector
+/// announces: 64 MiB (plus room for the other fields).
+pub const DEFAULT_MAX_RECEIVE_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes of deliveries a [`ConnectorTransport`] holds that the node
+/// has not taken yet, by default; when they are reached it stops reading
+/// its stream until the node takes some.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// Most deliveries a [`ConnectorTransport`] holds that the node has not
+/// taken yet.
+const BUFFER_COUNT: usize = 4096;
 
 fn transient(status: &Status) -> bool {
     matches!(
@@ -50,11 +60,16 @@ impl From<SignError> for Status {
     }
 }
 
-/// A connector client that signs every call with the party's key.
+/// A connector client that signs every call with the party's key, for the
+/// connector's audience (fetched once with `GetConnectorInfo`, or pinned
+/// with [`SignedClient::with_audience`]).
 #[derive(Clone)]
 pub struct SignedClient {
     client: ConnectorClient<Channel>,
     signer: RequestSigner,
+    info: Arc<tokio::sync::OnceCell<proto::GetConnectorInfoResponse>>,
+    audience: Option<String>,
+    max_receive_bytes: usize,
 }
 
 impl std::fmt::Debug for SignedClient {
@@ -69,8 +84,9 @@ macro_rules! signed_call {
     ($(#[$doc:meta])* $name:ident, $method:literal, $request:ty, $response:ty) => {
         $(#[$doc])*
         pub async fn $name(&self, request: $request) -> Result<$response, Status> {
-            let request = self.signer.sign(concat!("/confidant.connector.v1.Connector/", $method), request)?;
-            Ok(self.client.clone().$name(request).await?.into_inner())
+            let (audience, mut client) = self.prepared().await?;
+            let request = self.signer.sign(&audience, concat!("/confidant.connector.v1.Connector/", $method), request)?;
+            Ok(client.$name(request).await?.into_inner())
         }
     };
 }
@@ -91,12 +107,67 @@ impl SignedClient {
         Ok(Self {
             client: ConnectorClient::new(endpoint.connect_lazy()),
             signer,
+            info: Arc::default(),
+            audience: None,
+            max_receive_bytes: DEFAULT_MAX_RECEIVE_BYTES,
         })
+    }
+
+    /// Signs for `audience` instead of the one the connector announces: a
+    /// client that knows its connector's audience (from its configuration)
+    /// is then safe from a connector that announces another's.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Accepts answers of at most `bytes` (plus room for the fields beside
+    /// the envelopes), whatever the connector announces. Default:
+    /// [`DEFAULT_MAX_RECEIVE_BYTES`].
+    #[must_use]
+    pub fn with_max_receive_bytes(mut self, bytes: usize) -> Self {
+        self.max_receive_bytes = bytes;
+        self
     }
 
     /// The party's public key at the connector.
     pub fn public_key(&self) -> [u8; 32] {
         self.signer.public_key()
+    }
+
+    /// `GetConnectorInfo` (not signed), asked once and remembered.
+    pub async fn connector_info(&self) -> Result<proto::GetConnectorInfoResponse, Status> {
+        self.info
+            .get_or_try_init(|| async {
+                let info = self
+                    .client
+                    .clone()
+                    .get_connector_info(proto::GetConnectorInfoRequest {})
+                    .await?
+                    .into_inner();
+                if !crate::mailbox::valid_audience(&info.audience) {
+                    return Err(Status::failed_precondition(
+                        "the connector announced a malformed audience",
+                    ));
+                }
+                Ok(info)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The audience to sign for, and a client whose decoding limit admits
+    /// the connector's largest answers (up to the client's own ceiling).
+    async fn prepared(&self) -> Result<(String, ConnectorClient<Channel>), Status> {
+        let info = self.connector_info().await?;
+        let announced =
+            usize::try_from(info.max_message_bytes.max(info.max_page_bytes)).unwrap_or(usize::MAX);
+        let limit = announced
+            .min(self.max_receive_bytes)
+            .saturating_add(FIELD_ROOM);
+        let client = self.client.clone().max_decoding_message_size(limit);
+        Ok((self.audience.clone().unwrap_or(info.audience), client))
     }
 
     signed_call!(
@@ -143,18 +214,15 @@ impl SignedClient {
         &self,
         cursor: u64,
     ) -> Result<tonic::Streaming<proto::ReceivedMessage>, Status> {
+        let (audience, mut client) = self.prepared().await?;
         let request = self.signer.sign(
+            &audience,
             &format!("{SERVICE_PATH}GetMessageStream"),
             proto::GetMessageStreamRequest {
                 last_seen_message_id: cursor,
             },
         )?;
-        Ok(self
-            .client
-            .clone()
-            .get_message_stream(request)
-            .await?
-            .into_inner())
+        Ok(client.get_message_stream(request).await?.into_inner())
     }
 }
 
@@ -192,9 +260,17 @@ struct Inner {
     url: String,
     client: SignedClient,
     deliveries: Mutex<Deliveries>,
-    incoming: tokio::sync::Mutex<Option<mpsc::Receiver<Delivery>>>,
+    incoming: tokio::sync::Mutex<Option<mpsc::Receiver<Buffered>>>,
+    /// Bytes of deliveries read from the stream and not yet taken by the
+    /// node.
+    buffer: Arc<Semaphore>,
+    buffer_bytes: usize,
     stop: watch::Sender<bool>,
 }
+
+/// A delivery read from the stream and the buffer space it holds until the
+/// node takes it.
+type Buffered = (Delivery, OwnedSemaphorePermit);
 
 /// The runtime's [`Transport`] over the gRPC connector.
 ///
@@ -206,6 +282,10 @@ struct Inner {
 ///   delivery's effect is durable. Released deliveries are handed out again
 ///   before newer ones. A new transport (a restarted node) starts from the
 ///   beginning of its mailbox: everything not acknowledged comes again.
+/// - It holds at most [`DEFAULT_BUFFER_BYTES`] (or the bound given to
+///   [`ConnectorTransport::with_buffer_bytes`]) and 4096 deliveries that
+///   the node has not taken; when full, it stops reading the stream (the
+///   connector's stream waits), it drops nothing.
 /// - Sends carry a client message id (the first 16 bytes of the envelope's
 ///   SHA-256), so a retried send is stored once. Each connection's envelopes
 ///   are sent in order; different connections' concurrently.
@@ -229,7 +309,20 @@ impl ConnectorTransport {
     /// Call it within a tokio runtime that outlives the transport (see
     /// [`SignedClient::new`]).
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
-        let client = SignedClient::new(url, signer)?;
+        Self::with_buffer_bytes(url, signer, DEFAULT_BUFFER_BYTES)
+    }
+
+    /// [`ConnectorTransport::new`] holding at most `buffer_bytes` of
+    /// deliveries the node has not taken (one delivery larger than that is
+    /// still taken, alone). The client accepts messages of that size too.
+    pub fn with_buffer_bytes(
+        url: &str,
+        signer: RequestSigner,
+        buffer_bytes: usize,
+    ) -> Result<Self, TransportError> {
+        let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let client = SignedClient::new(url, signer)?
+            .with_max_receive_bytes(buffer_bytes.max(DEFAULT_MAX_RECEIVE_BYTES));
         let (stop, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -237,6 +330,8 @@ impl ConnectorTransport {
                 client,
                 deliveries: Mutex::new(Deliveries::default()),
                 incoming: tokio::sync::Mutex::new(None),
+                buffer: Arc::new(Semaphore::new(buffer_bytes)),
+                buffer_bytes,
                 stop,
             }),
         })
@@ -255,9 +350,11 @@ impl ConnectorTransport {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn start_stream(&self) -> mpsc::Receiver<Delivery> {
-        let (sender, receiver) = mpsc::channel(4096);
+    fn start_stream(&self) -> mpsc::Receiver<Buffered> {
+        let (sender, receiver) = mpsc::channel(BUFFER_COUNT);
         let client = self.inner.client.clone();
+        let buffer = Arc::clone(&self.inner.buffer);
+        let buffer_bytes = self.inner.buffer_bytes;
         let mut stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
             let mut cursor = 0u64;
@@ -274,9 +371,19 @@ impl ConnectorTransport {
                             match item {
                                 Some(Ok(message)) => {
                                     cursor = cursor.max(message.id);
-                                    if let Some(delivery) = to_delivery(&client, message).await
-                                        && sender.send(delivery).await.is_err()
-                                    {
+                                    let Some(delivery) = to_delivery(&client, message).await else {
+                                        continue;
+                                    };
+                                    // Room in the buffer first: while it is
+                                    // full, the stream is not read.
+                                    let bytes = delivery_len(&delivery).clamp(1, buffer_bytes);
+                                    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                                    let permit = tokio::select! {
+                                        permit = Arc::clone(&buffer).acquire_many_owned(bytes) => permit,
+                                        _ = stop.changed() => return,
+                                    };
+                                    let Ok(permit) = permit else { return };
+                                    if sender.send((delivery, permit)).await.is_err() {
                                         return;
                                     }
                                 }
@@ -303,6 +410,16 @@ impl ConnectorTransport {
             }
         });
         receiver
+    }
+}
+
+/// The bytes a delivery holds.
+fn delivery_len(delivery: &Delivery) -> usize {
+    match &delivery.payload {
+        Payload::Envelope(envelope) => envelope.len(),
+        Payload::Joined { token } => token.len(),
+        #[allow(unreachable_patterns)]
+        _ => 0,
     }
 }
 
@@ -355,7 +472,11 @@ impl Drop for Inner {
 
 /// The client message id of an envelope.
 pub fn client_message_id(envelope: &[u8]) -> Vec<u8> {
-    Sha256::digest(envelope)[..16].to_vec()
+    let digest: [u8; 32] = Sha256::digest(envelope).into();
+    digest
+        .first_chunk::<16>()
+        .map(|id| id.to_vec())
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -451,11 +572,12 @@ impl Transport for ConnectorTransport {
             *incoming = Some(self.start_stream());
         }
         let receiver = incoming.as_mut().ok_or(TransportError::Closed)?;
-        let first = receiver.recv().await.ok_or(TransportError::Closed)?;
+        // Taking a delivery out frees its buffer space (the permit drops).
+        let (first, _taken) = receiver.recv().await.ok_or(TransportError::Closed)?;
         let mut out = vec![first];
         while out.len() < max {
             match receiver.try_recv() {
-                Ok(delivery) => out.push(delivery),
+                Ok((delivery, _taken)) => out.push(delivery),
                 Err(_) => break,
             }
         }

@@ -9,6 +9,7 @@
 
 use crate::auth::{NONCE_LEN, PartyKey, Verified};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -26,6 +27,12 @@ const NONCE_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("nonce_exp
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const NEXT_ID_KEY: &[u8] = b"next_message_id";
+/// The latest time any transaction pruned nonces at (milliseconds): a nonce
+/// that expired before it is refused, whatever the clock says now, so a
+/// pruned nonce can never be accepted again.
+const NONCES_PRUNED_KEY: &[u8] = b"nonces_pruned_before";
+/// The connector's audience, generated on first open.
+const AUDIENCE_KEY: &[u8] = b"audience";
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 /// How long a client message id is remembered.
@@ -35,20 +42,28 @@ const GROUP_LIMIT: usize = 1024;
 /// Expired entries pruned per transaction.
 const PRUNE_LIMIT: usize = 256;
 
-/// Limits on what a party may store.
+/// Limits on what a party may store and read at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest envelope accepted, in bytes.
     pub max_message_len: usize,
     /// Most messages stored for one recipient at a time.
     pub max_pending_per_recipient: u64,
+    /// Most bytes of messages in one page (`GetMessagesPaginated`, or one
+    /// batch of a stream), counted as [`StoredMessage::wire_len`]; a page
+    /// always holds at least one message, however large.
+    pub max_page_bytes: usize,
 }
+
+/// 4 MiB: what a gRPC client accepts by default.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_len: 1024 * 1024,
             max_pending_per_recipient: 10_000,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
         }
     }
 }
@@ -89,6 +104,13 @@ pub enum MailboxError {
     /// The nonce was already used.
     #[error("the nonce was already used")]
     NonceReplayed,
+    /// The nonce's window had passed when the store came to record it.
+    #[error("the nonce's five-minute window has passed")]
+    NonceExpired,
+    /// The client message id is already stored on this connection for
+    /// another envelope.
+    #[error("the client message id was already used for another message on this connection")]
+    ClientIdReused,
     /// The request is malformed.
     #[error("invalid request: {0}")]
     Invalid(&'static str),
@@ -139,6 +161,22 @@ pub struct StoredMessage {
     pub content: Content,
 }
 
+impl StoredMessage {
+    /// An upper bound of its size as a `ReceivedMessage` in a page (its
+    /// variable fields, plus 64 bytes for the fixed ones, tags and
+    /// lengths).
+    pub fn wire_len(&self) -> usize {
+        let content = match &self.content {
+            Content::Envelope(envelope) => envelope.len(),
+            Content::ConnectionAdded { token, .. } => token.len() + 32,
+            Content::ConnectionRevoked => 0,
+        };
+        content
+            .saturating_add(self.connection_id.len())
+            .saturating_add(64)
+    }
+}
+
 /// A stored message's id and who should be told about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
@@ -186,12 +224,16 @@ pub trait MailboxStore: Send + Sync + 'static {
         client_id: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Reply<Sent>;
-    /// `recipient`'s messages with ids above `after`, oldest first.
+    /// `recipient`'s messages with ids above `after`, oldest first: at most
+    /// `limit` of them, and no more than `max_bytes` of
+    /// [`StoredMessage::wire_len`] in all, except that the first is
+    /// returned whatever its size.
     fn messages_after(
         &self,
         recipient: &PartyKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, MailboxError>;
     /// Deletes messages of `verified.party`; returns how many were deleted.
     fn acknowledge(&self, verified: Verified, ids: Vec<u64>, now_ms: u64) -> Reply<u32>;
@@ -200,6 +242,10 @@ pub trait MailboxStore: Send + Sync + 'static {
     fn revoke(&self, verified: Verified, connection_id: String, now_ms: u64) -> Reply<PartyKey>;
     /// How many messages wait for `recipient`.
     fn pending(&self, recipient: &PartyKey) -> Result<u64, MailboxError>;
+    /// The limits in force.
+    fn limits(&self) -> Limits;
+    /// The connector's audience: the name requests are signed for.
+    fn audience(&self) -> String;
 }
 
 /// An answer that arrives once the change is durable.
@@ -299,6 +345,7 @@ pub struct RedbMailbox {
     jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     limits: Limits,
+    audience: String,
 }
 
 impl std::fmt::Debug for RedbMailbox {
@@ -311,8 +358,17 @@ impl std::fmt::Debug for RedbMailbox {
 
 fn message_key(recipient: &PartyKey, id: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
-    key[..32].copy_from_slice(recipient);
-    key[32..].copy_from_slice(&id.to_be_bytes());
+    let (party, rest) = key.split_at_mut(32);
+    party.copy_from_slice(recipient);
+    rest.copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn nonce_key(party: &PartyKey, nonce: &[u8; NONCE_LEN]) -> [u8; 32 + NONCE_LEN] {
+    let mut key = [0u8; 32 + NONCE_LEN];
+    let (first, rest) = key.split_at_mut(32);
+    first.copy_from_slice(party);
+    rest.copy_from_slice(nonce);
     key
 }
 
@@ -320,7 +376,7 @@ fn encode_message(connection_id: &str, received_at_ms: u64, content: &Content) -
     let id = connection_id.as_bytes();
     let mut bytes = Vec::with_capacity(1 + id.len() + 9 + 64);
     bytes.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
-    bytes.extend_from_slice(&id[..id.len().min(255)]);
+    bytes.extend_from_slice(id.get(..id.len().min(255)).unwrap_or_default());
     bytes.extend_from_slice(&received_at_ms.to_be_bytes());
     match content {
         Content::Envelope(envelope) => {
@@ -372,33 +428,34 @@ struct ConnectionRecord {
 
 impl ConnectionRecord {
     fn encode(&self) -> [u8; 65] {
+        let [first, second] = &self.parties;
         let mut bytes = [0u8; 65];
-        bytes[..32].copy_from_slice(&self.parties[0]);
-        bytes[32..64].copy_from_slice(&self.parties[1]);
-        bytes[64] = u8::from(self.revoked);
+        let (a, rest) = bytes.split_at_mut(32);
+        let (b, revoked) = rest.split_at_mut(32);
+        a.copy_from_slice(first);
+        b.copy_from_slice(second);
+        revoked.fill(u8::from(self.revoked));
         bytes
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, MailboxError> {
-        let bytes: &[u8; 65] = bytes
-            .try_into()
-            .map_err(|_| MailboxError::Storage("a stored connection is malformed".into()))?;
-        let mut first = [0u8; 32];
-        let mut second = [0u8; 32];
-        first.copy_from_slice(&bytes[..32]);
-        second.copy_from_slice(&bytes[32..64]);
+        let malformed = || MailboxError::Storage("a stored connection is malformed".into());
+        let bytes: &[u8; 65] = bytes.try_into().map_err(|_| malformed())?;
+        let (first, rest) = bytes.split_first_chunk::<32>().ok_or_else(malformed)?;
+        let (second, revoked) = rest.split_first_chunk::<32>().ok_or_else(malformed)?;
         Ok(Self {
-            parties: [first, second],
-            revoked: bytes[64] != 0,
+            parties: [*first, *second],
+            revoked: revoked.first().is_some_and(|&revoked| revoked != 0),
         })
     }
 
     /// The other party, if `party` is one of the two.
     fn other(&self, party: &PartyKey) -> Option<PartyKey> {
-        if self.parties[0] == *party {
-            Some(self.parties[1])
-        } else if self.parties[1] == *party {
-            Some(self.parties[0])
+        let [first, second] = self.parties;
+        if first == *party {
+            Some(second)
+        } else if second == *party {
+            Some(first)
         } else {
             None
         }
@@ -422,11 +479,51 @@ fn expiry_key(expires_ms: u64, key: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// A new audience: `confidant-connector:` and 16 random bytes in base64url.
+fn new_audience() -> Result<String, MailboxError> {
+    use base64::Engine as _;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(storage)?;
+    Ok(format!(
+        "confidant-connector:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    ))
+}
+
+/// Whether `audience` may name a connector: 1 to
+/// [`MAX_AUDIENCE_LEN`](crate::auth::MAX_AUDIENCE_LEN) bytes of printable
+/// ASCII.
+pub fn valid_audience(audience: &str) -> bool {
+    !audience.is_empty()
+        && audience.len() <= crate::auth::MAX_AUDIENCE_LEN
+        && audience.bytes().all(|byte| byte.is_ascii_graphic())
+}
+
 impl RedbMailbox {
-    /// Opens (or creates) the mailbox file at `path`.
+    /// Opens (or creates) the mailbox file at `path`. Its audience is the
+    /// one stored in the file (generated and stored on first open).
     pub fn open(path: impl AsRef<Path>, limits: Limits) -> Result<Self, MailboxError> {
+        Self::open_with_audience(path, limits, None)
+    }
+
+    /// Opens (or creates) the mailbox file at `path`, with `audience` (if
+    /// given) instead of the one stored in the file; the stored one is kept
+    /// for later opens without an audience.
+    pub fn open_with_audience(
+        path: impl AsRef<Path>,
+        limits: Limits,
+        audience: Option<String>,
+    ) -> Result<Self, MailboxError> {
+        if let Some(audience) = &audience
+            && !valid_audience(audience)
+        {
+            return Err(MailboxError::Invalid(
+                "an audience is 1 to 256 bytes of printable ASCII",
+            ));
+        }
         let database = Database::create(path.as_ref()).map_err(storage)?;
         let txn = database.begin_write().map_err(storage)?;
+        let chosen;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let found = meta
@@ -445,6 +542,25 @@ impl RedbMailbox {
                     )));
                 }
             }
+            let stored = meta
+                .get(AUDIENCE_KEY)
+                .map_err(storage)?
+                .map(|value| String::from_utf8(value.value().to_vec()));
+            let stored = match stored {
+                Some(Ok(stored)) if valid_audience(&stored) => stored,
+                Some(_) => {
+                    return Err(MailboxError::Storage(
+                        "the stored audience is malformed".into(),
+                    ));
+                }
+                None => {
+                    let fresh = new_audience()?;
+                    meta.insert(AUDIENCE_KEY, fresh.as_bytes())
+                        .map_err(storage)?;
+                    fresh
+                }
+            };
+            chosen = audience.unwrap_or(stored);
             // Create every table, so that reads never meet a missing one.
             txn.open_table(TOKENS).map_err(storage)?;
             txn.open_table(CONNECTIONS).map_err(storage)?;
@@ -470,6 +586,7 @@ impl RedbMailbox {
             jobs: std::sync::Mutex::new(Some(jobs)),
             writer: std::sync::Mutex::new(Some(writer)),
             limits,
+            audience: chosen,
         })
     }
 
@@ -483,11 +600,6 @@ impl RedbMailbox {
         if let Some(writer) = writer {
             let _ = writer.join();
         }
-    }
-
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     fn submit<T>(
@@ -591,12 +703,14 @@ impl MailboxStore for RedbMailbox {
         recipient: &PartyKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, MailboxError> {
         let txn = self.database.begin_read().map_err(storage)?;
         let messages = txn.open_table(MESSAGES).map_err(storage)?;
         let start = message_key(recipient, after.saturating_add(1));
         let end = message_key(recipient, u64::MAX);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for entry in messages
             .range(start.as_slice()..=end.as_slice())
             .map_err(storage)?
@@ -611,7 +725,12 @@ impl MailboxStore for RedbMailbox {
                 .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| MailboxError::Storage("a message key is malformed".into()))?;
-            out.push(decode_message(id, value.value())?);
+            let message = decode_message(id, value.value())?;
+            bytes = bytes.saturating_add(message.wire_len());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(message);
         }
         Ok(out)
     }
@@ -631,6 +750,14 @@ impl MailboxStore for RedbMailbox {
             .get(recipient.as_slice())
             .map_err(storage)?
             .map_or(0, |count| count.value()))
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn audience(&self) -> String {
+        self.audience.clone()
     }
 }
 
@@ -656,15 +783,19 @@ fn write_loop(database: &Database, jobs: &mpsc::Receiver<Job>, limits: Limits) {
         };
         let mut results = Vec::with_capacity(group.len());
         let mut fatal = None;
-        let now = group.iter().map(|job| job.now_ms).max().unwrap_or(0);
-        if let Err(error) = prune(&txn, now) {
-            fatal = Some(error);
-        }
+        let latest = group.iter().map(|job| job.now_ms).max().unwrap_or(0);
+        let now = match prune(&txn, latest) {
+            Ok(now) => now,
+            Err(error) => {
+                fatal = Some(error);
+                latest
+            }
+        };
         for job in &group {
             if fatal.is_some() {
                 break;
             }
-            match apply(&txn, job, limits) {
+            match apply(&txn, job, limits, now) {
                 Ok(result) => results.push(result),
                 Err(Fatal(error)) => fatal = Some(error),
             }
@@ -701,9 +832,26 @@ impl<E: Into<redb::Error>> From<E> for Fatal {
     }
 }
 
-fn prune(txn: &WriteTransaction, now_ms: u64) -> Result<(), MailboxError> {
+/// Prunes expired nonces and client ids at the later of `latest` (the
+/// latest clock of the transaction's requests) and the time the previous
+/// pruning ran at; returns that time, before which a nonce is refused.
+fn prune(txn: &WriteTransaction, latest: u64) -> Result<u64, MailboxError> {
+    let now_ms = {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let pruned = meta
+            .get(NONCES_PRUNED_KEY)
+            .map_err(storage)?
+            .and_then(|value| <[u8; 8]>::try_from(value.value()).ok())
+            .map_or(0, u64::from_be_bytes);
+        if latest > pruned {
+            meta.insert(NONCES_PRUNED_KEY, latest.to_be_bytes().as_slice())
+                .map_err(storage)?;
+        }
+        latest.max(pruned)
+    };
     prune_expired(txn, NONCE_EXPIRY, NONCES, now_ms)?;
-    prune_expired(txn, CLIENT_EXPIRY, CLIENT_IDS, now_ms)
+    prune_expired(txn, CLIENT_EXPIRY, CLIENT_IDS, now_ms)?;
+    Ok(now_ms)
 }
 
 /// Deletes up to [`PRUNE_LIMIT`] entries of an expiry index (`expires (8) ‖
@@ -774,18 +922,24 @@ fn store_message(
     Ok(Ok(id))
 }
 
-/// Applies one job in the group's transaction. `Ok(Err(_))` refuses the job
-/// and leaves the transaction usable (nothing of the job was written).
+/// Applies one job in the group's transaction, whose pruning ran at
+/// `pruned_at` (milliseconds). `Ok(Err(_))` refuses the job and leaves the
+/// transaction usable: nothing of the job was written but its nonce, which
+/// a refusal consumes (except a replayed or expired one).
 fn apply(
     txn: &WriteTransaction,
     job: &Job,
     limits: Limits,
+    pruned_at: u64,
 ) -> Result<Result<Outcome, MailboxError>, Fatal> {
     let party = job.verified.party;
-    // The nonce: accepted once.
-    let mut nonce_key = [0u8; 32 + NONCE_LEN];
-    nonce_key[..32].copy_from_slice(&party);
-    nonce_key[32..].copy_from_slice(&job.verified.nonce);
+    // The nonce: accepted once, and only while its window lasts. A nonce
+    // that expired before this transaction's pruning time may have been
+    // pruned, so its absence from the table proves nothing: refuse it.
+    if job.verified.expires_ms < pruned_at {
+        return Ok(Err(MailboxError::NonceExpired));
+    }
+    let nonce_key = nonce_key(&party, &job.verified.nonce);
     {
         let mut nonces = txn.open_table(NONCES)?;
         if nonces.get(nonce_key.as_slice())?.is_some() {
@@ -838,7 +992,12 @@ fn apply(
                 )));
             }
             let mut used = value.clone();
-            used[32] = 1;
+            let Some(flag) = used.get_mut(32) else {
+                return Err(Fatal(MailboxError::Storage(
+                    "a stored token is malformed".into(),
+                )));
+            };
+            *flag = 1;
             tokens.insert(token.as_bytes(), used.as_slice())?;
             drop(tokens);
             let record = ConnectionRecord {
@@ -866,6 +1025,9 @@ fn apply(
             envelope,
             client_id,
         } => {
+            if envelope.is_empty() {
+                return Ok(Err(MailboxError::Invalid("the message is empty")));
+            }
             if envelope.len() > limits.max_message_len {
                 return Ok(Err(MailboxError::TooLarge {
                     len: envelope.len(),
@@ -890,14 +1052,25 @@ fn apply(
             let client = client_id
                 .as_ref()
                 .map(|client_id| client_key(connection_id, &party, client_id));
+            let digest: [u8; 32] = Sha256::digest(envelope).into();
             if let Some(client) = &client
                 && let Some(existing) = txn
                     .open_table(CLIENT_IDS)?
                     .get(client.as_slice())?
-                    .and_then(|value| <[u8; 8]>::try_from(value.value()).ok())
+                    .map(|value| value.value().to_vec())
             {
+                // `id (8) ‖ SHA-256 of the envelope (32)`; records written
+                // before the digest was kept hold the id alone.
+                let (id, stored_digest) = existing.split_first_chunk::<8>().ok_or_else(|| {
+                    Fatal(MailboxError::Storage(
+                        "a stored client message id is malformed".into(),
+                    ))
+                })?;
+                if !stored_digest.is_empty() && stored_digest != digest.as_slice() {
+                    return Ok(Err(MailboxError::ClientIdReused));
+                }
                 return Ok(Ok(Outcome::Sent(Sent {
-                    id: u64::from_be_bytes(existing),
+                    id: u64::from_be_bytes(*id),
                     recipient,
                     duplicate: true,
                 })));
@@ -917,8 +1090,11 @@ fn apply(
                 let expires = job.now_ms.saturating_add(
                     u64::try_from(CLIENT_ID_RETENTION.as_millis()).unwrap_or(u64::MAX),
                 );
+                let mut value = Vec::with_capacity(40);
+                value.extend_from_slice(&id.to_be_bytes());
+                value.extend_from_slice(&digest);
                 txn.open_table(CLIENT_IDS)?
-                    .insert(client.as_slice(), id.to_be_bytes().as_slice())?;
+                    .insert(client.as_slice(), value.as_slice())?;
                 txn.open_table(CLIENT_EXPIRY)?
                     .insert(expiry_key(expires, &client).as_slice(), ())?;
             }

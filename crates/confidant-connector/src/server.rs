@@ -7,6 +7,7 @@ use crate::proto::{self, received_message};
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -14,31 +15,178 @@ use tonic::{Request, Response, Status};
 /// The gRPC path prefix of the connector's methods.
 pub const SERVICE_PATH: &str = "/confidant.connector.v1.Connector/";
 
-/// Messages fetched per read while streaming.
+/// Most messages fetched per read while streaming (and at most
+/// [`Limits::max_page_bytes`](crate::Limits) of them).
 const STREAM_PAGE: usize = 256;
+/// Messages a stream holds ready for its client: few, since each may be as
+/// large as the largest envelope.
+const STREAM_BUFFER: usize = 4;
+/// Room for a request's or answer's fields beside its envelopes, in bytes:
+/// the gRPC decoding limit is the largest envelope plus this, the encoding
+/// limit the largest page (or envelope) plus this.
+pub const FIELD_ROOM: usize = 64 * 1024;
 
-/// Wakes the streams of a recipient when something is stored for it.
-#[derive(Default)]
-struct Notifier {
-    waiting: Mutex<HashMap<PartyKey, Arc<Notify>>>,
+/// Bounds of the service that are not the store's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// Most message streams one key may hold open at once.
+    pub max_streams_per_party: usize,
+    /// Most message streams open at once, all keys together.
+    pub max_streams: usize,
+    /// Most refused requests logged (at `warn`) per second; the others are
+    /// counted and the count logged.
+    pub refusal_logs_per_second: u64,
 }
 
-impl Notifier {
-    fn of(&self, party: &PartyKey) -> Arc<Notify> {
-        let mut waiting = self
-            .waiting
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            max_streams_per_party: 16,
+            max_streams: 10_000,
+            refusal_logs_per_second: 10,
+        }
+    }
+}
+
+/// The open streams of each recipient, and what wakes them. An entry lives
+/// as long as one of its key's streams: the map holds only keys with a
+/// stream open.
+struct Streams {
+    limits: ServiceLimits,
+    open: Mutex<StreamTable>,
+}
+
+#[derive(Default)]
+struct StreamTable {
+    total: usize,
+    parties: HashMap<PartyKey, (Arc<Notify>, usize)>,
+}
+
+/// A stream's place in [`Streams`]; freed on drop.
+struct StreamSlot {
+    streams: Arc<Streams>,
+    party: PartyKey,
+    notify: Arc<Notify>,
+}
+
+impl Streams {
+    fn new(limits: ServiceLimits) -> Self {
+        Self {
+            limits,
+            open: Mutex::default(),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, StreamTable> {
+        self.open
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(waiting.entry(*party).or_default())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open(self: &Arc<Self>, party: &PartyKey) -> Result<StreamSlot, Status> {
+        let mut table = self.table();
+        if table.total >= self.limits.max_streams {
+            return Err(Status::resource_exhausted(format!(
+                "the connector has the most message streams it serves open ({}, max-streams)",
+                self.limits.max_streams
+            )));
+        }
+        let held = table.parties.get(party).map_or(0, |(_, count)| *count);
+        if held >= self.limits.max_streams_per_party {
+            return Err(Status::resource_exhausted(format!(
+                "this key has the most message streams it may hold open ({}, max-streams-per-key)",
+                self.limits.max_streams_per_party
+            )));
+        }
+        table.total += 1;
+        let entry = table.parties.entry(*party).or_default();
+        entry.1 += 1;
+        let notify = Arc::clone(&entry.0);
+        Ok(StreamSlot {
+            streams: Arc::clone(self),
+            party: *party,
+            notify,
+        })
     }
 
     fn wake(&self, party: &PartyKey) {
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(notify) = waiting.get(party) {
+        if let Some((notify, _)) = self.table().parties.get(party) {
             notify.notify_waiters();
+        }
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.table().parties.len()
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut table = self.streams.table();
+        table.total = table.total.saturating_sub(1);
+        if let Some((_, count)) = table.parties.get_mut(&self.party) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                table.parties.remove(&self.party);
+            }
+        }
+    }
+}
+
+/// Rate-limits the log lines of refused requests.
+struct RefusalLog {
+    per_second: u64,
+    /// The second being counted, and how many refusals it had.
+    second: AtomicU64,
+    in_second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// Whether to log a refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Log it; `suppressed` refusals were not logged since the last line.
+    Log { suppressed: u64 },
+    /// Count it only.
+    Suppress,
+}
+
+impl RefusalLog {
+    fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            second: AtomicU64::new(0),
+            in_second: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self, now_second: u64) -> Admit {
+        if self.second.swap(now_second, Ordering::AcqRel) != now_second {
+            self.in_second.store(0, Ordering::Release);
+        }
+        if self.in_second.fetch_add(1, Ordering::AcqRel) < self.per_second {
+            Admit::Log {
+                suppressed: self.suppressed.swap(0, Ordering::AcqRel),
+            }
+        } else {
+            self.suppressed.fetch_add(1, Ordering::AcqRel);
+            Admit::Suppress
+        }
+    }
+
+    fn refused(&self, method: &'static str, party: Option<&PartyKey>, status: &Status) {
+        if let Admit::Log { suppressed } = self.admit(auth::now_ms() / 1000) {
+            let party = party.map(party_label).unwrap_or_default();
+            tracing::warn!(
+                method,
+                %party,
+                code = ?status.code(),
+                reason = status.message(),
+                suppressed,
+                "request refused"
+            );
         }
     }
 }
@@ -46,7 +194,9 @@ impl Notifier {
 /// The connector service over a [`MailboxStore`].
 pub struct ConnectorService {
     store: Arc<dyn MailboxStore>,
-    notifier: Arc<Notifier>,
+    streams: Arc<Streams>,
+    refusals: Arc<RefusalLog>,
+    audience: String,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -57,18 +207,112 @@ impl std::fmt::Debug for ConnectorService {
 }
 
 impl ConnectorService {
-    /// A service over `store`. Open streams end when `shutdown` turns true.
+    /// A service over `store` with the default [`ServiceLimits`]. Open
+    /// streams end when `shutdown` turns true.
     pub fn new(store: Arc<dyn MailboxStore>, shutdown: watch::Receiver<bool>) -> Self {
+        Self::with_limits(store, ServiceLimits::default(), shutdown)
+    }
+
+    /// A service over `store` with `limits`.
+    pub fn with_limits(
+        store: Arc<dyn MailboxStore>,
+        limits: ServiceLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
+            audience: store.audience(),
             store,
-            notifier: Arc::default(),
+            streams: Arc::new(Streams::new(limits)),
+            refusals: Arc::new(RefusalLog::new(limits.refusal_logs_per_second)),
             shutdown,
         }
     }
 
-    /// The tonic server wrapper.
-    pub fn into_server(self) -> ConnectorServer<Self> {
-        ConnectorServer::new(self)
+    /// The tonic server, its gRPC size limits following the store's
+    /// [`Limits`](crate::Limits), wrapped so that a request above the
+    /// decoding limit is answered RESOURCE_EXHAUSTED.
+    pub fn into_server(self) -> SizeLimited<ConnectorServer<Self>> {
+        let limits = self.store.limits();
+        let decoding = limits.max_message_len.saturating_add(FIELD_ROOM);
+        let encoding = limits
+            .max_message_len
+            .max(limits.max_page_bytes)
+            .saturating_add(FIELD_ROOM);
+        SizeLimited {
+            inner: ConnectorServer::new(self)
+                .max_decoding_message_size(decoding)
+                .max_encoding_message_size(encoding),
+            decoding,
+        }
+    }
+
+    /// Logs a refusal (rate-limited) and passes the result on.
+    fn logged<T>(
+        &self,
+        method: &'static str,
+        party: Option<&PartyKey>,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Err(status) = &result {
+            self.refusals.refused(method, party, status);
+        }
+        result
+    }
+}
+
+/// The connector's gRPC server with tonic's answer to a request above its
+/// decoding limit (OUT_OF_RANGE, which the connector never answers
+/// otherwise) turned into RESOURCE_EXHAUSTED, as for an envelope above the
+/// limit.
+#[derive(Debug, Clone)]
+pub struct SizeLimited<S> {
+    inner: S,
+    decoding: usize,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SizeLimited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for SizeLimited<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let answer = self.inner.call(request);
+        let decoding = self.decoding;
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let out_of_range = Status::from_header_map(response.headers())
+                .is_some_and(|status| status.code() == tonic::Code::OutOfRange);
+            if out_of_range {
+                let headers = response.headers_mut();
+                headers.remove("grpc-status");
+                headers.remove("grpc-message");
+                let status = Status::resource_exhausted(format!(
+                    "the request exceeds the limit of {decoding} bytes"
+                ));
+                // Only fails for a message that is not a valid header value;
+                // this one is ASCII.
+                let _ = status.add_header(headers);
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -85,7 +329,10 @@ fn mailbox_status(error: MailboxError) -> Status {
         MailboxError::TooLarge { .. } | MailboxError::MailboxFull { .. } => {
             Status::resource_exhausted(message)
         }
-        MailboxError::NonceReplayed => Status::unauthenticated(message),
+        MailboxError::NonceReplayed | MailboxError::NonceExpired => {
+            Status::unauthenticated(message)
+        }
+        MailboxError::ClientIdReused => Status::already_exists(message),
         MailboxError::Invalid(_) => Status::invalid_argument(message),
         MailboxError::Storage(_) => {
             tracing::error!(error = %message, "storage failure");
@@ -101,20 +348,9 @@ async fn settle<T>(reply: Reply<T>) -> Result<T, Status> {
         .map_err(mailbox_status)
 }
 
-/// Checks a request's signature; the nonce is recorded by the store.
-fn check<T: prost::Message>(request: &Request<T>, method: &str) -> Result<Verified, Status> {
-    let path = format!("{SERVICE_PATH}{method}");
-    auth::verify(
-        request.metadata(),
-        &path,
-        &request.get_ref().encode_to_vec(),
-        auth::now_ms(),
-    )
-    .map_err(auth_status)
-}
-
 fn party_label(party: &PartyKey) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&party[..6])
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(party.first_chunk::<6>().unwrap_or(&[0; 6]))
 }
 
 fn new_token() -> Result<String, Status> {
@@ -159,14 +395,31 @@ where
 type MessageStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<proto::ReceivedMessage, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Connector for ConnectorService {
-    async fn generate_connection_token(
+impl ConnectorService {
+    /// Checks a request's signature for this connector; the nonce is
+    /// recorded by the store.
+    fn check<T: prost::Message>(
         &self,
-        request: Request<proto::GenerateConnectionTokenRequest>,
-    ) -> Result<Response<proto::GenerateConnectionTokenResponse>, Status> {
-        let verified = check(&request, "GenerateConnectionToken")?;
-        let count = match request.get_ref().count {
+        request: &Request<T>,
+        method: &str,
+    ) -> Result<Verified, Status> {
+        let path = format!("{SERVICE_PATH}{method}");
+        auth::verify(
+            request.metadata(),
+            &self.audience,
+            &path,
+            &request.get_ref().encode_to_vec(),
+            auth::now_ms(),
+        )
+        .map_err(auth_status)
+    }
+
+    async fn generate_tokens(
+        &self,
+        verified: Verified,
+        request: proto::GenerateConnectionTokenRequest,
+    ) -> Result<proto::GenerateConnectionTokenResponse, Status> {
+        let count = match request.count {
             0 => 1,
             count @ 1..=100 => count,
             _ => return Err(Status::invalid_argument("count must be from 1 to 100")),
@@ -180,9 +433,221 @@ impl Connector for ConnectorService {
         )
         .await?;
         tracing::info!(party = %party_label(&verified.party), count, "tokens created");
-        Ok(Response::new(proto::GenerateConnectionTokenResponse {
-            tokens,
+        Ok(proto::GenerateConnectionTokenResponse { tokens })
+    }
+
+    async fn join(
+        &self,
+        verified: Verified,
+        request: proto::AddConnectionFromTokenRequest,
+    ) -> Result<proto::AddConnectionFromTokenResponse, Status> {
+        let token = request.token;
+        if token.is_empty() || token.len() > 64 {
+            return Err(Status::invalid_argument("malformed token"));
+        }
+        let connection_id = format!("c-{}", new_token()?);
+        let joined = settle(
+            self.store
+                .use_token(verified, token, connection_id, auth::now_ms()),
+        )
+        .await?;
+        self.streams.wake(&joined.creator);
+        tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
+        Ok(proto::AddConnectionFromTokenResponse {
+            connection_id: joined.connection_id,
+        })
+    }
+
+    async fn send(
+        &self,
+        verified: Verified,
+        request: proto::SendMessageRequest,
+    ) -> Result<proto::SendMessageResponse, Status> {
+        if request.client_message_id.len() > 64 {
+            return Err(Status::invalid_argument(
+                "client_message_id must be at most 64 bytes",
+            ));
+        }
+        if request.message.is_empty() {
+            return Err(Status::invalid_argument("the message is empty"));
+        }
+        let client_id =
+            (!request.client_message_id.is_empty()).then_some(request.client_message_id);
+        let sent = settle(self.store.send(
+            verified,
+            request.connection_id.clone(),
+            request.message,
+            client_id,
+            auth::now_ms(),
+        ))
+        .await?;
+        if !sent.duplicate {
+            self.streams.wake(&sent.recipient);
+        }
+        tracing::debug!(connection = %request.connection_id, id = sent.id, duplicate = sent.duplicate, "message stored");
+        Ok(proto::SendMessageResponse { id: sent.id })
+    }
+
+    async fn page(
+        &self,
+        verified: Verified,
+        request: proto::GetMessagesPaginatedRequest,
+    ) -> Result<proto::GetMessagesPaginatedResponse, Status> {
+        let limit = match request.limit {
+            0 => 100,
+            limit @ 1..=1000 => limit as usize,
+            _ => return Err(Status::invalid_argument("limit must be from 1 to 1000")),
+        };
+        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
+        let party = verified.party;
+        let after = request.last_seen_message_id;
+        let max_bytes = self.store.limits().max_page_bytes;
+        let messages = read(&self.store, move |store| {
+            store.messages_after(&party, after, limit, max_bytes)
+        })
+        .await?;
+        Ok(proto::GetMessagesPaginatedResponse {
+            messages: messages.into_iter().map(to_proto).collect(),
+        })
+    }
+
+    async fn stream(
+        &self,
+        verified: Verified,
+        request: proto::GetMessageStreamRequest,
+    ) -> Result<MessageStream, Status> {
+        // The slot first: a refusal for too many streams consumes no nonce.
+        let slot = self.streams.open(&verified.party)?;
+        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
+        let party = verified.party;
+        let mut cursor = request.last_seen_message_id;
+        let store = Arc::clone(&self.store);
+        let max_bytes = store.limits().max_page_bytes;
+        let mut shutdown = self.shutdown.clone();
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tracing::info!(party = %party_label(&party), cursor, "stream opened");
+        tokio::spawn(async move {
+            // Held until the stream's task ends: then the slot is free and,
+            // with the key's last stream, its notifier entry gone.
+            let slot = slot;
+            loop {
+                // Register before reading, so a message stored in between
+                // still wakes this stream.
+                let notified = slot.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let after = cursor;
+                let page = read(&store, move |store| {
+                    store.messages_after(&party, after, STREAM_PAGE, max_bytes)
+                })
+                .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                };
+                // A page cut short by the byte cap is not the end either.
+                let more = !page.is_empty();
+                for message in page {
+                    cursor = message.id;
+                    tokio::select! {
+                        sent = sender.send(Ok(to_proto(message))) => {
+                            if sent.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                if more {
+                    continue;
+                }
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = sender.closed() => return,
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
+
+    async fn acknowledge(
+        &self,
+        verified: Verified,
+        request: proto::AcknowledgeMessagesRequest,
+    ) -> Result<proto::AcknowledgeMessagesResponse, Status> {
+        let ids = request.message_ids;
+        if ids.len() > 10_000 {
+            return Err(Status::invalid_argument(
+                "at most 10,000 ids per acknowledgement",
+            ));
+        }
+        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms())).await?;
+        tracing::debug!(party = %party_label(&verified.party), deleted, "messages acknowledged and deleted");
+        Ok(proto::AcknowledgeMessagesResponse { deleted })
+    }
+
+    async fn revoke(
+        &self,
+        verified: Verified,
+        request: proto::RevokeConnectionRequest,
+    ) -> Result<proto::RevokeConnectionResponse, Status> {
+        let connection_id = request.connection_id;
+        let other = settle(
+            self.store
+                .revoke(verified, connection_id.clone(), auth::now_ms()),
+        )
+        .await?;
+        self.streams.wake(&other);
+        tracing::info!(connection = %connection_id, "connection revoked");
+        Ok(proto::RevokeConnectionResponse {})
+    }
+}
+
+/// A signed call: checks the signature, runs `$handler` and logs a refusal.
+macro_rules! signed {
+    ($self:ident, $request:ident, $method:literal, $handler:ident) => {{
+        let verified = match $self.check(&$request, $method) {
+            Ok(verified) => verified,
+            Err(status) => return $self.logged($method, None, Err(status)),
+        };
+        let result = $self.$handler(verified, $request.into_inner()).await;
+        $self
+            .logged($method, Some(&verified.party), result)
+            .map(Response::new)
+    }};
+}
+
+#[tonic::async_trait]
+impl Connector for ConnectorService {
+    async fn get_connector_info(
+        &self,
+        _request: Request<proto::GetConnectorInfoRequest>,
+    ) -> Result<Response<proto::GetConnectorInfoResponse>, Status> {
+        let limits = self.store.limits();
+        Ok(Response::new(proto::GetConnectorInfoResponse {
+            audience: self.audience.clone(),
+            max_message_bytes: u64::try_from(limits.max_message_len).unwrap_or(u64::MAX),
+            max_page_bytes: u64::try_from(limits.max_page_bytes).unwrap_or(u64::MAX),
         }))
+    }
+
+    async fn generate_connection_token(
+        &self,
+        request: Request<proto::GenerateConnectionTokenRequest>,
+    ) -> Result<Response<proto::GenerateConnectionTokenResponse>, Status> {
+        signed!(self, request, "GenerateConnectionToken", generate_tokens)
     }
 
     async fn get_connection_token_info(
@@ -203,73 +668,21 @@ impl Connector for ConnectorService {
         &self,
         request: Request<proto::AddConnectionFromTokenRequest>,
     ) -> Result<Response<proto::AddConnectionFromTokenResponse>, Status> {
-        let verified = check(&request, "AddConnectionFromToken")?;
-        let token = request.into_inner().token;
-        if token.is_empty() || token.len() > 64 {
-            return Err(Status::invalid_argument("malformed token"));
-        }
-        let connection_id = format!("c-{}", new_token()?);
-        let joined = settle(
-            self.store
-                .use_token(verified, token, connection_id, auth::now_ms()),
-        )
-        .await?;
-        self.notifier.wake(&joined.creator);
-        tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
-        Ok(Response::new(proto::AddConnectionFromTokenResponse {
-            connection_id: joined.connection_id,
-        }))
+        signed!(self, request, "AddConnectionFromToken", join)
     }
 
     async fn send_message(
         &self,
         request: Request<proto::SendMessageRequest>,
     ) -> Result<Response<proto::SendMessageResponse>, Status> {
-        let verified = check(&request, "SendMessage")?;
-        let request = request.into_inner();
-        if request.client_message_id.len() > 64 {
-            return Err(Status::invalid_argument(
-                "client_message_id must be at most 64 bytes",
-            ));
-        }
-        let client_id =
-            (!request.client_message_id.is_empty()).then_some(request.client_message_id);
-        let sent = settle(self.store.send(
-            verified,
-            request.connection_id.clone(),
-            request.message,
-            client_id,
-            auth::now_ms(),
-        ))
-        .await?;
-        if !sent.duplicate {
-            self.notifier.wake(&sent.recipient);
-        }
-        tracing::debug!(connection = %request.connection_id, id = sent.id, duplicate = sent.duplicate, "message stored");
-        Ok(Response::new(proto::SendMessageResponse { id: sent.id }))
+        signed!(self, request, "SendMessage", send)
     }
 
     async fn get_messages_paginated(
         &self,
         request: Request<proto::GetMessagesPaginatedRequest>,
     ) -> Result<Response<proto::GetMessagesPaginatedResponse>, Status> {
-        let verified = check(&request, "GetMessagesPaginated")?;
-        let request = request.into_inner();
-        let limit = match request.limit {
-            0 => 100,
-            limit @ 1..=1000 => limit as usize,
-            _ => return Err(Status::invalid_argument("limit must be from 1 to 1000")),
-        };
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
-        let party = verified.party;
-        let after = request.last_seen_message_id;
-        let messages = read(&self.store, move |store| {
-            store.messages_after(&party, after, limit)
-        })
-        .await?;
-        Ok(Response::new(proto::GetMessagesPaginatedResponse {
-            messages: messages.into_iter().map(to_proto).collect(),
-        }))
+        signed!(self, request, "GetMessagesPaginated", page)
     }
 
     type GetMessageStreamStream = MessageStream;
@@ -278,104 +691,44 @@ impl Connector for ConnectorService {
         &self,
         request: Request<proto::GetMessageStreamRequest>,
     ) -> Result<Response<MessageStream>, Status> {
-        let verified = check(&request, "GetMessageStream")?;
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
-        let party = verified.party;
-        let mut cursor = request.get_ref().last_seen_message_id;
-        let notify = self.notifier.of(&party);
-        let store = Arc::clone(&self.store);
-        let mut shutdown = self.shutdown.clone();
-        let (sender, receiver) = mpsc::channel(STREAM_PAGE);
-        tracing::info!(party = %party_label(&party), cursor, "stream opened");
-        tokio::spawn(async move {
-            loop {
-                // Register before reading, so a message stored in between
-                // still wakes this stream.
-                let notified = notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let after = cursor;
-                let page = read(&store, move |store| {
-                    store.messages_after(&party, after, STREAM_PAGE)
-                })
-                .await;
-                let page = match page {
-                    Ok(page) => page,
-                    Err(status) => {
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
-                };
-                let full = page.len() == STREAM_PAGE;
-                for message in page {
-                    cursor = message.id;
-                    if sender.send(Ok(to_proto(message))).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-                if full {
-                    continue;
-                }
-                tokio::select! {
-                    () = &mut notified => {}
-                    () = sender.closed() => return,
-                    _ = shutdown.changed() => return,
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        signed!(self, request, "GetMessageStream", stream)
     }
 
     async fn acknowledge_messages(
         &self,
         request: Request<proto::AcknowledgeMessagesRequest>,
     ) -> Result<Response<proto::AcknowledgeMessagesResponse>, Status> {
-        let verified = check(&request, "AcknowledgeMessages")?;
-        let ids = request.into_inner().message_ids;
-        if ids.len() > 10_000 {
-            return Err(Status::invalid_argument(
-                "at most 10,000 ids per acknowledgement",
-            ));
-        }
-        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms())).await?;
-        tracing::debug!(party = %party_label(&verified.party), deleted, "messages acknowledged and deleted");
-        Ok(Response::new(proto::AcknowledgeMessagesResponse {
-            deleted,
-        }))
+        signed!(self, request, "AcknowledgeMessages", acknowledge)
     }
 
     async fn revoke_connection(
         &self,
         request: Request<proto::RevokeConnectionRequest>,
     ) -> Result<Response<proto::RevokeConnectionResponse>, Status> {
-        let verified = check(&request, "RevokeConnection")?;
-        let connection_id = request.into_inner().connection_id;
-        let other = settle(
-            self.store
-                .revoke(verified, connection_id.clone(), auth::now_ms()),
-        )
-        .await?;
-        self.notifier.wake(&other);
-        tracing::info!(connection = %connection_id, "connection revoked");
-        Ok(Response::new(proto::RevokeConnectionResponse {}))
+        signed!(self, request, "RevokeConnection", revoke)
     }
 }
 
-/// Serves the connector on `listener` until `shutdown` resolves; then
-/// stops accepting, ends open streams, and returns once in-flight requests
-/// are answered.
+/// Serves the connector on `listener` until `shutdown` resolves, with the
+/// default [`ServiceLimits`]; then stops accepting, ends open streams, and
+/// returns once in-flight requests are answered.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn MailboxStore>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_limits(listener, store, ServiceLimits::default(), shutdown).await
+}
+
+/// [`serve`] with `limits`.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn MailboxStore>,
+    limits: ServiceLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
-    let service = ConnectorService::new(store, stopped);
+    let service = ConnectorService::with_limits(store, limits, stopped);
     // Small answers must not wait for Nagle's algorithm (tonic's own
     // `tcp_nodelay` setting does not reach a listener handed in like this).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -386,4 +739,51 @@ pub async fn serve(
             let _ = stop.send(true);
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn refusal_logs_are_rate_limited_and_the_rest_counted() {
+        let log = RefusalLog::new(3);
+        for _ in 0..3 {
+            assert!(matches!(log.admit(10), Admit::Log { .. }));
+        }
+        assert_eq!(log.admit(10), Admit::Suppress);
+        assert_eq!(log.admit(10), Admit::Suppress);
+        // The next second logs again and reports what was suppressed.
+        assert_eq!(log.admit(11), Admit::Log { suppressed: 2 });
+        assert_eq!(log.admit(11), Admit::Log { suppressed: 0 });
+    }
+
+    #[test]
+    fn a_key_leaves_the_stream_table_with_its_last_stream() {
+        let streams = Arc::new(Streams::new(ServiceLimits {
+            max_streams_per_party: 2,
+            max_streams: 3,
+            refusal_logs_per_second: 1,
+        }));
+        let first = streams.open(&[1; 32]).unwrap();
+        let second = streams.open(&[1; 32]).unwrap();
+        let refused = streams.open(&[1; 32]).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("max-streams-per-key"),
+            "{refused:?}"
+        );
+        let other = streams.open(&[2; 32]).unwrap();
+        let total = streams.open(&[3; 32]).err().unwrap();
+        assert!(total.message().contains("(3, max-streams)"), "{total:?}");
+        assert_eq!(streams.keys(), 2);
+        drop(first);
+        assert_eq!(streams.keys(), 2);
+        drop(second);
+        drop(other);
+        assert_eq!(streams.keys(), 0, "no entry outlives its key's streams");
+        // Every slot is free again.
+        let _again = streams.open(&[3; 32]).unwrap();
+    }
 }

@@ -121,6 +121,7 @@ async fn requests_must_be_signed_fresh_and_by_a_party() {
     // A replayed request (same nonce and signature): refused the second time.
     let request = signer(2)
         .sign(
+            &connector.mailbox.audience(),
             "/confidant.connector.v1.Connector/SendMessage",
             proto::SendMessageRequest {
                 connection_id: connection_id.clone(),
@@ -145,6 +146,7 @@ async fn requests_must_be_signed_fresh_and_by_a_party() {
     // A signature over other bytes (tampered request): refused.
     let request = signer(2)
         .sign(
+            &connector.mailbox.audience(),
             "/confidant.connector.v1.Connector/SendMessage",
             proto::SendMessageRequest {
                 connection_id: connection_id.clone(),
@@ -228,6 +230,7 @@ async fn sends_are_idempotent_limits_are_clear_and_acknowledged_messages_are_del
     let connector = connector(Limits {
         max_message_len: 100,
         max_pending_per_recipient: 3,
+        ..Limits::default()
     })
     .await;
     let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
@@ -433,7 +436,7 @@ async fn stored_messages_and_used_nonces_survive_a_restart() {
     };
     let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
     let waiting = mailbox
-        .messages_after(&signer(1).public_key(), 0, 10)
+        .messages_after(&signer(1).public_key(), 0, 10, usize::MAX)
         .unwrap();
     assert_eq!(waiting.len(), 2, "the join notice and the message");
     assert_eq!(
@@ -471,9 +474,9 @@ async fn expired_nonces_are_pruned_and_live_ones_kept() {
         nonce: [nonce; confidant_connector::auth::NONCE_LEN],
         expires_ms,
     };
-    // One nonce whose window has passed, one still live.
+    // One nonce whose window ends soon, one that lasts.
     mailbox
-        .use_nonce(verified(1, now - 1), now)
+        .use_nonce(verified(1, now + 10), now)
         .await
         .unwrap()
         .unwrap();
@@ -482,23 +485,32 @@ async fn expired_nonces_are_pruned_and_live_ones_kept() {
         .await
         .unwrap()
         .unwrap();
-    // The next transaction prunes the expired one (its window is over, so
-    // the signature check refuses it anyway); the live one stays refused.
+    // A transaction after the first window prunes that nonce; the live one
+    // stays refused. (Only a record with a later expiry, which no real
+    // request has for the same nonce, shows that the first was pruned: the
+    // expiry check refuses it otherwise.)
     mailbox
-        .use_nonce(verified(3, now + 60_000), now)
+        .use_nonce(verified(3, now + 60_000), now + 20)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         mailbox
-            .use_nonce(verified(1, now + 60_000), now)
+            .use_nonce(verified(1, now + 60_000), now + 20)
             .await
             .unwrap(),
         Ok(())
     );
     assert_eq!(
         mailbox
-            .use_nonce(verified(2, now + 60_000), now)
+            .use_nonce(verified(1, now + 10), now + 20)
+            .await
+            .unwrap(),
+        Err(MailboxError::NonceExpired)
+    );
+    assert_eq!(
+        mailbox
+            .use_nonce(verified(2, now + 60_000), now + 20)
             .await
             .unwrap(),
         Err(MailboxError::NonceReplayed)

@@ -1,0 +1,423 @@
+//! The connector's answers to a security review, over real gRPC on loopback
+//! with real redb files: nonces at the edge of their window, requests bound
+//! to one connector, size limits and byte-capped pages, bounded streams,
+//! damaged records, and clear answers to malformed requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use confidant_connector::auth::{NONCE_LEN, Verified, now_ms};
+use confidant_connector::proto::{self, connector_client::ConnectorClient};
+use confidant_connector::{
+    Limits, MailboxError, MailboxStore, RedbMailbox, RequestSigner, SignedClient,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Code;
+
+const MIB: usize = 1024 * 1024;
+
+struct Connector {
+    url: String,
+    mailbox: Arc<RedbMailbox>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn connector(limits: Limits) -> Connector {
+    let dir = tempfile::tempdir().unwrap();
+    let mailbox = Arc::new(RedbMailbox::open(dir.path().join("connector.redb"), limits).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let store: Arc<dyn MailboxStore> = Arc::clone(&mailbox) as _;
+    let task = tokio::spawn(async move {
+        confidant_connector::serve(listener, store, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Connector {
+        url,
+        mailbox,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+impl Connector {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn signer(seed: u8) -> RequestSigner {
+    RequestSigner::from_seed(&[seed; 32])
+}
+
+/// A connection between `issuer` (the token's creator) and `holder`.
+async fn connect(issuer: &SignedClient, holder: &SignedClient) -> String {
+    let token = issuer
+        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
+        .await
+        .unwrap()
+        .tokens
+        .remove(0);
+    holder
+        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
+        .await
+        .unwrap()
+        .connection_id
+}
+
+fn verified(party: u8, nonce: u8, expires_ms: u64) -> Verified {
+    Verified {
+        party: signer(party).public_key(),
+        nonce: [nonce; NONCE_LEN],
+        expires_ms,
+    }
+}
+
+/// Item 5: a nonce presented after its window, in a transaction that
+/// prunes it first, is refused (it used to be pruned, then accepted again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_past_its_window_is_refused_even_when_pruned_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailbox = RedbMailbox::open(dir.path().join("connector.redb"), Limits::default()).unwrap();
+    let now = now_ms();
+    let expires = now + 1_000;
+    mailbox
+        .use_nonce(verified(1, 1, expires), now)
+        .await
+        .unwrap()
+        .unwrap();
+    // The same nonce again, recorded after its expiry (its signature was
+    // checked while it was still fresh): the transaction's pruning would
+    // delete the first use, so only the expiry check can refuse it.
+    let again = mailbox
+        .use_nonce(verified(1, 1, expires), expires + 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            again,
+            Err(MailboxError::NonceReplayed | MailboxError::NonceExpired)
+        ),
+        "{again:?}"
+    );
+}
+
+/// Item 5: once a nonce was pruned, a transaction whose clock is earlier
+/// (the clock stepped back, or a request checked earlier) still refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_nonce_is_refused_at_an_earlier_clock_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailbox = RedbMailbox::open(dir.path().join("connector.redb"), Limits::default()).unwrap();
+    let now = now_ms();
+    let expires = now + 1_000;
+    mailbox
+        .use_nonce(verified(1, 1, expires), now)
+        .await
+        .unwrap()
+        .unwrap();
+    // A later transaction prunes it.
+    mailbox
+        .use_nonce(verified(1, 2, now + 600_000), expires + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    // The replay, checked at a time inside its window.
+    let again = mailbox
+        .use_nonce(verified(1, 1, expires), now + 500)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            again,
+            Err(MailboxError::NonceReplayed | MailboxError::NonceExpired)
+        ),
+        "{again:?}"
+    );
+}
+
+/// Item 9: a damaged token record (32 bytes, no `used` byte) is refused
+/// with a storage error, and the writer keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_token_record_is_a_storage_error_and_the_writer_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connector.redb");
+    // Create the file with its tables, then damage one token record.
+    RedbMailbox::open(&path, Limits::default()).unwrap().close();
+    {
+        let database = redb::Database::create(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("tokens");
+            let mut tokens = txn.open_table(table).unwrap();
+            tokens
+                .insert(b"damaged".as_slice(), signer(1).public_key().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
+    let now = now_ms();
+    let used = mailbox
+        .use_token(
+            verified(2, 1, now + 60_000),
+            "damaged".into(),
+            "c-x".into(),
+            now,
+        )
+        .await
+        .expect("an answer, not a dead writer");
+    assert!(matches!(used, Err(MailboxError::Storage(_))), "{used:?}");
+    // Later writes still work.
+    mailbox
+        .create_tokens(verified(1, 2, now + 60_000), vec!["fresh".into()], now)
+        .await
+        .expect("the writer is alive")
+        .unwrap();
+}
+
+/// Item 10: a client message id reused with another body is refused with
+/// ALREADY_EXISTS (a retry of the same body still returns the first id);
+/// an empty envelope is refused with INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_client_id_with_another_body_and_an_empty_envelope_are_refused() {
+    let connector = connector(Limits::default()).await;
+    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+    let connection_id = connect(&issuer, &holder).await;
+    let send = |message: &[u8], client_id: &[u8]| {
+        holder.send_message(proto::SendMessageRequest {
+            connection_id: connection_id.clone(),
+            message: message.to_vec(),
+            client_message_id: client_id.to_vec(),
+        })
+    };
+    let first = send(b"one", b"id-1").await.unwrap().id;
+    assert_eq!(send(b"one", b"id-1").await.unwrap().id, first);
+    let other = send(b"two", b"id-1").await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+    assert!(other.message().contains("client message id"), "{other:?}");
+    let empty = send(b"", b"").await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+    assert!(empty.message().contains("empty"), "{empty:?}");
+    // Only the join notice and the first message wait.
+    assert_eq!(connector.mailbox.pending(&issuer.public_key()).unwrap(), 2);
+    connector.stop().await;
+}
+
+/// Item 6: a request signed for connector A is refused by connector B with
+/// an error naming B's audience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_signed_for_one_connector_is_refused_by_another() {
+    let first = connector(Limits::default()).await;
+    let second = connector(Limits::default()).await;
+    let method = "/confidant.connector.v1.Connector/GenerateConnectionToken";
+    // Signed for the first connector, as its GetConnectorInfo announces it.
+    let audience = SignedClient::new(&first.url, signer(1))
+        .unwrap()
+        .connector_info()
+        .await
+        .unwrap()
+        .audience;
+    assert_eq!(audience, first.mailbox.audience());
+    assert_ne!(audience, second.mailbox.audience());
+    let request = signer(1)
+        .sign(
+            &audience,
+            method,
+            proto::GenerateConnectionTokenRequest { count: 1 },
+        )
+        .unwrap();
+    let (metadata, _, body) = request.into_parts();
+    let replay = tonic::Request::from_parts(metadata.clone(), Default::default(), body.clone());
+    ConnectorClient::connect(first.url.clone())
+        .await
+        .unwrap()
+        .generate_connection_token(tonic::Request::from_parts(
+            metadata,
+            Default::default(),
+            body,
+        ))
+        .await
+        .unwrap();
+    let refused = ConnectorClient::connect(second.url.clone())
+        .await
+        .unwrap()
+        .generate_connection_token(replay)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("audience"), "{refused:?}");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Item 7: with `max_message_len` above tonic's default 4 MiB, an envelope
+/// of 5 MiB is stored and read back; one above the limit gets
+/// RESOURCE_EXHAUSTED naming its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_above_four_mib_pass_when_the_limit_allows_them() {
+    let limits = Limits {
+        max_message_len: 6 * MIB,
+        ..Limits::default()
+    };
+    let connector = connector(limits).await;
+    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+    let connection_id = connect(&issuer, &holder).await;
+    let send = |len: usize| {
+        holder.send_message(proto::SendMessageRequest {
+            connection_id: connection_id.clone(),
+            message: vec![7u8; len],
+            client_message_id: vec![],
+        })
+    };
+    send(5 * MIB).await.unwrap();
+    let large = send(6 * MIB + 1).await.unwrap_err();
+    assert_eq!(large.code(), Code::ResourceExhausted, "{large:?}");
+    assert!(
+        large.message().contains(&(6 * MIB + 1).to_string()),
+        "{large:?}"
+    );
+    // Far above the limit (beyond the room left for the other fields):
+    // still RESOURCE_EXHAUSTED, not OUT_OF_RANGE.
+    let huge = send(8 * MIB).await.unwrap_err();
+    assert_eq!(huge.code(), Code::ResourceExhausted, "{huge:?}");
+    // The 5 MiB envelope comes back (alone on its page: larger than the
+    // page cap, but a page always holds at least one message).
+    let page = issuer
+        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+            last_seen_message_id: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .messages;
+    let last = page.last().unwrap().id;
+    let page = issuer
+        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+            last_seen_message_id: last,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(page.len(), 1);
+    assert!(matches!(
+        &page[0].content,
+        Some(proto::received_message::Content::Envelope(envelope)) if envelope.len() == 5 * MIB
+    ));
+    // And through a stream.
+    let mut stream = issuer.get_message_stream(last).await.unwrap();
+    let streamed = stream.message().await.unwrap().unwrap();
+    assert_eq!(streamed.id, page[0].id);
+    drop(stream);
+    connector.stop().await;
+}
+
+/// Item 7: a page holds at most 4 MiB (by default) of messages, so a
+/// default gRPC client can read it; paging by cursor gets them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_capped_by_bytes() {
+    let connector = connector(Limits::default()).await;
+    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+    let connection_id = connect(&issuer, &holder).await;
+    for fill in 0..6u8 {
+        holder
+            .send_message(proto::SendMessageRequest {
+                connection_id: connection_id.clone(),
+                message: vec![fill; MIB],
+                client_message_id: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let mut cursor = 0;
+    let mut envelopes = 0;
+    let mut pages = 0;
+    loop {
+        let request = proto::GetMessagesPaginatedRequest {
+            last_seen_message_id: cursor,
+            limit: 1000,
+        };
+        let page = issuer
+            .get_messages_paginated(request.clone())
+            .await
+            .unwrap();
+        if page.messages.is_empty() {
+            break;
+        }
+        let bytes = prost::Message::encoded_len(&page);
+        assert!(bytes <= 4 * MIB, "a page of {bytes} bytes");
+        // A client with tonic's default limits reads it too.
+        let raw = ConnectorClient::connect(connector.url.clone())
+            .await
+            .unwrap();
+        drop(raw);
+        pages += 1;
+        envelopes += page
+            .messages
+            .iter()
+            .filter(|message| {
+                matches!(
+                    message.content,
+                    Some(proto::received_message::Content::Envelope(_))
+                )
+            })
+            .count();
+        cursor = page.messages.last().unwrap().id;
+    }
+    assert_eq!(envelopes, 6);
+    assert!(pages >= 2, "{pages} pages");
+    connector.stop().await;
+}
+
+/// Item 8: one key may hold a bounded number of streams (16 by default);
+/// one more is refused with RESOURCE_EXHAUSTED naming the limit, and once a
+/// stream ends its slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_key_are_bounded() {
+    let connector = connector(Limits::default()).await;
+    let client = SignedClient::new(&connector.url, signer(1)).unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        streams.push(client.get_message_stream(0).await.unwrap());
+    }
+    let refused = client.get_message_stream(0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("16"), "{refused:?}");
+    // Another key is not affected.
+    let other = SignedClient::new(&connector.url, signer(2)).unwrap();
+    let _theirs = other.get_message_stream(0).await.unwrap();
+    // Closing one frees its slot (the server notices the client went away).
+    drop(streams.pop());
+    let mut reopened = None;
+    for _ in 0..200 {
+        match client.get_message_stream(0).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+    assert!(reopened.is_some(), "the slot was never freed");
+    drop(streams);
+    drop(reopened);
+    connector.stop().await;
+}
