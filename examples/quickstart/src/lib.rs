@@ -312,7 +312,7 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
     )?;
     relay.send_to_holder(Body::Bundle(
         issuer_keys
-            .bundle_with_one_time_pre_key(2, &offered)?
+            .bound_bundle(Some(2), &offered, connection.as_bytes())?
             .to_wire(),
     ));
     let mut holder = holder_connects(
