@@ -5,9 +5,10 @@
 //! (useful with `--listen 127.0.0.1:0`), logs to stderr (`RUST_LOG` sets the
 //! level; `--log-json` for JSON lines), and on SIGTERM or Ctrl-C stops
 //! accepting, answers the requests in flight, and closes the file: every
-//! message it acknowledged receiving is on disk.
+//! message it acknowledged receiving is on disk. With `--tls-cert` and
+//! `--tls-key` it serves TLS; without them, plaintext (and logs a warning).
 
-use crate::{Limits, RedbMailbox, serve};
+use crate::{Limits, RedbMailbox, ServerTls, serve_with_tls};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,14 @@ struct Args {
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Serve TLS with this certificate chain (PEM, the connector's
+    /// certificate first). Without it the connector serves plaintext, which
+    /// is for loopback and tests.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the connector with command-line `args` (the first is the program
@@ -57,6 +66,11 @@ where
         let _ = logs.try_init();
     }
 
+    // Before anything else, so a bad certificate or key stops the start.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data_dir)?;
     let path = args.data_dir.join("connector.redb");
     let limits = Limits {
@@ -70,6 +84,13 @@ where
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, file = %path.display(), ?limits, "connector started");
+    match &args.tls_cert {
+        Some(cert) => tracing::info!(certificate = %cert.display(), "serving TLS"),
+        None => tracing::warn!(
+            "serving PLAINTEXT (no --tls-cert and --tls-key): for loopback and tests only; \
+             clients must use http:// URLs"
+        ),
+    }
     println!("listening on {address}");
 
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -80,7 +101,12 @@ where
         }
         let _ = stopping.send(true);
     };
-    let server = serve(listener, Arc::clone(&mailbox) as Arc<_>, signal);
+    let server = serve_with_tls(
+        listener,
+        Arc::clone(&mailbox) as Arc<_>,
+        tls.as_ref(),
+        signal,
+    );
     // Clients that keep their connections open (a stopped process holding a
     // stream) must not keep the connector alive forever: after the grace
     // period it stops anyway. Every answered request is on disk already.

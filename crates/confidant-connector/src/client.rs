@@ -4,6 +4,7 @@
 use crate::auth::{RequestSigner, SignError};
 use crate::proto::{self, connector_client::ConnectorClient, received_message};
 use crate::server::SERVICE_PATH;
+use crate::tls::ClientTls;
 use async_trait::async_trait;
 use confidant_actors::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Attempts of a call that fails with a transient error before giving up.
@@ -76,18 +77,30 @@ macro_rules! signed_call {
 }
 
 impl SignedClient {
-    /// A client for the connector at `url` (for example
-    /// `http://127.0.0.1:50051`). Connects lazily and reconnects by itself.
+    /// A client for the connector at `url`: `https://HOST:PORT` (TLS,
+    /// the certificate verified for HOST against the system's roots) or
+    /// `http://HOST:PORT` (plaintext, for loopback and tests). Connects
+    /// lazily and reconnects by itself.
     ///
     /// Call it within a tokio runtime: the channel's background task is
     /// spawned on the current runtime, which must outlive the client.
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|error| {
-                TransportError::Refused(format!("bad connector URL {url:?}: {error}"))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+        Self::with_tls(url, signer, &ClientTls::default())
+    }
+
+    /// [`SignedClient::new`], verifying an `https://` connector against
+    /// what `tls` trusts. Refused (never downgraded) when TLS cannot be set
+    /// up; an `http://` URL with a CA is refused too; any other scheme is
+    /// refused. The error is [`TransportError::Refused`] with the
+    /// [`TlsError`](crate::tls::TlsError)'s text.
+    pub fn with_tls(
+        url: &str,
+        signer: RequestSigner,
+        tls: &ClientTls,
+    ) -> Result<Self, TransportError> {
+        let endpoint = tls
+            .endpoint(url)
+            .map_err(|error| TransportError::Refused(error.to_string()))?;
         Ok(Self {
             client: ConnectorClient::new(endpoint.connect_lazy()),
             signer,
@@ -229,7 +242,17 @@ impl ConnectorTransport {
     /// Call it within a tokio runtime that outlives the transport (see
     /// [`SignedClient::new`]).
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
-        let client = SignedClient::new(url, signer)?;
+        Self::with_tls(url, signer, &ClientTls::default())
+    }
+
+    /// [`ConnectorTransport::new`], verifying an `https://` connector
+    /// against what `tls` trusts (see [`SignedClient::with_tls`]).
+    pub fn with_tls(
+        url: &str,
+        signer: RequestSigner,
+        tls: &ClientTls,
+    ) -> Result<Self, TransportError> {
+        let client = SignedClient::with_tls(url, signer, tls)?;
         let (stop, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
