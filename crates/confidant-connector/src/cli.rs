@@ -5,9 +5,10 @@
 //! (useful with `--listen 127.0.0.1:0`), logs to stderr (`RUST_LOG` sets the
 //! level; `--log-json` for JSON lines), and on SIGTERM or Ctrl-C stops
 //! accepting, answers the requests in flight, and closes the file: every
-//! message it acknowledged receiving is on disk.
+//! message it acknowledged receiving is on disk. With `--tls-cert` and
+//! `--tls-key` it serves TLS; without them, plaintext (and logs a warning).
 
-use crate::{Limits, MailboxStore as _, RedbMailbox, ServiceLimits, serve_with_limits};
+use crate::{Limits, MailboxStore as _, RedbMailbox, ServerTls, ServiceLimits, serve_with};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,14 @@ struct Args {
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Serve TLS with this certificate chain (PEM, the connector's
+    /// certificate first). Without it the connector serves plaintext, which
+    /// is for loopback and tests.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the connector with command-line `args` (the first is the program
@@ -75,6 +84,11 @@ where
         let _ = logs.try_init();
     }
 
+    // Before anything else, so a bad certificate or key stops the start.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data_dir)?;
     let path = args.data_dir.join("connector.redb");
     let limits = Limits {
@@ -105,6 +119,13 @@ where
         ?service_limits,
         "connector started"
     );
+    match &args.tls_cert {
+        Some(cert) => tracing::info!(certificate = %cert.display(), "serving TLS"),
+        None => tracing::warn!(
+            "serving PLAINTEXT (no --tls-cert and --tls-key): for loopback and tests only; \
+             clients must use http:// URLs"
+        ),
+    }
     println!("listening on {address}");
 
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -115,10 +136,11 @@ where
         }
         let _ = stopping.send(true);
     };
-    let server = serve_with_limits(
+    let server = serve_with(
         listener,
         Arc::clone(&mailbox) as Arc<_>,
         service_limits,
+        tls.as_ref(),
         signal,
     );
     // Clients that keep their connections open (a stopped process holding a

@@ -4,6 +4,7 @@
 use crate::auth::{RequestSigner, SignError};
 use crate::proto::{self, connector_client::ConnectorClient, received_message};
 use crate::server::{FIELD_ROOM, SERVICE_PATH};
+use crate::tls::ClientTls;
 use async_trait::async_trait;
 use confidant_actors::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Attempts of a call that fails with a transient error before giving up.
@@ -92,18 +93,30 @@ macro_rules! signed_call {
 }
 
 impl SignedClient {
-    /// A client for the connector at `url` (for example
-    /// `http://127.0.0.1:50051`). Connects lazily and reconnects by itself.
+    /// A client for the connector at `url`: `https://HOST:PORT` (TLS,
+    /// the certificate verified for HOST against the system's roots) or
+    /// `http://HOST:PORT` (plaintext, for loopback and tests). Connects
+    /// lazily and reconnects by itself.
     ///
     /// Call it within a tokio runtime: the channel's background task is
     /// spawned on the current runtime, which must outlive the client.
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|error| {
-                TransportError::Refused(format!("bad connector URL {url:?}: {error}"))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+        Self::with_tls(url, signer, &ClientTls::default())
+    }
+
+    /// [`SignedClient::new`], verifying an `https://` connector against
+    /// what `tls` trusts. Refused (never downgraded) when TLS cannot be set
+    /// up; an `http://` URL with a CA is refused too; any other scheme is
+    /// refused. The error is [`TransportError::Refused`] with the
+    /// [`TlsError`](crate::tls::TlsError)'s text.
+    pub fn with_tls(
+        url: &str,
+        signer: RequestSigner,
+        tls: &ClientTls,
+    ) -> Result<Self, TransportError> {
+        let endpoint = tls
+            .endpoint(url)
+            .map_err(|error| TransportError::Refused(error.to_string()))?;
         Ok(Self {
             client: ConnectorClient::new(endpoint.connect_lazy()),
             signer,
@@ -309,7 +322,7 @@ impl ConnectorTransport {
     /// Call it within a tokio runtime that outlives the transport (see
     /// [`SignedClient::new`]).
     pub fn new(url: &str, signer: RequestSigner) -> Result<Self, TransportError> {
-        Self::with_buffer_bytes(url, signer, DEFAULT_BUFFER_BYTES)
+        Self::with_options(url, signer, &ClientTls::default(), DEFAULT_BUFFER_BYTES)
     }
 
     /// [`ConnectorTransport::new`] holding at most `buffer_bytes` of
@@ -320,8 +333,29 @@ impl ConnectorTransport {
         signer: RequestSigner,
         buffer_bytes: usize,
     ) -> Result<Self, TransportError> {
+        Self::with_options(url, signer, &ClientTls::default(), buffer_bytes)
+    }
+
+    /// [`ConnectorTransport::new`], verifying an `https://` connector
+    /// against what `tls` trusts (see [`SignedClient::with_tls`]).
+    pub fn with_tls(
+        url: &str,
+        signer: RequestSigner,
+        tls: &ClientTls,
+    ) -> Result<Self, TransportError> {
+        Self::with_options(url, signer, tls, DEFAULT_BUFFER_BYTES)
+    }
+
+    /// [`ConnectorTransport::with_tls`] and
+    /// [`ConnectorTransport::with_buffer_bytes`] together.
+    pub fn with_options(
+        url: &str,
+        signer: RequestSigner,
+        tls: &ClientTls,
+        buffer_bytes: usize,
+    ) -> Result<Self, TransportError> {
         let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
-        let client = SignedClient::new(url, signer)?
+        let client = SignedClient::with_tls(url, signer, tls)?
             .with_max_receive_bytes(buffer_bytes.max(DEFAULT_MAX_RECEIVE_BYTES));
         let (stop, _) = watch::channel(false);
         Ok(Self {

@@ -10,13 +10,14 @@
 //! ([`auth`]); only the two parties of a connection may send on it or read
 //! from it; a message is deleted once its recipient acknowledges it.
 //! `docs/connector.md` describes the API, the message lifecycle,
-//! authentication and limits.
+//! authentication, limits and TLS ([`tls`]).
 
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod mailbox;
 pub mod server;
+pub mod tls;
 
 /// The generated protobuf and gRPC types.
 #[allow(
@@ -33,7 +34,10 @@ pub mod proto {
 pub use auth::RequestSigner;
 pub use client::{ConnectorTransport, SignedClient};
 pub use mailbox::{Limits, MailboxError, MailboxStore, RedbMailbox};
-pub use server::{ConnectorService, ServiceLimits, serve, serve_with_limits};
+pub use server::{
+    ConnectorService, ServiceLimits, serve, serve_with, serve_with_limits, serve_with_tls,
+};
+pub use tls::{ClientTls, ServerTls, TlsError};
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]

@@ -709,15 +709,16 @@ impl Connector for ConnectorService {
     }
 }
 
-/// Serves the connector on `listener` until `shutdown` resolves, with the
-/// default [`ServiceLimits`]; then stops accepting, ends open streams, and
-/// returns once in-flight requests are answered.
+/// Serves the connector in plaintext on `listener` until `shutdown`
+/// resolves, with the default [`ServiceLimits`]; then stops accepting, ends
+/// open streams, and returns once in-flight requests are answered.
+/// Plaintext is for loopback and tests; see [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn MailboxStore>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_limits(listener, store, ServiceLimits::default(), shutdown).await
+    serve_with(listener, store, ServiceLimits::default(), None, shutdown).await
 }
 
 /// [`serve`] with `limits`.
@@ -727,12 +728,38 @@ pub async fn serve_with_limits(
     limits: ServiceLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, store, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS with `tls`'s identity when it is given (only TLS is
+/// accepted then: a plaintext client fails its handshake).
+pub async fn serve_with_tls(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn MailboxStore>,
+    tls: Option<&crate::tls::ServerTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, store, ServiceLimits::default(), tls, shutdown).await
+}
+
+/// [`serve`] with `limits`, over TLS when `tls` is given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn MailboxStore>,
+    limits: ServiceLimits,
+    tls: Option<&crate::tls::ServerTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
     let service = ConnectorService::with_limits(store, limits, stopped);
     // Small answers must not wait for Nagle's algorithm (tonic's own
     // `tcp_nodelay` setting does not reach a listener handed in like this).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    builder
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

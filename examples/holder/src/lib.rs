@@ -91,7 +91,7 @@ pub mod files;
 use clap::{ArgGroup, Parser, Subcommand};
 use confidant_actors::{Event, Events, Invitation, Node, NodeConfig};
 use confidant_connector::proto::GetMessagesPaginatedRequest;
-use confidant_connector::{ConnectorTransport, RequestSigner};
+use confidant_connector::{ClientTls, ConnectorTransport, RequestSigner};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
 use credentials::CredentialStore;
@@ -112,6 +112,10 @@ pub struct Args {
     /// Directory of the holder's state (created if missing).
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// Trust only this CA certificate (PEM) for an https:// connector,
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub connector_ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -173,6 +177,10 @@ where
 /// Runs the holder with parsed arguments.
 pub async fn run_args(args: Args) -> Result<(), Error> {
     let dir = args.data_dir;
+    let tls = match &args.connector_ca {
+        Some(path) => ClientTls::from_ca_file(path)?,
+        None => ClientTls::system_roots(),
+    };
     match args.command {
         Command::Accept {
             invitation,
@@ -193,7 +201,8 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
             files::create_data_dir(&dir)?;
             files::remember_connector_url(&dir, &invitation.relay)?;
             let mut signals = Signals::new()?;
-            let mut holder = Holder::start(&dir, &invitation.relay, exit_after_credentials).await?;
+            let mut holder =
+                Holder::start(&dir, &invitation.relay, &tls, exit_after_credentials).await?;
             let result = async {
                 let connection = holder
                     .node
@@ -217,7 +226,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                 )
             })?;
             let mut signals = Signals::new()?;
-            let mut holder = Holder::start(&dir, &url, exit_after_credentials).await?;
+            let mut holder = Holder::start(&dir, &url, &tls, exit_after_credentials).await?;
             let result = async {
                 for connection in holder.node.connections().await? {
                     println!(
@@ -326,12 +335,18 @@ struct Holder {
 
 impl Holder {
     /// Starts the node on `DIR/node.redb`, talking to the connector at
-    /// `url` under the key in `DIR/relay.key`, and opens the credentials.
-    async fn start(dir: &Path, url: &str, exit_after: Option<u64>) -> Result<Self, Error> {
+    /// `url` (verified by `tls` if https) under the key in `DIR/relay.key`,
+    /// and opens the credentials.
+    async fn start(
+        dir: &Path,
+        url: &str,
+        tls: &ClientTls,
+        exit_after: Option<u64>,
+    ) -> Result<Self, Error> {
         files::create_data_dir(dir)?;
         let credentials = CredentialStore::open_or_create(&dir.join(CREDENTIALS))?;
         let seed = files::relay_seed(dir)?;
-        let transport = ConnectorTransport::new(url, RequestSigner::from_seed(&seed))?;
+        let transport = ConnectorTransport::with_tls(url, RequestSigner::from_seed(&seed), tls)?;
         let path = dir.join(NODE_STORE);
         let store = RedbStore::open_or_create(&path, StoreOptions::default())
             .map_err(|error| format!("cannot open {}: {error}", path.display()))?;

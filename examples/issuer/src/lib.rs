@@ -77,7 +77,7 @@ pub mod files;
 
 use clap::{Parser, Subcommand};
 use confidant_actors::{ConnectionState, Event, Events, Node, NodeConfig, Side};
-use confidant_connector::{ConnectorTransport, RequestSigner};
+use confidant_connector::{ClientTls, ConnectorTransport, RequestSigner};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
 use files::{Error, INVITATION, IssuerState, NODE_STORE};
@@ -96,9 +96,14 @@ pub struct Args {
     /// Directory of the issuer's state (created if missing).
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// URL of the connector, for example http://127.0.0.1:50051.
+    /// URL of the connector: https://HOST:PORT, or http://127.0.0.1:50051
+    /// (plaintext, for loopback and tests).
     #[arg(long, value_name = "URL")]
     pub connector: String,
+    /// Trust only this CA certificate (PEM) for an https:// connector,
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub connector_ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -164,7 +169,12 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
     files::create_data_dir(&args.data_dir)?;
     match args.command {
         Command::Invite => {
-            let (node, _events) = start_node(&args.data_dir, &args.connector).await?;
+            let (node, _events) = start_node(
+                &args.data_dir,
+                &args.connector,
+                args.connector_ca.as_deref(),
+            )
+            .await?;
             let result = invite(&node, &args.data_dir).await;
             let stopped = node.shutdown().await;
             result?;
@@ -179,7 +189,12 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
             // Listen for signals before the node starts, so that even an
             // early SIGTERM stops it gracefully.
             let mut signals = Signals::new()?;
-            let (node, mut events) = start_node(&args.data_dir, &args.connector).await?;
+            let (node, mut events) = start_node(
+                &args.data_dir,
+                &args.connector,
+                args.connector_ca.as_deref(),
+            )
+            .await?;
             let mut server = Server {
                 node: node.clone(),
                 dir: args.data_dir.clone(),
@@ -217,10 +232,14 @@ fn suites() -> Result<SuiteRegistry, Error> {
 }
 
 /// Starts the node on `DIR/node.redb`, talking to the connector at `url`
-/// under the key in `DIR/relay.key`.
-async fn start_node(dir: &Path, url: &str) -> Result<(Node, Events), Error> {
+/// (verified against `ca` if given) under the key in `DIR/relay.key`.
+async fn start_node(dir: &Path, url: &str, ca: Option<&Path>) -> Result<(Node, Events), Error> {
     let seed = files::relay_seed(dir)?;
-    let transport = ConnectorTransport::new(url, RequestSigner::from_seed(&seed))?;
+    let tls = match ca {
+        Some(path) => ClientTls::from_ca_file(path)?,
+        None => ClientTls::system_roots(),
+    };
+    let transport = ConnectorTransport::with_tls(url, RequestSigner::from_seed(&seed), &tls)?;
     let path = dir.join(NODE_STORE);
     let store = RedbStore::open_or_create(&path, StoreOptions::default())
         .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
