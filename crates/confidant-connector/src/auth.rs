@@ -380,6 +380,30 @@ mod tests {
             expected.extend_from_slice(field);
         }
         assert_eq!(bytes, expected);
+        // The example in docs/connector.md, byte for byte.
+        let request =
+            prost::Message::encode_to_vec(&crate::proto::GenerateConnectionTokenRequest {
+                count: 1,
+            });
+        let mut documented = Vec::new();
+        documented.extend_from_slice(&[0, 0, 0, 0x16]);
+        documented.extend_from_slice(b"confidant-connector-v2");
+        documented.extend_from_slice(&[0, 0, 0, 0x17]);
+        documented.extend_from_slice(b"confidant-connector:abc");
+        documented.extend_from_slice(&[0, 0, 0, 0x39]);
+        documented.extend_from_slice(b"/confidant.connector.v1.Connector/GenerateConnectionToken");
+        documented.extend_from_slice(&[0, 0, 0, 0x18]);
+        documented.extend_from_slice(&nonce);
+        documented.extend_from_slice(&[0, 0, 0, 2, 0x08, 0x01]);
+        assert_eq!(
+            signed_bytes(
+                "confidant-connector:abc",
+                "/confidant.connector.v1.Connector/GenerateConnectionToken",
+                &nonce,
+                &request
+            ),
+            documented
+        );
         // Moving a byte from one field to the next changes the bytes.
         assert_ne!(
             signed_bytes("aud/", "m", &nonce, &[]),

@@ -371,6 +371,15 @@ impl ConnectorTransport {
         })
     }
 
+    /// Bytes of deliveries read from the stream that the node has not
+    /// taken yet (never more than the buffer's bound, but for one delivery
+    /// larger than the bound, which is taken alone).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner
+            .buffer_bytes
+            .saturating_sub(self.inner.buffer.available_permits())
+    }
+
     /// The signed client underneath (for calls the runtime does not make,
     /// such as listing what waits at the connector).
     pub fn client(&self) -> &SignedClient {

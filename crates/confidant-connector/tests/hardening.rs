@@ -4,10 +4,12 @@
 //! damaged records, and clear answers to malformed requests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use confidant_actors::{Payload, Transport as _};
 use confidant_connector::auth::{NONCE_LEN, Verified, now_ms};
 use confidant_connector::proto::{self, connector_client::ConnectorClient};
 use confidant_connector::{
-    Limits, MailboxError, MailboxStore, RedbMailbox, RequestSigner, SignedClient,
+    ConnectorTransport, Limits, MailboxError, MailboxStore, RedbMailbox, RequestSigner,
+    SignedClient,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,7 +242,7 @@ async fn a_request_signed_for_one_connector_is_refused_by_another() {
         )
         .unwrap();
     let (metadata, _, body) = request.into_parts();
-    let replay = tonic::Request::from_parts(metadata.clone(), Default::default(), body.clone());
+    let replay = tonic::Request::from_parts(metadata.clone(), Default::default(), body);
     ConnectorClient::connect(first.url.clone())
         .await
         .unwrap()
@@ -352,20 +354,28 @@ async fn pages_are_capped_by_bytes() {
             last_seen_message_id: cursor,
             limit: 1000,
         };
-        let page = issuer
-            .get_messages_paginated(request.clone())
-            .await
-            .unwrap();
+        let page = issuer.get_messages_paginated(request).await.unwrap();
         if page.messages.is_empty() {
             break;
         }
         let bytes = prost::Message::encoded_len(&page);
         assert!(bytes <= 4 * MIB, "a page of {bytes} bytes");
-        // A client with tonic's default limits reads it too.
+        // A client with tonic's default limits (4 MiB) reads it too.
+        let signed = signer(1)
+            .sign(
+                &connector.mailbox.audience(),
+                "/confidant.connector.v1.Connector/GetMessagesPaginated",
+                request,
+            )
+            .unwrap();
         let raw = ConnectorClient::connect(connector.url.clone())
             .await
-            .unwrap();
-        drop(raw);
+            .unwrap()
+            .get_messages_paginated(signed)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(raw, page);
         pages += 1;
         envelopes += page
             .messages
@@ -419,5 +429,56 @@ async fn streams_per_key_are_bounded() {
     assert!(reopened.is_some(), "the slot was never freed");
     drop(streams);
     drop(reopened);
+    connector.stop().await;
+}
+
+/// Item 8: the runtime's transport holds a bounded number of bytes of
+/// deliveries the node has not taken (here 10,000: two 4,000-byte
+/// envelopes), stops reading its stream while full, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transport_buffers_a_bounded_number_of_bytes_and_loses_nothing() {
+    let connector = connector(Limits::default()).await;
+    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+    let connection_id = connect(&issuer, &holder).await;
+    for fill in 0..10u8 {
+        holder
+            .send_message(proto::SendMessageRequest {
+                connection_id: connection_id.clone(),
+                message: vec![fill; 4_000],
+                client_message_id: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let transport =
+        ConnectorTransport::with_buffer_bytes(&connector.url, signer(1), 10_000).unwrap();
+    let mut fills = Vec::new();
+    // Bounds the whole exchange, so a stalled stream fails instead of
+    // hanging; nothing is asserted about how long anything takes.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while fills.len() < 10 {
+            let batch = transport.receive(100).await.unwrap();
+            let bytes: usize = batch
+                .iter()
+                .map(|delivery| match &delivery.payload {
+                    Payload::Envelope(envelope) => envelope.len(),
+                    Payload::Joined { token } => token.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(bytes <= 10_000, "a batch of {bytes} bytes was buffered");
+            assert!(transport.buffered_bytes() <= 10_000);
+            for delivery in batch {
+                if let Payload::Envelope(envelope) = delivery.payload {
+                    fills.push(envelope[0]);
+                }
+            }
+        }
+    })
+    .await
+    .expect("every delivery arrives");
+    assert_eq!(fills, (0..10u8).collect::<Vec<_>>());
+    drop(transport);
     connector.stop().await;
 }
