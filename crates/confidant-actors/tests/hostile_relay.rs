@@ -7,7 +7,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{Collector, connect, suites, wait_until};
+use common::{Collector, connect, start_on, suites, wait_until};
 use confidant_actors::{
     Delivery, DeliveryId, MemoryRelay, Node, NodeConfig, NodeError, Outgoing, Payload,
     RelayInvitation, Transport, TransportError,
@@ -173,18 +173,7 @@ impl Transport for Hostile {
 }
 
 async fn start(transport: impl Transport, config: NodeConfig) -> (Node, Collector) {
-    let (node, events) = Node::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .suites(suites())
-        .key_agreement(confidant_x3dh::X3dh::default())
-        .transport(transport)
-        .config(config)
-        .start()
-        .await
-        .unwrap();
-    let collector = Collector::default();
-    collector.attach(node.clone(), events);
-    (node, collector)
+    start_on(transport, Arc::new(MemoryStore::new()), config, suites()).await
 }
 
 /// Sends `text` from `from` and waits until `to_seen` has it.

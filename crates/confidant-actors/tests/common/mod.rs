@@ -39,11 +39,21 @@ pub async fn start_with<S: RawStore + 'static>(
     config: NodeConfig,
     suites: SuiteRegistry,
 ) -> (Node, Collector) {
+    start_on(relay.transport(party), store, config, suites).await
+}
+
+/// A node over any transport (a hostile one, in the relay tests).
+pub async fn start_on<S: RawStore + 'static>(
+    transport: impl confidant_actors::Transport,
+    store: Arc<S>,
+    config: NodeConfig,
+    suites: SuiteRegistry,
+) -> (Node, Collector) {
     let (node, events) = Node::builder()
         .store(store)
         .suites(suites)
         .key_agreement(confidant_x3dh::X3dh::default())
-        .transport(relay.transport(party))
+        .transport(transport)
         .config(config)
         .start()
         .await
