@@ -7,8 +7,7 @@ use confidant_actors::{Event, Node, NodeConfig};
 use confidant_connector::auth::{NONCE_HEADER, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use confidant_connector::proto::{self, connector_client::ConnectorClient};
 use confidant_connector::{
-    ConnectorTransport, Limits, MailboxError, MailboxStore, RedbMailbox, RequestSigner,
-    SignedClient,
+    ConnectorTransport, Limits, MailboxError, MailboxStore, RedbMailbox, SignedClient,
 };
 use confidant_core::SuiteRegistry;
 use confidant_store::MemoryStore;
@@ -16,52 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 
-struct Connector {
-    url: String,
-    mailbox: Arc<RedbMailbox>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-async fn connector(limits: Limits) -> Connector {
-    let dir = tempfile::tempdir().unwrap();
-    let mailbox = Arc::new(RedbMailbox::open(dir.path().join("connector.redb"), limits).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let store: Arc<dyn confidant_connector::MailboxStore> = Arc::clone(&mailbox) as _;
-    let task = tokio::spawn(async move {
-        confidant_connector::serve(listener, store, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Connector {
-        url,
-        mailbox,
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
-}
-
-impl Connector {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn signer(seed: u8) -> RequestSigner {
-    RequestSigner::from_seed(&[seed; 32])
-}
+use common::{connector, signer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_must_be_signed_fresh_and_by_a_party() {
