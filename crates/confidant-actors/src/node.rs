@@ -600,10 +600,6 @@ impl Inbound {
         let mut again = Vec::new();
         for (id, record) in records {
             let mut envelopes = Vec::new();
-            let reset_binding = record
-                .reset_nonce
-                .as_deref()
-                .map(|nonce| crate::connection::reset_binding(&id, nonce));
             match (&record.phase, record.side) {
                 // A reset asked for and not answered yet: the request again,
                 // with the nonce the answer must be bound to.
@@ -632,8 +628,10 @@ impl Inbound {
                 _ => {}
             }
             if record.side == Side::Inviter
-                && let (Some(key), Some(binding)) = (record.reset_one_time_pre_key, reset_binding)
+                && let (Some(key), Some(nonce)) =
+                    (record.reset_one_time_pre_key, record.reset_nonce.as_deref())
             {
+                let binding = crate::connection::reset_binding(&id, nonce);
                 envelopes.extend(self.bundle_for(key, binding).await);
             }
             for envelope in envelopes {

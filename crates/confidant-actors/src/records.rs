@@ -84,6 +84,7 @@ pub struct ConnectionRecord {
 
 /// The layout of version 1 records.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct ConnectionRecordV1 {
     side: Side,
     peer_identity: Option<[u8; 32]>,
@@ -275,16 +276,7 @@ mod tests {
 
     #[test]
     fn version_1_records_are_still_read() {
-        #[derive(Serialize)]
-        struct V1 {
-            side: Side,
-            peer_identity: Option<[u8; 32]>,
-            phase: Phase,
-            pending_initial: Option<Vec<u8>>,
-            reset_requested: bool,
-            reset_one_time_pre_key: Option<u32>,
-        }
-        let old = V1 {
+        let old = ConnectionRecordV1 {
             side: Side::Inviter,
             peer_identity: Some([3; 32]),
             phase: Phase::Established,

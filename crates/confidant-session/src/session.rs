@@ -71,12 +71,6 @@ struct RecvDirection {
 }
 
 /// Which epoch's state a verified message changes.
-/// Whether a message's key is one the session keeps, or one derived ahead.
-enum AcceptanceKind {
-    Kept,
-    Next,
-}
-
 enum Acceptance {
     Current,
     Previous,
@@ -486,10 +480,7 @@ impl Session {
         let mut buffer = message.content;
         let mut acceptance = self.acceptance(message.epoch, direction)?;
         let limit = self.failed_open_limit();
-        let acceptance_kind = match &acceptance {
-            Acceptance::Next(_) => AcceptanceKind::Next,
-            _ => AcceptanceKind::Kept,
-        };
+        let derived_ahead = matches!(acceptance, Acceptance::Next(_));
         let state = match &mut acceptance {
             Acceptance::Current => &mut self.recv.current,
             Acceptance::Previous => {
@@ -513,7 +504,7 @@ impl Session {
                 &mut next.0
             }
         };
-        if !matches!(acceptance_kind, AcceptanceKind::Next) && state.failed_opens >= limit {
+        if !derived_ahead && state.failed_opens >= limit {
             return Err(OpenError::IntegrityLimit { epoch: state.epoch });
         }
         state.window.check(counter)?;
