@@ -102,6 +102,13 @@ pub(crate) struct ConnState {
     crashed: bool,
     /// Why the stored session could not be read (a reset was asked for).
     unreadable: Option<String>,
+    /// A batch of this connection's is in the round's group commit (from
+    /// the answer to [`Process`] until [`Committed`]).
+    batch_in_flight: bool,
+    /// The in-memory state was lost while a batch was in flight: the store
+    /// is about to change, so the actor stops instead of reloading, and
+    /// the hub starts the next one once the commit has settled.
+    must_stop: bool,
 }
 
 /// The actor owning one connection.
@@ -124,6 +131,8 @@ impl ConnectionActor {
                 refused_in_a_row: 0,
                 request_peer_update: false,
                 integrity_update_asked: None,
+                batch_in_flight: false,
+                must_stop: false,
             })),
         }
     }
@@ -145,6 +154,11 @@ impl ConnectionActor {
         let future = AssertUnwindSafe(work(state)).catch_unwind();
         AtomicResponse::new(Box::pin(future.into_actor(self).map(
             move |outcome, actor, ctx| match outcome {
+                Ok((state, result)) if state.must_stop => {
+                    tracing::warn!(connection = %id, "connection state lost while its batch commits; the actor restarts once the commit has settled");
+                    ctx.stop();
+                    result
+                }
                 Ok((state, result)) => {
                     actor.state = Some(state);
                     result
@@ -462,8 +476,12 @@ impl ConnState {
         result
     }
 
-    /// Forgets the in-memory state; the next request loads it again.
+    /// Forgets the in-memory state; the next request loads it again. With a
+    /// batch in flight the store is about to change: the actor stops.
     fn unload(&mut self) {
+        if self.batch_in_flight {
+            self.must_stop = true;
+        }
         self.loaded = false;
         self.record = None;
         self.session = None;
@@ -594,6 +612,7 @@ impl ConnState {
     }
 
     async fn committed(&mut self, ok: bool) -> Result<(), NodeError> {
+        self.batch_in_flight = false;
         let Some(session) = self.session.as_mut() else {
             return Ok(());
         };
@@ -692,6 +711,8 @@ impl ConnState {
             out.events.retain(|draft| matches!(draft, Draft::Ready(_)));
             self.after_failure();
         }
+        // The hub answers a non-empty batch with `Committed`.
+        self.batch_in_flight = !out.batch.is_empty();
         Ok(out)
     }
 

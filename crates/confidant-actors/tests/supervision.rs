@@ -4,12 +4,20 @@
 
 mod common;
 
-use common::{connect, start_with, wait_until};
-use confidant_actors::{MemoryRelay, NodeConfig, NodeError};
-use confidant_core::{Aead, KeyLengthError, OpenError, SealError, SuiteId, SuiteOf, Tag};
+use async_trait::async_trait;
+use common::{connect, start_on, start_with, wait_until};
+use confidant_actors::{
+    Delivery, DeliveryId, MemoryRelay, MemoryTransport, NodeConfig, NodeError, Outgoing, Payload,
+    RelayInvitation, Transport, TransportError,
+};
+use confidant_core::wire::{self, envelope::Body};
+use confidant_core::{
+    Aead, ConnectionId, KeyLengthError, OpenError, SealError, SuiteId, SuiteOf, Tag,
+};
 use confidant_store::{
     Committed, MemoryStore, RawStore, Record, StoreError, Table, WriteBatch, WriteOp,
 };
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -269,6 +277,233 @@ async fn a_connection_whose_commits_fail_does_not_hold_back_the_others() {
         connections
             .iter()
             .all(|id| holder_seen.texts(id) == ["from the issuer"])
+    })
+    .await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
+/// A store whose next commit that stores a received message waits at a
+/// gate until the test opens it: the window in which a round's group
+/// commit is on its way to the disk.
+struct Gated {
+    inner: MemoryStore,
+    /// Armed: (tell the test the commit is at the gate, wait for the gate).
+    gate: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+impl RawStore for Gated {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn entries(&self, table: Table) -> Result<Vec<Record>, StoreError> {
+        self.inner.entries(table)
+    }
+    fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
+        let stores_a_message = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, WriteOp::AppendInbox { .. }));
+        if stores_a_message {
+            let gate = self.gate.lock().unwrap().take();
+            if let Some((at_gate, open)) = gate {
+                at_gate.send(()).unwrap();
+                // Bounded: a test that never opens the gate fails, not hangs.
+                open.recv_timeout(WAIT).unwrap();
+            }
+        }
+        self.inner.commit(batch)
+    }
+}
+
+/// A relay that keeps a copy of every message it delivers to one party and
+/// can deliver such a copy again.
+#[derive(Clone)]
+struct Replaying {
+    inner: Arc<MemoryTransport>,
+    copies: Arc<Mutex<Vec<(ConnectionId, Vec<u8>)>>>,
+    replays: Arc<Mutex<Vec<Delivery>>>,
+}
+
+/// Ids of replayed deliveries (the relay below never issued them).
+const REPLAYED: u64 = 1 << 62;
+
+impl Replaying {
+    fn replay_last(&self) {
+        let (connection_id, envelope) = self.copies.lock().unwrap().last().cloned().unwrap();
+        let mut replays = self.replays.lock().unwrap();
+        let id = DeliveryId(REPLAYED + replays.len() as u64);
+        replays.push(Delivery {
+            id,
+            connection_id,
+            payload: Payload::Envelope(envelope),
+        });
+    }
+}
+
+#[async_trait]
+impl Transport for Replaying {
+    async fn create_invitation(&self) -> Result<RelayInvitation, TransportError> {
+        self.inner.create_invitation().await
+    }
+    async fn join(&self, token: &str) -> Result<ConnectionId, TransportError> {
+        self.inner.join(token).await
+    }
+    async fn send(&self, envelopes: Vec<Outgoing>) -> Result<(), TransportError> {
+        self.inner.send(envelopes).await
+    }
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
+        {
+            let mut replays = self.replays.lock().unwrap();
+            if !replays.is_empty() {
+                return Ok(replays.drain(..).collect());
+            }
+        }
+        let deliveries = self.inner.receive(max).await?;
+        let mut copies = self.copies.lock().unwrap();
+        for delivery in &deliveries {
+            if let Payload::Envelope(envelope) = &delivery.payload
+                && matches!(
+                    wire::decode_envelope(envelope, wire::DEFAULT_MAX_ENVELOPE_LEN),
+                    Ok(Body::Message(_))
+                )
+            {
+                copies.push((delivery.connection_id.clone(), envelope.clone()));
+            }
+        }
+        Ok(deliveries)
+    }
+    async fn acknowledge(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
+        let real = ids.into_iter().filter(|id| id.0 < REPLAYED).collect();
+        self.inner.acknowledge(real).await
+    }
+    async fn release(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
+        let real = ids.into_iter().filter(|id| id.0 < REPLAYED).collect();
+        self.inner.release(real).await
+    }
+}
+
+/// The actor of a connection panics (a plugin's seal) while the round that
+/// stored a message for it is still being committed. The connection's next
+/// actor must start from what that commit stored: an actor started from
+/// the older state would open a relay's replay of the message again (the
+/// application would get it twice), and its own commits would race the
+/// round's snapshot (which could take a sending counter back).
+///
+/// The seal panics on a blocking thread, where the first seal reserves a
+/// block of counters (the actor loses its state but keeps running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_its_round_commits_cannot_deliver_a_message_twice() {
+    panic_while_a_round_commits(false).await;
+}
+
+/// The same, with the seal panicking in the actor itself (counters already
+/// reserved): the actor stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_panics_while_its_round_commits_restarts_after_the_commit() {
+    panic_while_a_round_commits(true).await;
+}
+
+async fn panic_while_a_round_commits(reserved: bool) {
+    let relay = MemoryRelay::new();
+    let config = NodeConfig::default().with_offered_suites(vec![PANICKY]);
+    let store = Arc::new(Gated {
+        inner: MemoryStore::new(),
+        gate: Mutex::new(None),
+    });
+    let transport = Replaying {
+        inner: Arc::new(relay.transport("issuer")),
+        copies: Arc::default(),
+        replays: Arc::default(),
+    };
+    let (issuer, issuer_seen) = start_on(
+        transport.clone(),
+        Arc::clone(&store),
+        config.clone(),
+        panicky_suites(),
+    )
+    .await;
+    let (holder, holder_seen) = start_with(
+        &relay,
+        "holder",
+        Arc::new(MemoryStore::new()),
+        config,
+        panicky_suites(),
+    )
+    .await;
+    let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+    wait_until("the greeting", WAIT, || issuer_seen.texts(&id).len() == 1).await;
+    let mut from_issuer = Vec::new();
+    if reserved {
+        issuer.send(&id, "reserve").await.unwrap();
+        from_issuer.push("reserve");
+    }
+
+    // The round that stores "once" stops at the gate, mid-commit.
+    let (at_gate, at_gate_seen) = mpsc::channel();
+    let (open, gate) = mpsc::channel();
+    *store.gate.lock().unwrap() = Some((at_gate, gate));
+    holder.send(&id, "once").await.unwrap();
+    tokio::task::spawn_blocking(move || at_gate_seen.recv_timeout(WAIT))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Meanwhile the issuer's actor for the connection panics.
+    let crashed = issuer.send(&id, "PANIC now").await;
+    assert!(matches!(crashed, Err(NodeError::Crashed(_))), "{crashed:?}");
+    // The next request starts a new actor for the connection. Give an
+    // actor that does not wait for the commit time to load the old state.
+    let sender = issuer.clone();
+    let next_id = id.clone();
+    let next = tokio::spawn(async move { sender.send(&next_id, "after the panic").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    open.send(()).unwrap();
+    next.await.unwrap().unwrap();
+
+    // The relay replays the stored message; then a new one follows.
+    wait_until("\"once\" delivered", WAIT, || {
+        issuer_seen.texts(&id).iter().any(|text| text == "once")
+    })
+    .await;
+    transport.replay_last();
+    holder.send(&id, "later").await.unwrap();
+    wait_until("\"later\" delivered", WAIT, || {
+        issuer_seen.texts(&id).iter().any(|text| text == "later")
+    })
+    .await;
+    // The replay went out in a round before any that follows "later".
+    holder.send(&id, "last").await.unwrap();
+    wait_until("\"last\" delivered", WAIT, || {
+        issuer_seen.texts(&id).iter().any(|text| text == "last")
+    })
+    .await;
+    assert!(transport.replays.lock().unwrap().is_empty());
+    let texts = issuer_seen.texts(&id);
+    assert_eq!(texts[1..], ["once", "later", "last"], "{texts:?}");
+    from_issuer.push("after the panic");
+    wait_until("the issuer's message after the panic", WAIT, || {
+        holder_seen.texts(&id) == from_issuer
+    })
+    .await;
+
+    // After a restart the issuer still sends with fresh counters: the
+    // holder opens what it sends (a counter taken back by an older
+    // snapshot would be refused as a replay).
+    issuer.shutdown().await.unwrap();
+    let (issuer, _issuer_seen) = start_on(
+        relay.transport("issuer"),
+        Arc::clone(&store),
+        NodeConfig::default().with_offered_suites(vec![PANICKY]),
+        panicky_suites(),
+    )
+    .await;
+    issuer.send(&id, "after the restart").await.unwrap();
+    from_issuer.push("after the restart");
+    wait_until("the issuer's message after the restart", WAIT, || {
+        holder_seen.texts(&id) == from_issuer
     })
     .await;
     issuer.shutdown().await.unwrap();
