@@ -132,7 +132,10 @@ fn records(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + 4) {
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Ok(header) = <[u8; 4]>::try_from(header) else {
+            break;
+        };
+        let len = u32::from_be_bytes(header) as usize;
         let Some(record) = bytes.get(at + 4..at + 4 + len) else {
             break;
         };

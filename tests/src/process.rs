@@ -113,7 +113,8 @@ impl Process {
                     if read == 0 {
                         break;
                     }
-                    let text = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                    let text = String::from_utf8_lossy(buffer.get(..read).unwrap_or_default())
+                        .into_owned();
                     output.lock().stderr.push_str(&text);
                 }
             }));

@@ -9,8 +9,10 @@
 //! only sequences it.
 //!
 //! A panic while handling a message (a bug, or a user's cipher plugin) is
-//! caught: the actor stops, its memory is dropped, and the hub starts a new
-//! one from the stored state on the next message for the connection.
+//! caught: the connection's memory is dropped and the next message loads it
+//! from the store again. If the panic came while a batch of the connection
+//! was in the round's group commit, that load waits until the commit has
+//! settled, so that it reads what the commit stored.
 
 use crate::error::NodeError;
 use crate::node::{Event, IncomingMessage};
@@ -29,7 +31,7 @@ use confidant_x3dh::{IdentityPublicKey, OneTimePreKey};
 use futures_util::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 /// Label of a session reset request's signature.
@@ -76,6 +78,9 @@ pub(crate) struct Processed {
     /// Deliveries to hand back to the relay, to be tried again.
     pub(crate) release: Vec<DeliveryId>,
     pub(crate) events: Vec<Draft>,
+    /// Told (`true`) once the group commit holding `batch` has settled,
+    /// whatever its outcome; set when `batch` is not empty.
+    pub(crate) settled: Option<watch::Sender<bool>>,
 }
 
 /// The connection's state, moved into each handler's future and back.
@@ -103,12 +108,33 @@ pub(crate) struct ConnState {
     /// Why the stored session could not be read (a reset was asked for).
     unreadable: Option<String>,
     /// A batch of this connection's is in the round's group commit (from
-    /// the answer to [`Process`] until [`Committed`]).
-    batch_in_flight: bool,
-    /// The in-memory state was lost while a batch was in flight: the store
-    /// is about to change, so the actor stops instead of reloading, and
-    /// the hub starts the next one once the commit has settled.
-    must_stop: bool,
+    /// the answer to [`Process`] until [`Committed`]): it says when that
+    /// commit has settled. The store is about to change until then, so a
+    /// state lost meanwhile (a panic) is loaded again only after it.
+    in_flight: Option<watch::Receiver<bool>>,
+}
+
+impl ConnState {
+    fn new(
+        id: ConnectionId,
+        shared: Arc<Shared>,
+        in_flight: Option<watch::Receiver<bool>>,
+    ) -> Self {
+        Self {
+            id,
+            shared,
+            loaded: false,
+            record: None,
+            session: None,
+            update_wanted: false,
+            crashed: false,
+            unreadable: None,
+            refused_in_a_row: 0,
+            request_peer_update: false,
+            integrity_update_asked: None,
+            in_flight,
+        }
+    }
 }
 
 /// The actor owning one connection.
@@ -119,26 +145,13 @@ pub struct ConnectionActor {
 impl ConnectionActor {
     pub(crate) fn new(id: ConnectionId, shared: Arc<Shared>) -> Self {
         Self {
-            state: Some(Box::new(ConnState {
-                id,
-                shared,
-                loaded: false,
-                record: None,
-                session: None,
-                update_wanted: false,
-                crashed: false,
-                unreadable: None,
-                refused_in_a_row: 0,
-                request_peer_update: false,
-                integrity_update_asked: None,
-                batch_in_flight: false,
-                must_stop: false,
-            })),
+            state: Some(Box::new(ConnState::new(id, shared, None))),
         }
     }
 
-    /// Runs `work` on the state atomically. A panic in it stops the actor
-    /// (its memory is dropped; the stored state is what remains).
+    /// Runs `work` on the state atomically. A panic in it drops the state:
+    /// the next request loads it from the store (after the commit of a
+    /// batch in flight has settled).
     fn atomic<R, F, Fut>(&mut self, work: F) -> AtomicResponse<Self, Result<R, NodeError>>
     where
         R: 'static,
@@ -151,21 +164,18 @@ impl ConnectionActor {
             )))));
         };
         let id = state.id.clone();
+        let shared = Arc::clone(&state.shared);
+        let in_flight = state.in_flight.clone();
         let future = AssertUnwindSafe(work(state)).catch_unwind();
         AtomicResponse::new(Box::pin(future.into_actor(self).map(
-            move |outcome, actor, ctx| match outcome {
-                Ok((state, result)) if state.must_stop => {
-                    tracing::warn!(connection = %id, "connection state lost while its batch commits; the actor restarts once the commit has settled");
-                    ctx.stop();
-                    result
-                }
+            move |outcome, actor, _| match outcome {
                 Ok((state, result)) => {
                     actor.state = Some(state);
                     result
                 }
                 Err(_) => {
                     tracing::error!(connection = %id, "connection actor panicked; it restarts from its stored state");
-                    ctx.stop();
+                    actor.state = Some(Box::new(ConnState::new(id.clone(), shared, in_flight)));
                     Err(NodeError::Crashed(format!(
                         "connection {id} panicked; it restarts from its stored state"
                     )))
@@ -260,6 +270,7 @@ impl Handler<StopIfIdle> for ConnectionActor {
     fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
         let busy = self.state.as_ref().is_some_and(|state| {
             state.update_wanted
+                || state.in_flight.is_some()
                 || state
                     .session
                     .as_ref()
@@ -398,6 +409,13 @@ impl ConnState {
         if self.loaded {
             return Ok(());
         }
+        if let Some(mut in_flight) = self.in_flight.take() {
+            // The state was lost while a batch was in the group commit:
+            // load what that commit leaves in the store. (Its `Committed`
+            // is then ignored: the loaded state has nothing staged.) A
+            // dropped sender also means it settled.
+            let _ = in_flight.wait_for(|settled| *settled).await;
+        }
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
         let (record, session) = self
@@ -476,12 +494,9 @@ impl ConnState {
         result
     }
 
-    /// Forgets the in-memory state; the next request loads it again. With a
-    /// batch in flight the store is about to change: the actor stops.
+    /// Forgets the in-memory state; the next request loads it again (after
+    /// the commit of a batch in flight has settled).
     fn unload(&mut self) {
-        if self.batch_in_flight {
-            self.must_stop = true;
-        }
         self.loaded = false;
         self.record = None;
         self.session = None;
@@ -612,7 +627,10 @@ impl ConnState {
     }
 
     async fn committed(&mut self, ok: bool) -> Result<(), NodeError> {
-        self.batch_in_flight = false;
+        if self.in_flight.take().is_none() {
+            // The state that staged the batch was lost and loaded again.
+            return Ok(());
+        }
         let Some(session) = self.session.as_mut() else {
             return Ok(());
         };
@@ -711,8 +729,13 @@ impl ConnState {
             out.events.retain(|draft| matches!(draft, Draft::Ready(_)));
             self.after_failure();
         }
-        // The hub answers a non-empty batch with `Committed`.
-        self.batch_in_flight = !out.batch.is_empty();
+        // The hub answers a non-empty batch with `Committed`, and tells
+        // `settled` once its commit has settled.
+        if !out.batch.is_empty() {
+            let (settled, in_flight) = watch::channel(false);
+            out.settled = Some(settled);
+            self.in_flight = Some(in_flight);
+        }
         Ok(out)
     }
 

@@ -7,13 +7,6 @@
 //! requests, once it confirms it is idle (nothing staged). While it stops,
 //! requests for it wait in the hub, so there is never more than one actor
 //! per connection (two would each hold a session and could reuse counters).
-//!
-//! An actor that crashed is replaced on the next request, from the stored
-//! state; but while a round that holds a batch of the crashed actor's is
-//! still committing, the stored state is about to change, so requests wait
-//! until that round's commit has settled. A new actor started from the
-//! older state would open a relay's replay of a message the round stores,
-//! and its own commits would race the round's snapshot.
 
 use crate::connection::{
     Committed, ConnectionActor, Draft, Item, Process, Processed, Reset, SendMessages, StopIfIdle,
@@ -39,9 +32,6 @@ enum SlotState {
         Addr<ConnectionActor>,
         Vec<oneshot::Sender<Addr<ConnectionActor>>>,
     ),
-    /// Crashed while a round holding its batch commits; requests wait for
-    /// the commit to settle, then a new actor starts from the stored state.
-    Restarting(Vec<oneshot::Sender<Addr<ConnectionActor>>>),
 }
 
 struct Slot {
@@ -108,9 +98,6 @@ pub(crate) struct Hub {
     /// per round until one goes through.
     crashing: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
     slots: HashMap<ConnectionId, Slot>,
-    /// Connections in rounds whose commit has not settled, with how many
-    /// such rounds.
-    committing: HashMap<ConnectionId, u32>,
     workers: Vec<ArbiterHandle>,
     next_worker: usize,
 }
@@ -122,7 +109,6 @@ impl Hub {
             suspects: Arc::default(),
             crashing: Arc::default(),
             slots: HashMap::new(),
-            committing: HashMap::new(),
             workers,
             next_worker: 0,
         }
@@ -131,10 +117,12 @@ impl Hub {
     fn spawn_actor(&mut self, id: &ConnectionId) -> Addr<ConnectionActor> {
         let shared = Arc::clone(&self.shared);
         let id = id.clone();
-        if self.workers.is_empty() {
+        let Some(worker) = self
+            .workers
+            .get(self.next_worker % self.workers.len().max(1))
+        else {
             return ConnectionActor::new(id, shared).start();
-        }
-        let worker = &self.workers[self.next_worker % self.workers.len()];
+        };
         self.next_worker = self.next_worker.wrapping_add(1);
         ConnectionActor::start_in_arbiter(worker, move |_| ConnectionActor::new(id, shared))
     }
@@ -145,16 +133,10 @@ impl Hub {
             slot.last_used = now;
             match &mut slot.state {
                 SlotState::Running(addr) if addr.connected() => return Target::Ready(addr.clone()),
-                SlotState::Running(_) if self.committing.contains_key(id) => {
-                    // It crashed while a round with its batch commits.
-                    let (sender, receiver) = oneshot::channel();
-                    slot.state = SlotState::Restarting(vec![sender]);
-                    return Target::Later(receiver);
-                }
                 SlotState::Running(_) => {
                     // It crashed: a new actor starts from the stored state.
                 }
-                SlotState::Stopping(_, waiters) | SlotState::Restarting(waiters) => {
+                SlotState::Stopping(_, waiters) => {
                     let (sender, receiver) = oneshot::channel();
                     waiters.push(sender);
                     return Target::Later(receiver);
@@ -217,40 +199,6 @@ impl Hub {
                     .into_actor(self)
                     .map(move |answer, hub, _| hub.after_stop(&id, answer.unwrap_or(true))),
             );
-        }
-    }
-
-    /// A round's commit settled for these connections: a crashed actor's
-    /// waiting requests go to a new actor, which loads what was stored.
-    fn settled(&mut self, ids: Vec<ConnectionId>) {
-        for id in ids {
-            let Some(count) = self.committing.get_mut(&id) else {
-                continue;
-            };
-            *count -= 1;
-            if *count > 0 {
-                continue;
-            }
-            self.committing.remove(&id);
-            let Some(slot) = self.slots.get_mut(&id) else {
-                continue;
-            };
-            if !matches!(slot.state, SlotState::Restarting(_)) {
-                continue;
-            }
-            let addr = self.spawn_actor(&id);
-            let Some(slot) = self.slots.get_mut(&id) else {
-                continue;
-            };
-            let SlotState::Restarting(waiters) =
-                std::mem::replace(&mut slot.state, SlotState::Running(addr.clone()))
-            else {
-                continue;
-            };
-            slot.last_used = Instant::now();
-            for waiter in waiters {
-                let _ = waiter.send(addr.clone());
-            }
         }
     }
 
@@ -334,7 +282,6 @@ impl Handler<Active> for Hub {
             .values()
             .filter(|slot| match &slot.state {
                 SlotState::Running(addr) | SlotState::Stopping(addr, _) => addr.connected(),
-                SlotState::Restarting(_) => false,
             })
             .count()
     }
@@ -373,7 +320,7 @@ pub(crate) struct RoundOutcome {
 impl Handler<Round> for Hub {
     type Result = ResponseFuture<RoundOutcome>;
 
-    fn handle(&mut self, Round(deliveries): Round, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Round(deliveries): Round, _: &mut Self::Context) -> Self::Result {
         // Group by connection, keeping arrival order within each.
         let mut order: Vec<ConnectionId> = Vec::new();
         let mut groups: HashMap<ConnectionId, Vec<(DeliveryId, Item)>> = HashMap::new();
@@ -390,8 +337,6 @@ impl Handler<Round> for Hub {
                 });
             group.push((delivery.id, item));
         }
-        let in_round = order.clone();
-        let hub = ctx.address();
         let mut requests = Vec::with_capacity(order.len());
         let mut held_back = Vec::new();
         let crashing: HashSet<ConnectionId> = self
@@ -420,12 +365,6 @@ impl Handler<Round> for Hub {
                     result.and_then(|processed| processed),
                 )
             });
-        }
-        // Until this round's commit settles, a crashed actor of any of these
-        // connections is not replaced (see the module's documentation).
-        // Counted after routing: this round's own requests go through.
-        for id in &in_round {
-            *self.committing.entry(id.clone()).or_insert(0) += 1;
         }
         let shared = Arc::clone(&self.shared);
         let suspects = Arc::clone(&self.suspects);
@@ -509,6 +448,7 @@ impl Handler<Round> for Hub {
                     ack,
                     release,
                     events,
+                    settled,
                     ..
                 } = processed;
                 outcome.ack.extend(ack);
@@ -528,23 +468,14 @@ impl Handler<Round> for Hub {
                         publish(&mut outcome.events, events, None);
                     }
                 }
+                // A connection whose state was lost meanwhile loads what
+                // this commit left.
+                if let Some(settled) = settled {
+                    let _ = settled.send(true);
+                }
             }
-            hub.do_send(Settled(in_round));
             outcome
         })
-    }
-}
-
-/// A round's commit settled (succeeded or failed) for these connections.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Settled(Vec<ConnectionId>);
-
-impl Handler<Settled> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, Settled(ids): Settled, _: &mut Self::Context) {
-        self.settled(ids);
     }
 }
 
@@ -595,7 +526,9 @@ fn group_commit(
             continue;
         }
         if suspect {
-            results[index] = store.commit(batch).map(|committed| Some(committed.inbox));
+            if let Some(result) = results.get_mut(index) {
+                *result = store.commit(batch).map(|committed| Some(committed.inbox));
+            }
         } else {
             in_merged.push((index, inbox_appends(&batch)));
             merged.append(batch);
@@ -608,7 +541,9 @@ fn group_commit(
         Ok(committed) => {
             let mut next = committed.inbox.start;
             for (index, count) in in_merged {
-                results[index] = Ok(Some(next..next + count));
+                if let Some(result) = results.get_mut(index) {
+                    *result = Ok(Some(next..next + count));
+                }
                 next += count;
             }
         }
@@ -616,7 +551,9 @@ fn group_commit(
             tracing::warn!(%error, "group commit failed; its connections commit on their own next time");
             let message = error.to_string();
             for (index, _) in in_merged {
-                results[index] = Err(StoreError::Io(format!("group commit failed: {message}")));
+                if let Some(result) = results.get_mut(index) {
+                    *result = Err(StoreError::Io(format!("group commit failed: {message}")));
+                }
             }
         }
     }

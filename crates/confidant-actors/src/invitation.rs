@@ -37,7 +37,7 @@ impl Invitation {
         for field in [self.relay.as_bytes(), self.token.as_bytes()] {
             let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
             bytes.extend_from_slice(&len.to_be_bytes());
-            bytes.extend_from_slice(&field[..usize::from(len)]);
+            bytes.extend(field.iter().take(usize::from(len)));
         }
         bytes.extend_from_slice(&self.identity_key);
         format!(

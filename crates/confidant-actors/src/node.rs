@@ -428,8 +428,8 @@ async fn outbox_loop(
     max: usize,
 ) {
     while let Some(first) = outbox.recv().await {
+        let mut count = first.envelopes.len();
         let mut items = vec![first];
-        let mut count = items[0].envelopes.len();
         while count < max {
             match outbox.try_recv() {
                 Ok(item) => {

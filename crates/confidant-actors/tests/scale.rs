@@ -1,7 +1,12 @@
 //! Two nodes, 10,000 connections, messages both ways, and one node
 //! restarted in the middle: every message arrives exactly once and in order
 //! per connection.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

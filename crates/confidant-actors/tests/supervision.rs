@@ -1,6 +1,11 @@
 //! A panic or a storage failure in one connection leaves every other
 //! connection working, and the connection resumes from its stored state.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -321,9 +326,12 @@ impl RawStore for Gated {
 #[derive(Clone)]
 struct Replaying {
     inner: Arc<MemoryTransport>,
-    copies: Arc<Mutex<Vec<(ConnectionId, Vec<u8>)>>>,
+    copies: Arc<Mutex<Vec<Copied>>>,
     replays: Arc<Mutex<Vec<Delivery>>>,
 }
+
+/// A message envelope the relay delivered, and its connection.
+type Copied = (ConnectionId, Vec<u8>);
 
 /// Ids of replayed deliveries (the relay below never issued them).
 const REPLAYED: u64 = 1 << 62;
@@ -391,16 +399,16 @@ impl Transport for Replaying {
 /// round's snapshot (which could take a sending counter back).
 ///
 /// The seal panics on a blocking thread, where the first seal reserves a
-/// block of counters (the actor loses its state but keeps running).
+/// block of counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_while_its_round_commits_cannot_deliver_a_message_twice() {
     panic_while_a_round_commits(false).await;
 }
 
 /// The same, with the seal panicking in the actor itself (counters already
-/// reserved): the actor stops.
+/// reserved).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_actor_that_panics_while_its_round_commits_restarts_after_the_commit() {
+async fn an_actor_that_panics_while_its_round_commits_reloads_after_the_commit() {
     panic_while_a_round_commits(true).await;
 }
 

@@ -28,7 +28,9 @@ impl TestRng {
     pub(crate) fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            for (out, byte) in chunk.iter_mut().zip(bytes) {
+                *out = byte;
+            }
         }
     }
 

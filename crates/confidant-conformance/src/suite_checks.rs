@@ -332,7 +332,7 @@ impl<'a> Run<'a> {
             )?;
             if len >= 16 {
                 ensure(
-                    sealed[..len] != plaintext[..],
+                    sealed.get(..len) != Some(plaintext.as_slice()),
                     &check,
                     "ciphertext equals plaintext",
                 )?;
@@ -624,12 +624,14 @@ impl<'a> Run<'a> {
                 })?;
             }
         }
-        for len in 0..sealed.len() {
+        for (len, truncated) in
+            (0..sealed.len()).filter_map(|len| sealed.get(..len).map(|truncated| (len, truncated)))
+        {
             self.refused(
                 receiver.as_mut(),
                 counter,
                 &associated_data,
-                &sealed[..len],
+                truncated,
                 || format!("truncated to {len} bytes"),
             )?;
         }

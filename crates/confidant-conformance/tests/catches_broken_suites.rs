@@ -3,7 +3,12 @@
 //! builds one deliberately broken suite from a real AEAD and checks that the
 //! right check reports it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use confidant_aes_gcm::{Aes256Gcm16, Sha256CounterIv};
 use confidant_conformance::{

@@ -798,7 +798,11 @@ fn open_table<'t, 'txn>(
     tables: &'t mut [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; TABLES],
     table: Table,
 ) -> Result<&'t mut redb::Table<'txn, &'static [u8], &'static [u8]>, RedbOr> {
-    let slot = &mut tables[table_index(table)];
+    let Some(slot) = tables.get_mut(table_index(table)) else {
+        return Err(RedbOr::Store(StoreError::Corrupt(format!(
+            "no table slot for {table:?}"
+        ))));
+    };
     if slot.is_none() {
         *slot = Some(txn.open_table(definition(table)).map_err(RedbOr::redb)?);
     }

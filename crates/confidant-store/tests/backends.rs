@@ -2,7 +2,12 @@
 //! for every backend: the in-memory reference store, a plain redb store and
 //! a redb store with encryption at rest. The backends must agree on every
 //! observable result, inbox sequence numbers included.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use confidant_core::{AgreedSecret, ConnectionId, Role};
 use confidant_session::{Session, SessionConfig, SessionSnapshot};

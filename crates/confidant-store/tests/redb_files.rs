@@ -1,7 +1,12 @@
 //! The redb store against real files: persistence across reopening, the
 //! schema version, damaged and foreign files, encryption at rest as seen in
 //! the raw bytes, a full disk, and a file that is already open.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use confidant_core::{AgreedSecret, ConnectionId, Role};
 use confidant_session::{Session, SessionConfig, SessionSnapshot};

@@ -283,7 +283,13 @@ fn suites() -> Result<SuiteRegistry, Error> {
 /// The first 8 hex digits of the credential's SHA-256: how the holder
 /// names a credential in its answer.
 pub fn short_hash(json: &str) -> String {
-    hex::encode(&Sha256::digest(json.as_bytes())[..4])
+    hex::encode(
+        Sha256::digest(json.as_bytes())
+            .iter()
+            .take(4)
+            .copied()
+            .collect::<Vec<u8>>(),
+    )
 }
 
 /// `text` with control characters escaped, safe to print on a terminal.

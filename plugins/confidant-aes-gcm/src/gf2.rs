@@ -63,6 +63,10 @@ pub(crate) const fn mul_mod(a: u128, b: u128) -> u128 {
 
 /// `x^(2^k) mod P` for k = 0..64: multiplying the entries selected by the
 /// bits of n gives `x^n mod P` with at most 64 products and no squaring.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time, with k < 64, the table's length"
+)]
 pub(crate) const X_POW_2K: [u128; 64] = {
     let mut table = [0u128; 64];
     let mut power = X;

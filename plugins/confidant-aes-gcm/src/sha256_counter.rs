@@ -27,7 +27,9 @@ impl Sha256CounterIv {
     pub fn iv_for(counter: u64) -> [u8; 16] {
         let digest = Sha256::digest(counter.to_be_bytes());
         let mut iv = [0u8; 16];
-        iv.copy_from_slice(&digest[..16]);
+        for (out, byte) in iv.iter_mut().zip(digest) {
+            *out = byte;
+        }
         iv
     }
 }
