@@ -49,6 +49,8 @@ struct Plan {
     highest_epoch: u32,
     /// Key updates this party sent.
     key_updates_sent: usize,
+    /// Key updates this party received.
+    key_updates_received: usize,
 }
 
 /// A party's transport through a hostile relay: the honest in-memory relay
@@ -130,10 +132,14 @@ impl Transport for Hostile {
         let mut plan = self.plan.lock().unwrap();
         let mut out = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            if let Payload::Envelope(envelope) = &delivery.payload
-                && let Some(Body::Message(message)) = kind(envelope)
-            {
-                plan.highest_epoch = plan.highest_epoch.max(message.epoch);
+            if let Payload::Envelope(envelope) = &delivery.payload {
+                match kind(envelope) {
+                    Some(Body::Message(message)) => {
+                        plan.highest_epoch = plan.highest_epoch.max(message.epoch);
+                    }
+                    Some(Body::KeyUpdate(_)) => plan.key_updates_received += 1,
+                    _ => {}
+                }
             }
             if plan.replay_first_bundle
                 && let Payload::Envelope(envelope) = &delivery.payload
@@ -364,7 +370,13 @@ async fn forgeries_at_the_integrity_limit_force_a_key_update() {
         forger.plan.lock().unwrap().key_updates_sent >= 1
     })
     .await;
-    // The issuer moves to epoch 1, and what it sends from then on opens.
+    // The issuer moves to epoch 1 (its announcement reaches the holder),
+    // and what it sends from then on opens. (What it sealed under the
+    // retired key before the request reached it is refused.)
+    wait_until("the issuer's key update reached the holder", WAIT, || {
+        forger.plan.lock().unwrap().key_updates_received >= 1
+    })
+    .await;
     for n in 0..3 {
         issuer
             .send(&id, format!("after the forgeries {n}"))
