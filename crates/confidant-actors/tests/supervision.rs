@@ -82,26 +82,22 @@ fn panicky_suites() -> confidant_core::SuiteRegistry {
     suites
 }
 
+/// A node that offers only the panicky suite.
+async fn start_panicky<S: RawStore + 'static>(
+    transport: impl Transport,
+    store: Arc<S>,
+) -> (confidant_actors::Node, common::Collector) {
+    let config = NodeConfig::default().with_offered_suites(vec![PANICKY]);
+    start_on(transport, store, config, panicky_suites()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_plugin_crashes_only_its_connection() {
     let relay = MemoryRelay::new();
-    let config = NodeConfig::default().with_offered_suites(vec![PANICKY]);
-    let (issuer, issuer_seen) = start_with(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        config.clone(),
-        panicky_suites(),
-    )
-    .await;
-    let (holder, holder_seen) = start_with(
-        &relay,
-        "holder",
-        Arc::new(MemoryStore::new()),
-        config,
-        panicky_suites(),
-    )
-    .await;
+    let (issuer, issuer_seen) =
+        start_panicky(relay.transport("issuer"), Arc::new(MemoryStore::new())).await;
+    let (holder, holder_seen) =
+        start_panicky(relay.transport("holder"), Arc::new(MemoryStore::new())).await;
     let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 3).await;
 
     // Sealing panics in the holder's actor for connection 1 only.
@@ -414,7 +410,6 @@ async fn an_actor_that_panics_while_its_round_commits_reloads_after_the_commit()
 
 async fn panic_while_a_round_commits(reserved: bool) {
     let relay = MemoryRelay::new();
-    let config = NodeConfig::default().with_offered_suites(vec![PANICKY]);
     let store = Arc::new(Gated {
         inner: MemoryStore::new(),
         gate: Mutex::new(None),
@@ -424,21 +419,9 @@ async fn panic_while_a_round_commits(reserved: bool) {
         copies: Arc::default(),
         replays: Arc::default(),
     };
-    let (issuer, issuer_seen) = start_on(
-        transport.clone(),
-        Arc::clone(&store),
-        config.clone(),
-        panicky_suites(),
-    )
-    .await;
-    let (holder, holder_seen) = start_with(
-        &relay,
-        "holder",
-        Arc::new(MemoryStore::new()),
-        config,
-        panicky_suites(),
-    )
-    .await;
+    let (issuer, issuer_seen) = start_panicky(transport.clone(), Arc::clone(&store)).await;
+    let (holder, holder_seen) =
+        start_panicky(relay.transport("holder"), Arc::new(MemoryStore::new())).await;
     let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
         .await
         .remove(0);
@@ -501,13 +484,7 @@ async fn panic_while_a_round_commits(reserved: bool) {
     // holder opens what it sends (a counter taken back by an older
     // snapshot would be refused as a replay).
     issuer.shutdown().await.unwrap();
-    let (issuer, _issuer_seen) = start_on(
-        relay.transport("issuer"),
-        Arc::clone(&store),
-        NodeConfig::default().with_offered_suites(vec![PANICKY]),
-        panicky_suites(),
-    )
-    .await;
+    let (issuer, _issuer_seen) = start_panicky(relay.transport("issuer"), Arc::clone(&store)).await;
     issuer.send(&id, "after the restart").await.unwrap();
     from_issuer.push("after the restart");
     wait_until("the issuer's message after the restart", WAIT, || {
