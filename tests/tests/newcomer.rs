@@ -92,7 +92,11 @@ fn a_damaged_invitation_is_refused_and_the_real_one_still_works() {
     }
     let stderr = fails(holder(
         &holder_dir,
-        &["accept", "--invitation", "confidant1:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUx"],
+        &[
+            "accept",
+            "--invitation",
+            "confidant1:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUx",
+        ],
     ));
     assert!(
         stderr.contains("unsupported invitation version 1"),
@@ -116,11 +120,23 @@ fn a_damaged_invitation_is_refused_and_the_real_one_still_works() {
     let mut serving = issuer(
         &issuer_dir,
         connector.url(),
-        &["serve", "--credential", "{\"degree\":\"BSc\"}", "--exit-after-replies", "1"],
+        &[
+            "serve",
+            "--credential",
+            "{\"degree\":\"BSc\"}",
+            "--exit-after-replies",
+            "1",
+        ],
     );
     let mut accepted = holder(
         &holder_dir,
-        &["accept", "--invitation", &text, "--exit-after-credentials", "1"],
+        &[
+            "accept",
+            "--invitation",
+            &text,
+            "--exit-after-credentials",
+            "1",
+        ],
     );
     accepted.wait_success(STEP).unwrap();
     serving.wait_success(STEP).unwrap();
@@ -154,7 +170,10 @@ fn accept_writes_nothing_until_it_joins_and_again_names_holder_run() {
         ..real.clone()
     }
     .to_text();
-    let stderr = fails(holder(&holder_dir, &["accept", "--invitation", &unreachable]));
+    let stderr = fails(holder(
+        &holder_dir,
+        &["accept", "--invitation", &unreachable],
+    ));
     assert!(
         stderr.contains("cannot reach the connector at http://127.0.0.1:1"),
         "{stderr}"
@@ -168,7 +187,10 @@ fn accept_writes_nothing_until_it_joins_and_again_names_holder_run() {
         ..real.clone()
     }
     .to_text();
-    let stderr = fails(holder(&holder_dir, &["accept", "--invitation", &schemeless]));
+    let stderr = fails(holder(
+        &holder_dir,
+        &["accept", "--invitation", &schemeless],
+    ));
     assert!(stderr.contains("https://HOST:PORT"), "{stderr}");
     assert!(!holder_dir.exists());
 
@@ -212,14 +234,23 @@ fn accept_writes_nothing_until_it_joins_and_again_names_holder_run() {
     let mut serving = issuer(
         &issuer_dir,
         &url,
-        &["serve", "--credential", "{\"degree\":\"MSc\"}", "--exit-after-replies", "1"],
+        &[
+            "serve",
+            "--credential",
+            "{\"degree\":\"MSc\"}",
+            "--exit-after-replies",
+            "1",
+        ],
     );
     let mut continued = holder(&holder_dir, &["run", "--exit-after-credentials", "1"]);
     continued.wait_success(STEP).unwrap();
     serving.wait_success(STEP).unwrap();
     assert!(
-        continued.lines().iter().any(|line| line
-            .starts_with(&format!("credential received on connection {connection} "))),
+        continued
+            .lines()
+            .iter()
+            .any(|line| line
+                .starts_with(&format!("credential received on connection {connection} "))),
         "{}",
         continued.transcript()
     );
@@ -306,7 +337,13 @@ fn issuer_invite_while_serve_runs_asks_the_running_issuer() {
     for (name, invitation) in [("one", first.trim().to_owned()), ("two", text)] {
         holders.push(holder(
             &root.path().join(name),
-            &["accept", "--invitation", &invitation, "--exit-after-credentials", "1"],
+            &[
+                "accept",
+                "--invitation",
+                &invitation,
+                "--exit-after-credentials",
+                "1",
+            ],
         ));
     }
     for holder in &mut holders {
@@ -343,7 +380,9 @@ fn a_credential_too_large_for_the_connector_is_refused_at_start() {
         &["serve", "--credential-file", &arg(&credential)],
     ));
     assert!(
-        stderr.contains("the credential is 5002 bytes; the connector takes envelopes of at most 4096 bytes"),
+        stderr.contains(
+            "the credential is 5002 bytes; the connector takes envelopes of at most 4096 bytes"
+        ),
         "{stderr}"
     );
 }
@@ -353,7 +392,11 @@ fn a_credential_too_large_for_the_connector_is_refused_at_start() {
 #[test]
 fn a_connector_url_without_a_scheme_is_refused_with_the_expected_form() {
     let root = tempfile::tempdir().unwrap();
-    let stderr = fails(issuer(&root.path().join("issuer"), "127.0.0.1:50051", &["invite"]));
+    let stderr = fails(issuer(
+        &root.path().join("issuer"),
+        "127.0.0.1:50051",
+        &["invite"],
+    ));
     assert!(stderr.contains("https://HOST:PORT"), "{stderr}");
     assert!(!stderr.contains("transport error"), "{stderr}");
 }
@@ -397,7 +440,10 @@ fn connector_errors_name_their_path_and_address() {
         .unwrap(),
     );
     assert!(
-        stderr.contains(&format!("cannot create the data directory {}", file.display())),
+        stderr.contains(&format!(
+            "cannot create the data directory {}",
+            file.display()
+        )),
         "{stderr}"
     );
 
@@ -410,7 +456,12 @@ fn connector_errors_name_their_path_and_address() {
         Process::spawn(
             "connector",
             CONNECTOR,
-            &["--listen", &address, "--data-dir", &arg(&root.path().join("two"))],
+            &[
+                "--listen",
+                &address,
+                "--data-dir",
+                &arg(&root.path().join("two")),
+            ],
         )
         .unwrap(),
     );
@@ -465,7 +516,11 @@ fn an_unreachable_connector_is_one_short_line_with_back_off() {
         assert!(line.len() < 300, "{line}");
         assert!(!line.contains("MetadataMap"), "{line}");
     }
-    assert!(!stderr.contains("attempts=3\u{1b}") && !lines.iter().any(|line| line.contains("attempts=3")), "{stderr}");
+    assert!(
+        !stderr.contains("attempts=3\u{1b}")
+            && !lines.iter().any(|line| line.contains("attempts=3")),
+        "{stderr}"
+    );
 
     let mut traced = Process::spawn_with_log(
         "issuer",
@@ -520,9 +575,11 @@ fn the_connector_logs_refused_joins_and_oversized_messages() {
     let _context = runtime.enter();
     let client = SignedClient::new(connector.url(), RequestSigner::from_seed(&[7; 32])).unwrap();
     let join = || {
-        runtime.block_on(client.add_connection_from_token(proto::AddConnectionFromTokenRequest {
-            token: token.clone(),
-        }))
+        runtime.block_on(
+            client.add_connection_from_token(proto::AddConnectionFromTokenRequest {
+                token: token.clone(),
+            }),
+        )
     };
     let connection_id = join().unwrap().connection_id;
     join().unwrap_err();

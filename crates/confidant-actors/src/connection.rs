@@ -145,7 +145,8 @@ impl ConnectionActor {
         // Everything the runtime logs while handling this connection's
         // request carries the connection's id.
         let span = tracing::debug_span!("connection", id = %id);
-        let future = AssertUnwindSafe(tracing::Instrument::instrument(work(state), span)).catch_unwind();
+        let future =
+            AssertUnwindSafe(tracing::Instrument::instrument(work(state), span)).catch_unwind();
         AtomicResponse::new(Box::pin(future.into_actor(self).map(
             move |outcome, actor, ctx| match outcome {
                 Ok((state, result)) => {

@@ -207,7 +207,10 @@ mod tests {
         for cut in 0..body.len() {
             let shorter = format!("{PREFIX}{}", &body[..cut]);
             let error = Invitation::from_text(&shorter).unwrap_err();
-            assert!(matches!(error, InvitationError::Damaged(_)), "{cut}: {error}");
+            assert!(
+                matches!(error, InvitationError::Damaged(_)),
+                "{cut}: {error}"
+            );
             assert!(
                 error
                     .to_string()
@@ -247,7 +250,8 @@ mod tests {
     #[test]
     fn other_versions_and_other_texts_are_named() {
         // A version-1 text (the format before the checksum).
-        let error = Invitation::from_text("confidant1:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUx").unwrap_err();
+        let error =
+            Invitation::from_text("confidant1:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUx").unwrap_err();
         assert_eq!(error, InvitationError::UnsupportedVersion("1".into()));
         assert!(
             error
@@ -259,7 +263,13 @@ mod tests {
             Invitation::from_text("confidant3:AAAA").unwrap_err(),
             InvitationError::UnsupportedVersion("3".into())
         );
-        for other in ["", "hello", "confidant:AAAA", "confidantx:AAAA", "https://example"] {
+        for other in [
+            "",
+            "hello",
+            "confidant:AAAA",
+            "confidantx:AAAA",
+            "https://example",
+        ] {
             assert_eq!(
                 Invitation::from_text(other).unwrap_err(),
                 InvitationError::NotAnInvitation,

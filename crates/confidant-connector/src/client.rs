@@ -479,7 +479,11 @@ impl Outage {
                 self.failures
             );
         } else {
-            tracing::debug!(connector = url, attempts = self.failures, "{what}: {reason}");
+            tracing::debug!(
+                connector = url,
+                attempts = self.failures,
+                "{what}: {reason}"
+            );
         }
     }
 

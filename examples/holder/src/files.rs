@@ -219,7 +219,14 @@ mod tests {
 
     #[test]
     fn a_url_without_a_scheme_is_refused_with_the_expected_form() {
-        for bad in ["127.0.0.1:50051", "localhost:50051", "http:/x", "https://", "ftp://x:1", ""] {
+        for bad in [
+            "127.0.0.1:50051",
+            "localhost:50051",
+            "http:/x",
+            "https://",
+            "ftp://x:1",
+            "",
+        ] {
             let error = check_connector_url_form(bad).unwrap_err().to_string();
             assert!(error.contains("https://HOST:PORT"), "{bad}: {error}");
         }
@@ -237,7 +244,9 @@ mod tests {
         let not_a_directory = dir.path().join("file");
         std::fs::write(&not_a_directory, b"").unwrap();
         let path = not_a_directory.join(CONNECTOR_URL);
-        let error = write_atomically(&path, b"x", 0o600).unwrap_err().to_string();
+        let error = write_atomically(&path, b"x", 0o600)
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("stale"), "{error}");
         assert!(!error.contains("interrupted"), "{error}");
         assert!(

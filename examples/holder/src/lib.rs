@@ -16,14 +16,21 @@
 //! holder --data-dir DIR list
 //! ```
 //!
-//! - `accept` reads the invitation (the text an issuer shows as a QR code),
-//!   stores the connector's URL in `DIR/connector.url` for later runs,
-//!   starts the node with a transport to that connector, joins the
-//!   connection (the greeting, default `hello from the holder`, is the
-//!   issuer's first message from this holder), then runs the loop below.
+//! - `accept` reads the invitation (the text an issuer shows as a QR code)
+//!   and checks it (version, checksum: a damaged one is refused before any
+//!   network call), refuses one this holder accepted already (naming
+//!   `run`), asks the connector whether the token is unused
+//!   (`GetConnectionTokenInfo`), and only then writes anything: it starts
+//!   the node with a transport to that connector, joins the connection
+//!   (the greeting, default `hello from the holder`, is the issuer's first
+//!   message from this holder), stores the connector's URL in
+//!   `DIR/connector.url` and the token's hash once the join succeeded,
+//!   then runs the loop below.
 //! - `run` starts the node again and continues every existing connection
 //!   with the same loop.
-//! - `list` prints the stored credentials without starting a node.
+//! - `list` prints the stored credentials without starting a node (an
+//!   error for a directory that is missing, not a directory, or holds no
+//!   holder state).
 //!
 //! The loop runs until SIGTERM or Ctrl-C (a graceful shutdown), or, with
 //! `--exit-after-credentials N`, until `N` credentials were handled in this
@@ -83,7 +90,7 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `connector.url` | the connector's URL, from the invitation |
-//! | `credentials.redb` | the credentials received, and the answers still owed for them ([`credentials`]) |
+//! | `credentials.redb` | mode 0600: the credentials received, the answers still owed for them, and the invitations accepted ([`credentials`]) |
 
 pub mod credentials;
 pub mod files;
@@ -554,11 +561,7 @@ impl Holder {
     ) -> Result<bool, Error> {
         let id = message.connection_id.clone();
         let sequence = message.sequence;
-        tracing::debug!(
-            sequence,
-            bytes = message.plaintext.len(),
-            "message opened"
-        );
+        tracing::debug!(sequence, bytes = message.plaintext.len(), "message opened");
         let json = match std::str::from_utf8(&message.plaintext)
             .map_err(|error| error.to_string())
             .and_then(|text| {

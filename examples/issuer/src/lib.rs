@@ -10,18 +10,23 @@
 //! ## Command line
 //!
 //! ```text
-//! issuer --data-dir DIR --connector URL invite
-//! issuer --data-dir DIR --connector URL serve --credential JSON [--invite] [--exit-after-replies N]
+//! issuer --data-dir DIR --connector URL [--qr auto|dark|light|none] invite
+//! issuer --data-dir DIR --connector URL [--qr …] serve (--credential JSON | --credential-file PATH) [--invite] [--exit-after-replies N]
 //! ```
 //!
 //! - `invite` starts the node, creates an invitation at the connector,
 //!   prints it as text and as a QR code, writes the text to
-//!   `DIR/invitation.txt` (atomically: a reader never sees half of it), and
-//!   exits. The connector keeps the holder's join for the next `serve`.
+//!   `DIR/invitation.txt` (atomically: a reader never sees half of it) and
+//!   the QR code to `DIR/invitation.png`, and exits. The connector keeps
+//!   the holder's join for the next `serve`. While a `serve` runs on the
+//!   same directory, `invite` asks it instead, over `DIR/control.sock`
+//!   ([`control`]), and the running issuer creates the invitation.
 //! - `serve` runs until SIGTERM or Ctrl-C (a graceful shutdown), or until
 //!   `N` replies arrived with `--exit-after-replies N`. With `--invite` it
-//!   first does what `invite` does. The credential must be valid JSON; it
-//!   is refused with a clear error before anything starts otherwise. It is
+//!   first does what `invite` does. The credential (`--credential`, or
+//!   `--credential-file`) must be valid JSON; it is refused with a clear
+//!   error before anything starts otherwise, and at start when it is larger
+//!   than the connector takes (its `GetConnectorInfo`). It is
 //!   sent once to every connection, as soon as the connection is
 //!   established. Which connections got it is remembered in
 //!   `DIR/issuer-state.json`, so a restart neither sends it again nor
@@ -46,10 +51,16 @@
 //! | `issuer identity key: HEX` | the node started (the key the invitations carry) |
 //! | `invitation: confidant1:…` | an invitation was created; a QR code of the same text follows |
 //! | `invitation written to PATH` | the invitation's text is in `DIR/invitation.txt` |
+//! | `asked the running issuer (PATH) for an invitation` | `invite` while `serve` runs: the invitation lines follow |
+//! | `could not ask the connector for its size limit (REASON); …` | `serve` could not check the credential's size at start |
+//! | `no control socket (REASON): …` | `serve` could not create `DIR/control.sock`; it serves anyway |
 //! | `waiting for holders (Ctrl-C to stop)` | `serve` is ready |
+//! | `invitation requested on the control socket` | `issuer invite` asked; the invitation lines follow |
+//! | `control socket: REASON` | a request on the control socket failed (the issuer goes on) |
 //! | `joined: connection ID (a holder used the invitation; bundle sent)` | `Event::Joined` |
 //! | `connected: connection ID, holder identity key HEX (X3DH done)` | `Event::Connected` |
 //! | `credential sent on connection ID` | the connector has the sealed credential |
+//! | `could not send the credential on connection ID: REASON (…)` | the send failed; the issuer goes on, and sends it at its next start |
 //! | `greeting from ID: TEXT` | the holder's first message (its greeting), acknowledged |
 //! | `reply from ID: TEXT` | any later message from the holder, acknowledged |
 //! | `repeated reply from ID ignored: TEXT` | a reply already reported (a holder that crashed after answering answers again), acknowledged |
@@ -60,7 +71,9 @@
 //!
 //! Errors go to stderr, and the exit code is then nonzero. The node's own
 //! warnings are logged to stderr (`RUST_LOG` sets the level, default
-//! `warn`). Key seeds are never printed.
+//! `warn`; a bare level applies to Confidant's crates only, see
+//! `confidant_connector::cli::log_filter`); at `debug`, every event is
+//! logged in a span `connection{id=…}`. Key seeds are never printed.
 //!
 //! ## Files in the data directory
 //!
@@ -69,6 +82,8 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `invitation.txt` | the last invitation's text |
+//! | `invitation.png` | the last invitation's QR code (black on white, quiet zone of 4 modules) |
+//! | `control.sock` | while `serve` runs: where `invite` asks it for invitations (mode 0600) |
 //! | `issuer-state.json` | which connections got the credential, each connection's greeting, and the replies reported |
 //!
 //! Running again with the same directory continues the same connections.
@@ -709,7 +724,9 @@ mod tests {
             "only one credential"
         );
         assert!(matches!(
-            parse(&["serve", "--credential-file", "c.json"]).unwrap().command,
+            parse(&["serve", "--credential-file", "c.json"])
+                .unwrap()
+                .command,
             Command::Serve {
                 credential: None,
                 credential_file: Some(_),

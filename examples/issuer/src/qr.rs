@@ -80,7 +80,8 @@ pub fn png(text: &str) -> Result<Vec<u8>, Error> {
         }
         let (row, column) = (index / modules, index % modules);
         for y in 0..PNG_SCALE {
-            let start = ((row + QUIET_ZONE) * PNG_SCALE + y) * side + (column + QUIET_ZONE) * PNG_SCALE;
+            let start =
+                ((row + QUIET_ZONE) * PNG_SCALE + y) * side + (column + QUIET_ZONE) * PNG_SCALE;
             pixels[start..start + PNG_SCALE].fill(0);
         }
     }
@@ -140,8 +141,9 @@ mod tests {
     }
 
     fn decode(width: usize, height: usize, pixels: &[u8]) -> Vec<String> {
-        let mut image =
-            rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| pixels[y * width + x]);
+        let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+            pixels[y * width + x]
+        });
         image
             .detect_grids()
             .into_iter()
