@@ -702,7 +702,9 @@ mod tests {
         );
         let error = parse(&["accept", "--invitation", "confidant1:AAAA"]).unwrap_err();
         assert!(
-            error.to_string().contains("unsupported invitation version 1"),
+            error
+                .to_string()
+                .contains("unsupported invitation version 1"),
             "{error}"
         );
         assert!(matches!(
