@@ -741,7 +741,14 @@ mod tests {
     async fn list_prints_stored_credentials_without_a_node() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_str().unwrap();
-        run(["holder", "--data-dir", data, "list"]).await.unwrap();
+        // A directory without holder state is an error, not an empty list.
+        let error = run(["holder", "--data-dir", data, "list"])
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("holds no holder state"),
+            "{error}"
+        );
         let store = CredentialStore::open_or_create(&dir.path().join(CREDENTIALS)).unwrap();
         store
             .store("conn", 1, "{\"degree\":\"BSc\"}", "reply")
