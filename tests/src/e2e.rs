@@ -25,12 +25,19 @@ impl ConnectorProcess {
     /// under `data_dir`, on a free loopback port, and waits until it
     /// listens.
     pub fn start(binary: impl AsRef<Path>, data_dir: &Path) -> Result<Self, HarnessError> {
+        Self::start_with(binary, data_dir, &[])
+    }
+
+    /// [`ConnectorProcess::start`] with more command-line arguments.
+    pub fn start_with(
+        binary: impl AsRef<Path>,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self, HarnessError> {
         let data = data_dir.to_string_lossy().into_owned();
-        let process = Process::spawn(
-            "connector",
-            binary,
-            &["--listen", "127.0.0.1:0", "--data-dir", data.as_str()],
-        )?;
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", data.as_str()];
+        args.extend_from_slice(extra);
+        let process = Process::spawn("connector", binary, &args)?;
         let line = process.wait_for_line("`listening on`", START_LIMIT, |line| {
             line.starts_with("listening on ")
         })?;

@@ -77,9 +77,19 @@ impl Process {
         binary: impl AsRef<Path>,
         args: &[S],
     ) -> Result<Self, HarnessError> {
+        Self::spawn_with_log(name, binary, args, "info")
+    }
+
+    /// [`Process::spawn`] with `RUST_LOG` set to `log`.
+    pub fn spawn_with_log<S: AsRef<OsStr>>(
+        name: &str,
+        binary: impl AsRef<Path>,
+        args: &[S],
+        log: &str,
+    ) -> Result<Self, HarnessError> {
         let mut child = Command::new(binary.as_ref())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

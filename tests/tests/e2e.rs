@@ -867,6 +867,12 @@ fn a_relay_that_swaps_the_bundle_is_refused_and_never_connected_to() {
     // initial message from the same step that printed the refusal.
     running.terminate().unwrap();
     running.wait_success(STEP).unwrap();
+    // Reported once: by the `REFUSED` line, not also by a log line.
+    assert!(
+        !running.stderr().contains("bundle refused"),
+        "{}",
+        running.transcript()
+    );
     let holder_key = b64(&e2e::relay_signer(&holder_dir).unwrap().public_key());
     let sent = relay.sent();
     assert!(

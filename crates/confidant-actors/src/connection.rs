@@ -166,7 +166,11 @@ impl ConnectionActor {
         let id = state.id.clone();
         let shared = Arc::clone(&state.shared);
         let in_flight = state.in_flight.clone();
-        let future = AssertUnwindSafe(work(state)).catch_unwind();
+        // Everything the runtime logs while handling this connection's
+        // request carries the connection's id.
+        let span = tracing::debug_span!("connection", id = %id);
+        let future =
+            AssertUnwindSafe(tracing::Instrument::instrument(work(state), span)).catch_unwind();
         AtomicResponse::new(Box::pin(future.into_actor(self).map(
             move |outcome, actor, _| match outcome {
                 Ok((state, result)) => {
@@ -985,7 +989,8 @@ impl ConnState {
                 reset,
             })),
             Err(error) => {
-                tracing::warn!(connection = %self.id, %error, "bundle refused");
+                // The application reports it (Event::HandshakeFailed).
+                tracing::debug!(connection = %self.id, %error, "bundle refused");
                 out.events.push(Draft::Ready(Event::HandshakeFailed {
                     connection_id: self.id.clone(),
                     reason: error.to_string(),
@@ -1105,7 +1110,8 @@ impl ConnState {
                 }
             }
             Err(error) => {
-                tracing::warn!(connection = %self.id, %error, "initial message refused");
+                // The application reports it (Event::HandshakeFailed).
+                tracing::debug!(connection = %self.id, %error, "initial message refused");
                 out.events.push(Draft::Ready(Event::HandshakeFailed {
                     connection_id: self.id.clone(),
                     reason: error.to_string(),
@@ -1383,14 +1389,22 @@ impl ConnState {
     }
 }
 
-/// The suites a node offers by default: every built-in suite registered.
+/// The suites a node offers by default: every suite registered, so that the
+/// registry and the offer agree. The built-in ones that are registered come
+/// first, in their fixed order of preference; the others (a user's own)
+/// follow in ascending id order. A node that prefers its own suite says so
+/// with `NodeConfig::with_offered_suites`.
 pub(crate) fn default_offer(registry: &confidant_core::SuiteRegistry) -> Vec<SuiteId> {
-    [
+    let built_in = [
         SuiteId::AES_256_GCM_SHA256_COUNTER,
         SuiteId::CHACHA20_POLY1305_COUNTER,
         SuiteId::AES_256_GCM_LFSR,
-    ]
-    .into_iter()
-    .filter(|id| registry.get(*id).is_ok())
-    .collect()
+    ];
+    let registered = registry.ids();
+    let mut offer: Vec<SuiteId> = built_in
+        .into_iter()
+        .filter(|id| registered.contains(id))
+        .collect();
+    offer.extend(registered.into_iter().filter(|id| !built_in.contains(id)));
+    offer
 }

@@ -6,13 +6,33 @@
 //! invitee refuses any bundle whose identity key is not the invitation's,
 //! so a relay that swaps the bundle is caught.
 //!
-//! Its text form is `confidant1:` followed by base64url (no padding) of
-//! `relay length (u16 BE) ‖ relay ‖ token length (u16 BE) ‖ token ‖ identity key (32)`.
+//! ## Text form, version 2
+//!
+//! ```text
+//! "confidant2:" ‖ base64url-no-pad(payload ‖ checksum)
+//! payload  = relay length (u16 BE) ‖ relay (UTF-8)
+//!          ‖ token length (u16 BE) ‖ token (UTF-8)
+//!          ‖ identity key (32 bytes, Ed25519)
+//! checksum = the first 4 bytes of SHA-256("confidant2:" ‖ payload)
+//! ```
+//!
+//! Each length is 1 to 1,024. The checksum catches a mistyped or truncated
+//! text before the invitee spends the single-use token on it; it is not an
+//! authenticator (the invitation's own channel, a QR code shown in person,
+//! is what makes it authentic). The version is the number in the prefix:
+//! a text with another `confidantN:` prefix (version 1 had none of the
+//! checksum) is refused as [`InvitationError::UnsupportedVersion`].
+//! Whitespace anywhere in the text (a paste wrapped over lines) is
+//! ignored. `docs/apps.md` has a worked example.
 
 use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 
-const PREFIX: &str = "confidant1:";
+/// The version this code writes and reads.
+pub const INVITATION_VERSION: u32 = 2;
+const PREFIX: &str = "confidant2:";
 const MAX_FIELD: usize = 1024;
+const CHECKSUM_LEN: usize = 4;
 
 /// An invitation to a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,62 +45,130 @@ pub struct Invitation {
     pub identity_key: [u8; 32],
 }
 
-/// An invitation's text is malformed.
+/// An invitation's text cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed invitation: {0}")]
-pub struct InvitationError(&'static str);
+#[non_exhaustive]
+pub enum InvitationError {
+    /// The text is not a Confidant invitation at all.
+    #[error("not a Confidant invitation (an invitation starts with `{PREFIX}`)")]
+    NotAnInvitation,
+    /// An invitation of another version of the format.
+    #[error(
+        "unsupported invitation version {0}: this program reads version {INVITATION_VERSION} \
+         (`{PREFIX}…`); ask the issuer for a new invitation"
+    )]
+    UnsupportedVersion(String),
+    /// The text was cut short, mistyped or otherwise changed: its checksum
+    /// or its structure does not hold.
+    #[error(
+        "incomplete or damaged invitation ({0}): copy all of it again, or scan its QR code again"
+    )]
+    Damaged(&'static str),
+    /// A field of an invitation being written is empty or longer than the
+    /// format allows (1 to 1,024 bytes).
+    #[error("an invitation's {0} must be 1 to 1024 bytes long")]
+    FieldLength(&'static str),
+}
 
 impl Invitation {
-    /// The text form (for a QR code or a copy-and-paste).
+    /// The text form (for a QR code or a copy-and-paste). An invitation
+    /// whose relay or token is empty or longer than 1,024 bytes has none:
+    /// [`Invitation::try_to_text`] says why.
     pub fn to_text(&self) -> String {
-        let mut bytes = Vec::with_capacity(4 + self.relay.len() + self.token.len() + 32);
-        for field in [self.relay.as_bytes(), self.token.as_bytes()] {
-            let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-            bytes.extend_from_slice(&len.to_be_bytes());
-            bytes.extend(field.iter().take(usize::from(len)));
-        }
-        bytes.extend_from_slice(&self.identity_key);
-        format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        )
+        self.try_to_text().unwrap_or_default()
     }
 
-    /// Reads the text form.
+    /// The text form, or why this invitation has none.
+    pub fn try_to_text(&self) -> Result<String, InvitationError> {
+        let mut bytes =
+            Vec::with_capacity(4 + self.relay.len() + self.token.len() + 32 + CHECKSUM_LEN);
+        for (name, field) in [("relay", &self.relay), ("token", &self.token)] {
+            if field.is_empty() || field.len() > MAX_FIELD {
+                return Err(InvitationError::FieldLength(name));
+            }
+            let len = u16::try_from(field.len()).map_err(|_| InvitationError::FieldLength(name))?;
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(field.as_bytes());
+        }
+        bytes.extend_from_slice(&self.identity_key);
+        let checksum = checksum(&bytes);
+        bytes.extend_from_slice(&checksum);
+        Ok(format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        ))
+    }
+
+    /// Reads the text form, checking its version and checksum.
     pub fn from_text(text: &str) -> Result<Self, InvitationError> {
-        let body = text
-            .trim()
-            .strip_prefix(PREFIX)
-            .ok_or(InvitationError("it does not start with `confidant1:`"))?;
+        let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let body = match text.strip_prefix(PREFIX) {
+            Some(body) => body,
+            None => return Err(version_error(&text)),
+        };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
-            .map_err(|_| InvitationError("not base64url"))?;
-        let mut rest = bytes.as_slice();
-        let mut field = |name: &'static str| -> Result<String, InvitationError> {
+            .map_err(|_| InvitationError::Damaged("not base64url, or cut short"))?;
+        let (payload, sum) = bytes
+            .split_last_chunk::<CHECKSUM_LEN>()
+            .ok_or(InvitationError::Damaged("too short"))?;
+        if checksum(payload) != *sum {
+            return Err(InvitationError::Damaged("the checksum does not match"));
+        }
+        // The checksum held, so what follows only fails for a text that was
+        // written wrongly, not damaged on the way.
+        let mut rest = payload;
+        let mut field = || -> Result<String, InvitationError> {
             let (len, tail) = rest
                 .split_first_chunk::<2>()
-                .ok_or(InvitationError("truncated"))?;
+                .ok_or(InvitationError::Damaged("too short"))?;
             let len = usize::from(u16::from_be_bytes(*len));
             if len == 0 || len > MAX_FIELD {
-                return Err(InvitationError(name));
+                return Err(InvitationError::Damaged("a field length is out of range"));
             }
             let (value, tail) = tail
                 .split_at_checked(len)
-                .ok_or(InvitationError("truncated"))?;
+                .ok_or(InvitationError::Damaged("too short"))?;
             rest = tail;
-            String::from_utf8(value.to_vec()).map_err(|_| InvitationError(name))
+            String::from_utf8(value.to_vec())
+                .map_err(|_| InvitationError::Damaged("a field is not UTF-8"))
         };
-        let relay = field("bad relay field")?;
-        let token = field("bad token field")?;
+        let relay = field()?;
+        let token = field()?;
         let identity_key: [u8; 32] = rest
             .try_into()
-            .map_err(|_| InvitationError("the identity key is not 32 bytes"))?;
+            .map_err(|_| InvitationError::Damaged("the identity key is not 32 bytes"))?;
         Ok(Self {
             relay,
             token,
             identity_key,
         })
     }
+}
+
+/// The first bytes of SHA-256 over the prefix and the payload.
+fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let digest = Sha256::new()
+        .chain_update(PREFIX.as_bytes())
+        .chain_update(payload)
+        .finalize();
+    let mut sum = [0; CHECKSUM_LEN];
+    sum.copy_from_slice(&digest[..CHECKSUM_LEN]);
+    sum
+}
+
+/// Why a text without the current prefix is refused: another version, or
+/// not an invitation.
+fn version_error(text: &str) -> InvitationError {
+    if let Some(rest) = text.strip_prefix("confidant")
+        && let Some((version, _)) = rest.split_once(':')
+        && !version.is_empty()
+        && version.len() <= 9
+        && version.bytes().all(|byte| byte.is_ascii_digit())
+    {
+        return InvitationError::UnsupportedVersion(version.to_owned());
+    }
+    InvitationError::NotAnInvitation
 }
 
 impl std::fmt::Display for Invitation {
@@ -100,23 +188,140 @@ impl std::str::FromStr for Invitation {
 mod tests {
     use super::*;
 
-    #[test]
-    fn text_round_trips_and_every_truncation_is_refused() {
-        let invitation = Invitation {
+    fn example() -> Invitation {
+        Invitation {
             relay: "http://127.0.0.1:50051".into(),
             token: "q1w2e3r4t5y6u7i8o9p0aa".into(),
             identity_key: [0x5A; 32],
-        };
+        }
+    }
+
+    #[test]
+    fn text_round_trips_and_every_truncation_is_refused_as_damaged() {
+        let invitation = example();
         let text = invitation.to_text();
-        assert!(text.starts_with("confidant1:"));
+        assert!(text.starts_with("confidant2:"));
         assert_eq!(Invitation::from_text(&text).unwrap(), invitation);
         assert_eq!(text.parse::<Invitation>().unwrap(), invitation);
         let body = &text[PREFIX.len()..];
         for cut in 0..body.len() {
             let shorter = format!("{PREFIX}{}", &body[..cut]);
-            assert!(Invitation::from_text(&shorter).is_err(), "{cut}");
+            let error = Invitation::from_text(&shorter).unwrap_err();
+            assert!(
+                matches!(error, InvitationError::Damaged(_)),
+                "{cut}: {error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("incomplete or damaged invitation"),
+                "{error}"
+            );
         }
-        assert!(Invitation::from_text("confidant2:AAAA").is_err());
-        assert!(Invitation::from_text(&format!("{text}AA")).is_err());
+        assert!(matches!(
+            Invitation::from_text(&format!("{text}AA")),
+            Err(InvitationError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn every_one_character_typo_is_refused() {
+        let text = example().to_text();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for position in PREFIX.len()..text.len() {
+            for replacement in alphabet.chars() {
+                let mut typo: Vec<char> = text.chars().collect();
+                if typo[position] == replacement {
+                    continue;
+                }
+                typo[position] = replacement;
+                let typo: String = typo.into_iter().collect();
+                assert!(
+                    matches!(
+                        Invitation::from_text(&typo),
+                        Err(InvitationError::Damaged(_))
+                    ),
+                    "{typo} was accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_versions_and_other_texts_are_named() {
+        // A version-1 text (the format before the checksum).
+        let error =
+            Invitation::from_text("confidant1:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUx").unwrap_err();
+        assert_eq!(error, InvitationError::UnsupportedVersion("1".into()));
+        assert!(
+            error
+                .to_string()
+                .starts_with("unsupported invitation version 1"),
+            "{error}"
+        );
+        assert_eq!(
+            Invitation::from_text("confidant3:AAAA").unwrap_err(),
+            InvitationError::UnsupportedVersion("3".into())
+        );
+        for other in [
+            "",
+            "hello",
+            "confidant:AAAA",
+            "confidantx:AAAA",
+            "https://example",
+        ] {
+            assert_eq!(
+                Invitation::from_text(other).unwrap_err(),
+                InvitationError::NotAnInvitation,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_from_a_wrapped_paste_is_ignored() {
+        let invitation = example();
+        let text = invitation.to_text();
+        let (head, tail) = text.split_at(30);
+        let wrapped = format!("  {head}\n  {tail}\r\n");
+        assert_eq!(Invitation::from_text(&wrapped).unwrap(), invitation);
+    }
+
+    /// The layout, byte for byte, as `docs/apps.md` shows it: an
+    /// independent implementation can check itself against this text.
+    #[test]
+    fn the_documented_example_is_what_the_code_writes() {
+        let invitation = Invitation {
+            relay: "http://127.0.0.1:50051".into(),
+            token: "AAECAwQFBgcICQoLDA0ODw".into(),
+            identity_key: core::array::from_fn(|i| u8::try_from(i).unwrap_or(0)),
+        };
+        let text = invitation.to_text();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&text[PREFIX.len()..])
+            .unwrap();
+        let mut expected = vec![0, 22];
+        expected.extend_from_slice(b"http://127.0.0.1:50051");
+        expected.extend_from_slice(&[0, 22]);
+        expected.extend_from_slice(b"AAECAwQFBgcICQoLDA0ODw");
+        expected.extend(0u8..32);
+        let digest = Sha256::digest([b"confidant2:".as_slice(), &expected].concat());
+        expected.extend_from_slice(&digest[..4]);
+        assert_eq!(bytes, expected);
+        assert_eq!(text, DOCUMENTED_EXAMPLE);
+    }
+
+    const DOCUMENTED_EXAMPLE: &str = "confidant2:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUxABZBQUVDQXdRRkJnY0lDUW9MREEwT0R3AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh-eiuhR";
+
+    #[test]
+    fn fields_outside_the_format_have_no_text() {
+        let mut invitation = example();
+        invitation.relay = "x".repeat(MAX_FIELD + 1);
+        assert_eq!(
+            invitation.try_to_text(),
+            Err(InvitationError::FieldLength("relay"))
+        );
+        invitation.relay = String::new();
+        assert!(invitation.try_to_text().is_err());
     }
 }

@@ -100,7 +100,7 @@ pub mod fuzzing {
 }
 
 pub use error::NodeError;
-pub use invitation::{Invitation, InvitationError};
+pub use invitation::{INVITATION_VERSION, Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
 pub use node::{
     ConnectionInfo, ConnectionState, Event, Events, IncomingMessage, Node, NodeBuilder, NodeConfig,

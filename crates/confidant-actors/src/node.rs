@@ -45,7 +45,10 @@ pub struct NodeConfig {
     /// Threads for connection actors. Default: the number of CPUs.
     pub workers: usize,
     /// Suites offered in this node's bundles, in order of preference.
-    /// Default: the built-in suites that are registered, AES-256-GCM first.
+    /// Default (left empty): every registered suite, the built-in ones
+    /// first (AES-256-GCM with the counter IV, ChaCha20-Poly1305, AES-256-GCM
+    /// with the LFSR IV), then the others in ascending id order. The node
+    /// logs its offer at start (INFO).
     pub offered_suites: Vec<SuiteId>,
     /// Session settings (replay window, key limits, …).
     pub session: SessionConfig,
@@ -238,11 +241,17 @@ impl NodeBuilder {
                 "no suite to offer: register one and list it in offered_suites".into(),
             ));
         }
+        let mut offered = Vec::with_capacity(config.offered_suites.len());
         for suite in &config.offered_suites {
-            registry
+            let plugin = registry
                 .get(*suite)
                 .map_err(|error| NodeError::Config(error.to_string()))?;
+            offered.push(format!("{} ({})", plugin.name(), suite));
         }
+        tracing::info!(
+            suites = %offered.join(", "),
+            "offering cipher suites, most preferred first"
+        );
 
         let (ready_sender, ready) = oneshot::channel();
         let (done_sender, done) = oneshot::channel();

@@ -72,8 +72,7 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args = Args::try_parse_from(args)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter("info", &[]);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -89,7 +88,12 @@ where
         (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
         _ => None,
     };
-    std::fs::create_dir_all(&args.data_dir)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|error| {
+        format!(
+            "cannot create the data directory {}: {error}",
+            args.data_dir.display()
+        )
+    })?;
     let path = args.data_dir.join("connector.redb");
     let limits = Limits {
         max_message_len: args.max_message_bytes,
@@ -101,22 +105,27 @@ where
         max_streams: args.max_streams,
         refusal_logs_per_second: args.refusal_logs_per_second,
     };
-    let mailbox = Arc::new(RedbMailbox::open_with_audience(
-        &path,
-        limits,
-        args.audience.clone(),
-    )?);
+    let mailbox = Arc::new(
+        RedbMailbox::open_with_audience(&path, limits, args.audience.clone())
+            .map_err(|error| format!("cannot open the mailbox file {}: {error}", path.display()))?,
+    );
     // Install the signal handlers before announcing the address, so that a
     // SIGTERM right after the announcement is a graceful stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(
         %address,
         file = %path.display(),
         audience = %mailbox.audience(),
-        ?limits,
-        ?service_limits,
+        max_message_bytes = limits.max_message_len,
+        max_pending = limits.max_pending_per_recipient,
+        max_page_bytes = limits.max_page_bytes,
+        max_streams_per_key = service_limits.max_streams_per_party,
+        max_streams = service_limits.max_streams,
+        refusal_logs_per_second = service_limits.refusal_logs_per_second,
         "connector started"
     );
     match &args.tls_cert {
@@ -160,6 +169,49 @@ where
     mailbox.close();
     tracing::info!("connector stopped; every stored message is on disk");
     Ok(())
+}
+
+/// The log filter of Confidant's programs. `RUST_LOG` as a bare level
+/// (`trace`, `debug`, …) applies to Confidant's own crates and to `extra`
+/// (the program's crate), while every dependency stays at `warn`: the h2,
+/// tower and hyper internals would otherwise drown the program's own
+/// events. Any other `RUST_LOG` (with targets, e.g. `warn,h2=trace`) is
+/// used as given. Without `RUST_LOG` (or with one that does not parse),
+/// Confidant's crates log at `default_level` and dependencies at `warn`.
+pub fn log_filter(default_level: &str, extra: &[&str]) -> tracing_subscriber::EnvFilter {
+    const OURS: [&str; 7] = [
+        "confidant_actors",
+        "confidant_connector",
+        "confidant_core",
+        "confidant_session",
+        "confidant_store",
+        "confidant_x3dh",
+        "confidant_aes_gcm",
+    ];
+    let ours = |level: &str| {
+        let mut directives = vec!["warn".to_owned()];
+        directives.extend(
+            OURS.iter()
+                .chain(extra)
+                .map(|target| format!("{target}={level}")),
+        );
+        directives.join(",")
+    };
+    let wanted = std::env::var("RUST_LOG").unwrap_or_default();
+    let wanted = wanted.trim();
+    let bare_level = matches!(
+        wanted.to_ascii_lowercase().as_str(),
+        "trace" | "debug" | "info" | "warn" | "error" | "off"
+    );
+    let directives = if wanted.is_empty() {
+        ours(default_level)
+    } else if bare_level {
+        ours(wanted)
+    } else {
+        wanted.to_owned()
+    };
+    tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ours(default_level)))
 }
 
 /// How long a stopping connector waits for its clients to disconnect.

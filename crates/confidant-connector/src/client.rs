@@ -49,9 +49,9 @@ fn transient(status: &Status) -> bool {
 
 fn to_transport(status: &Status) -> TransportError {
     if transient(status) {
-        TransportError::Unavailable(format!("{}: {}", status.code(), status.message()))
+        TransportError::Unavailable(format!("{}: {}", status.code(), describe_status(status)))
     } else {
-        TransportError::Refused(format!("{}: {}", status.code(), status.message()))
+        TransportError::Refused(format!("{}: {}", status.code(), describe_status(status)))
     }
 }
 
@@ -399,13 +399,16 @@ impl ConnectorTransport {
         let buffer = Arc::clone(&self.inner.buffer);
         let buffer_bytes = self.inner.buffer_bytes;
         let mut stop = self.inner.stop.subscribe();
+        let url = self.inner.url.clone();
         tokio::spawn(async move {
             let mut cursor = 0u64;
             let mut backoff = FIRST_BACKOFF;
+            let mut outage = Outage::default();
             loop {
                 match client.get_message_stream(cursor).await {
                     Ok(mut stream) => {
                         backoff = FIRST_BACKOFF;
+                        outage.ended(&url);
                         loop {
                             let item = tokio::select! {
                                 item = stream.next() => item,
@@ -431,7 +434,7 @@ impl ConnectorTransport {
                                     }
                                 }
                                 Some(Err(status)) => {
-                                    tracing::warn!(%status, "message stream broke; reconnecting");
+                                    outage.failed(&url, "the message stream broke", &status);
                                     break;
                                 }
                                 None => {
@@ -442,7 +445,7 @@ impl ConnectorTransport {
                         }
                     }
                     Err(status) => {
-                        tracing::warn!(%status, "cannot open the message stream; retrying");
+                        outage.failed(&url, "cannot reach the connector", &status);
                     }
                 }
                 tokio::select! {
@@ -453,6 +456,66 @@ impl ConnectorTransport {
             }
         });
         receiver
+    }
+}
+
+/// Failures in a row to reach the connector, logged with back-off: one
+/// short WARN line for the first, then one for the 2nd, 4th, 8th, … (the
+/// others at DEBUG), and one INFO line when the connector answers again.
+#[derive(Default)]
+struct Outage {
+    failures: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, url: &str, what: &str, status: &Status) {
+        self.failures += 1;
+        let reason = describe_status(status);
+        if self.failures.is_power_of_two() {
+            tracing::warn!(
+                connector = url,
+                attempts = self.failures,
+                "{what}: {reason}; retrying (logged again after {} more attempts)",
+                self.failures
+            );
+        } else {
+            tracing::debug!(
+                connector = url,
+                attempts = self.failures,
+                "{what}: {reason}"
+            );
+        }
+    }
+
+    fn ended(&mut self, url: &str) {
+        if self.failures > 0 {
+            tracing::info!(
+                connector = url,
+                attempts = self.failures,
+                "the connector answers again"
+            );
+        }
+        self.failures = 0;
+    }
+}
+
+/// A short, one-line description of a failed call: the status's message
+/// and, for a transport failure, its deepest cause (connection refused, no
+/// such host, …), without tonic's metadata dump.
+pub fn describe_status(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    if text.is_empty() {
+        text = status.code().description().to_owned();
+    }
+    let mut cause = None;
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        cause = Some(error.to_string());
+        source = error.source();
+    }
+    match cause {
+        Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
+        _ => text,
     }
 }
 

@@ -135,6 +135,7 @@ impl Drop for StreamSlot {
 }
 
 /// Rate-limits the log lines of refused requests.
+#[derive(Debug)]
 struct RefusalLog {
     per_second: u64,
     /// The second being counted, and how many refusals it had.
@@ -238,11 +239,13 @@ impl ConnectorService {
             .max_message_len
             .max(limits.max_page_bytes)
             .saturating_add(FIELD_ROOM);
+        let refusals = Arc::clone(&self.refusals);
         SizeLimited {
             inner: ConnectorServer::new(self)
                 .max_decoding_message_size(decoding)
                 .max_encoding_message_size(encoding),
             decoding,
+            refusals,
         }
     }
 
@@ -268,6 +271,9 @@ impl ConnectorService {
 pub struct SizeLimited<S> {
     inner: S,
     decoding: usize,
+    /// Refusals above the limit never reach the service: they are logged
+    /// here, with the service's rate limit.
+    refusals: Arc<RefusalLog>,
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for SizeLimited<S> {
@@ -294,8 +300,10 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = request.uri().path().rsplit('/').next().map(method_name);
         let answer = self.inner.call(request);
         let decoding = self.decoding;
+        let refusals = Arc::clone(&self.refusals);
         Box::pin(async move {
             let mut response = answer.await?;
             let out_of_range = Status::from_header_map(response.headers())
@@ -307,6 +315,7 @@ where
                 let status = Status::resource_exhausted(format!(
                     "the request exceeds the limit of {decoding} bytes"
                 ));
+                refusals.refused(method.unwrap_or("unknown method"), None, &status);
                 // Only fails for a message that is not a valid header value;
                 // this one is ASCII.
                 let _ = status.add_header(headers);
@@ -314,6 +323,25 @@ where
             Ok(response)
         })
     }
+}
+
+/// The name of a connector method, as the refusal log names it.
+fn method_name(path_tail: &str) -> &'static str {
+    const METHODS: [&str; 9] = [
+        "GetConnectorInfo",
+        "GenerateConnectionToken",
+        "GetConnectionTokenInfo",
+        "AddConnectionFromToken",
+        "SendMessage",
+        "GetMessagesPaginated",
+        "GetMessageStream",
+        "AcknowledgeMessages",
+        "RevokeConnection",
+    ];
+    METHODS
+        .into_iter()
+        .find(|method| *method == path_tail)
+        .unwrap_or("unknown method")
 }
 
 fn auth_status(error: AuthError) -> Status {

@@ -1,8 +1,20 @@
 //! Registers the example suite and seals one message with it.
 
+use clap::Parser as _;
 use confidant_core::SuiteRegistry;
 
+/// The example's command line: no options besides `--help` and
+/// `--version`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "custom-cipher",
+    version,
+    about = "Registers the example's own cipher suite (XChaCha20-Poly1305) and seals one message with it"
+)]
+struct Args {}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Args {} = Args::parse();
     let mut registry = SuiteRegistry::new();
     custom_cipher::register(&mut registry)?;
     let suite = registry.get(custom_cipher::XCHACHA20_POLY1305_COUNTER)?;

@@ -39,3 +39,15 @@ fn suite_checks() {
     let report = check_suite(suite.as_ref()).unwrap();
     println!("{report}");
 }
+
+#[test]
+fn the_binary_answers_help() {
+    let binary = env!("CARGO_BIN_EXE_custom-cipher");
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let stdout = String::from_utf8(help.stdout).unwrap();
+    assert!(stdout.contains("Usage: custom-cipher"), "{stdout}");
+}

@@ -43,7 +43,19 @@ const CONNECTOR_LIMIT: Duration = Duration::from_secs(30);
 /// How often the demo looks at its children.
 const POLL: Duration = Duration::from_millis(50);
 
+/// The demo's command line: no options besides `--help` and `--version`
+/// (which print and exit before anything is built or started).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "demo",
+    version,
+    about = "Builds and runs the connector, the issuer and the holder as real processes on \
+             loopback, and checks that a credential and its reply cross end to end"
+)]
+struct Args {}
+
 fn main() -> ExitCode {
+    let Args {} = <Args as clap::Parser>::parse();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

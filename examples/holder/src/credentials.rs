@@ -26,6 +26,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const CREDENTIALS: TableDefinition<(&str, u64), &str> = TableDefinition::new("credentials");
 const PENDING_REPLIES: TableDefinition<(&str, u64), &str> = TableDefinition::new("pending_replies");
+const ACCEPTED_INVITATIONS: TableDefinition<&str, &str> =
+    TableDefinition::new("accepted_invitations");
 
 /// One stored credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +58,36 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
-    /// Opens the file at `path`, creating it if there is none.
+    /// Opens the file at `path`, creating it (mode 0600, like the key
+    /// files) if there is none.
     pub fn open_or_create(path: &Path) -> Result<Self, Error> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            // redb initialises an empty file.
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(format!("cannot create {}: {error}", path.display()).into()),
+        }
         let database = Database::create(path)
             .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
         Ok(Self { database })
+    }
+
+    /// Records that the invitation whose token hashes to `invitation`
+    /// joined `connection_id`, so that accepting it again says so.
+    pub fn record_invitation(&self, invitation: &str, connection_id: &str) -> Result<(), Error> {
+        let mut transaction = self.database.begin_write()?;
+        transaction.set_durability(Durability::Immediate)?;
+        transaction
+            .open_table(ACCEPTED_INVITATIONS)?
+            .insert(invitation, connection_id)?;
+        transaction.commit()?;
+        Ok(())
     }
 
     /// Stores a credential durably, together with the `reply` owed for it
@@ -153,6 +180,23 @@ pub fn list(path: &Path) -> Result<Vec<StoredCredential>, Error> {
     read_all(&database)
 }
 
+/// The connection an invitation (its token's hash) joined, read without
+/// opening the file for writing (`None` if there is no file).
+pub fn accepted_invitation(path: &Path, invitation: &str) -> Result<Option<String>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let database = redb::ReadOnlyDatabase::open(path)
+        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    let transaction = database.begin_read()?;
+    let table = match transaction.open_table(ACCEPTED_INVITATIONS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(table.get(invitation)?.map(|value| value.value().to_owned()))
+}
+
 fn read_all(database: &impl redb::ReadableDatabase) -> Result<Vec<StoredCredential>, Error> {
     let transaction = database.begin_read()?;
     let table = match transaction.open_table(CREDENTIALS) {
@@ -226,6 +270,25 @@ mod tests {
         let store = CredentialStore::open_or_create(&path).unwrap();
         assert!(!store.store("conn-b", 3, "{}", "r4").unwrap());
         assert_eq!(store.list().unwrap(), stored);
+    }
+
+    #[test]
+    fn the_file_is_private_and_remembers_accepted_invitations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.redb");
+        assert_eq!(accepted_invitation(&path, "abc").unwrap(), None);
+        let store = CredentialStore::open_or_create(&path).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        store.record_invitation("abc", "c-1").unwrap();
+        drop(store);
+        assert_eq!(
+            accepted_invitation(&path, "abc").unwrap().as_deref(),
+            Some("c-1")
+        );
+        assert_eq!(accepted_invitation(&path, "abd").unwrap(), None);
     }
 
     #[test]

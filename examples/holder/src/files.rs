@@ -43,17 +43,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == ErrorKind::NotFound => {}
-        Err(error) => return Err(failed("remove the stale temporary file of", error)),
+    // A crash in an earlier write may have left the temporary file behind;
+    // only one that is there is removed (so a read-only directory is
+    // reported as such, not as a stale file that does not exist).
+    if std::fs::symlink_metadata(&temporary).is_ok() {
+        std::fs::remove_file(&temporary).map_err(|error| {
+            format!(
+                "cannot remove {}, left by an interrupted write: {error}",
+                temporary.display()
+            )
+        })?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&temporary)
-        .map_err(|error| failed("create a temporary file for", error))?;
+        .map_err(|error| failed("write", error))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|error| failed("write", error))?;
@@ -106,21 +112,77 @@ pub fn connector_url(dir: &Path) -> Result<Option<String>, Error> {
     }
 }
 
-/// Remembers the connector URL for later runs. A holder's node talks to
-/// one connector: a different URL than the stored one is refused.
-pub fn remember_connector_url(dir: &Path, url: &str) -> Result<(), Error> {
+/// Refuses a connector URL that is not of the form the transport takes
+/// (`https://HOST:PORT`, or `http://HOST:PORT` for plaintext), at once and
+/// without a network call.
+pub fn check_connector_url_form(url: &str) -> Result<(), Error> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err(format!(
+            "connector URL {url:?} is not of the form https://HOST:PORT \
+             (or http://HOST:PORT for plaintext on loopback and in tests)"
+        )
+        .into()),
+    }
+}
+
+/// Refuses an invitation for another connector than the one this holder
+/// already uses (read only; see [`remember_connector_url`]).
+pub fn check_connector_url(dir: &Path, url: &str) -> Result<(), Error> {
     match connector_url(dir)? {
-        Some(stored) if stored == url => Ok(()),
-        Some(stored) => Err(format!(
+        Some(stored) if stored != url => Err(format!(
             "this holder already uses the connector {stored}; the invitation is for {url} \
              (use another --data-dir for another connector)"
         )
         .into()),
-        None => write_atomically(
-            &dir.join(CONNECTOR_URL),
-            format!("{url}\n").as_bytes(),
-            0o644,
-        ),
+        _ => Ok(()),
+    }
+}
+
+/// Remembers the connector URL for later runs, once a join succeeded. A
+/// holder's node talks to one connector: a different URL than the stored
+/// one is refused.
+pub fn remember_connector_url(dir: &Path, url: &str) -> Result<(), Error> {
+    check_connector_url(dir, url)?;
+    if connector_url(dir)?.is_some() {
+        return Ok(());
+    }
+    write_atomically(
+        &dir.join(CONNECTOR_URL),
+        format!("{url}\n").as_bytes(),
+        0o644,
+    )
+}
+
+/// Requires `dir` to be a holder's data directory: a directory that holds
+/// the node's store or the credentials (`list` on anything else is an
+/// error, not an empty list).
+pub fn existing_holder_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", dir.display()).into()),
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            return Err(format!(
+                "{} does not exist: no holder keeps its state there \
+                 (accept an invitation with this --data-dir first)",
+                dir.display()
+            )
+            .into());
+        }
+        Err(error) => return Err(format!("cannot read {}: {error}", dir.display()).into()),
+    }
+    if dir.join(NODE_STORE).exists() || dir.join(CREDENTIALS).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} holds no holder state (no {NODE_STORE}, no {CREDENTIALS}): \
+             accept an invitation with this --data-dir first",
+            dir.display()
+        )
+        .into())
     }
 }
 
@@ -151,5 +213,45 @@ mod tests {
         );
         let error = remember_connector_url(dir.path(), "http://127.0.0.1:6").unwrap_err();
         assert!(error.to_string().contains("already uses"), "{error}");
+        assert!(check_connector_url(dir.path(), "http://127.0.0.1:6").is_err());
+        check_connector_url(dir.path(), "http://127.0.0.1:5").unwrap();
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_refused_with_the_expected_form() {
+        for bad in [
+            "127.0.0.1:50051",
+            "localhost:50051",
+            "http:/x",
+            "https://",
+            "ftp://x:1",
+            "",
+        ] {
+            let error = check_connector_url_form(bad).unwrap_err().to_string();
+            assert!(error.contains("https://HOST:PORT"), "{bad}: {error}");
+        }
+        for good in ["http://127.0.0.1:50051", "https://connector.example:443"] {
+            check_connector_url_form(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_write_that_cannot_happen_names_the_file_not_a_stale_one() {
+        // A data directory that is no directory: every write fails, and
+        // no temporary file exists (the case of a read-only directory, as
+        // root runs these tests and may write anywhere else).
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_directory = dir.path().join("file");
+        std::fs::write(&not_a_directory, b"").unwrap();
+        let path = not_a_directory.join(CONNECTOR_URL);
+        let error = write_atomically(&path, b"x", 0o600)
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("stale"), "{error}");
+        assert!(!error.contains("interrupted"), "{error}");
+        assert!(
+            error.starts_with(&format!("cannot write {}", path.display())),
+            "{error}"
+        );
     }
 }

@@ -16,14 +16,21 @@
 //! holder --data-dir DIR list
 //! ```
 //!
-//! - `accept` reads the invitation (the text an issuer shows as a QR code),
-//!   stores the connector's URL in `DIR/connector.url` for later runs,
-//!   starts the node with a transport to that connector, joins the
-//!   connection (the greeting, default `hello from the holder`, is the
-//!   issuer's first message from this holder), then runs the loop below.
+//! - `accept` reads the invitation (the text an issuer shows as a QR code)
+//!   and checks it (version, checksum: a damaged one is refused before any
+//!   network call), refuses one this holder accepted already (naming
+//!   `run`), asks the connector whether the token is unused
+//!   (`GetConnectionTokenInfo`), and only then writes anything: it starts
+//!   the node with a transport to that connector, joins the connection
+//!   (the greeting, default `hello from the holder`, is the issuer's first
+//!   message from this holder), stores the connector's URL in
+//!   `DIR/connector.url` and the token's hash once the join succeeded,
+//!   then runs the loop below.
 //! - `run` starts the node again and continues every existing connection
 //!   with the same loop.
-//! - `list` prints the stored credentials without starting a node.
+//! - `list` prints the stored credentials without starting a node (an
+//!   error for a directory that is missing, not a directory, or holds no
+//!   holder state).
 //!
 //! The loop runs until SIGTERM or Ctrl-C (a graceful shutdown), or, with
 //! `--exit-after-credentials N`, until `N` credentials were handled in this
@@ -83,7 +90,7 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `connector.url` | the connector's URL, from the invitation |
-//! | `credentials.redb` | the credentials received, and the answers still owed for them ([`credentials`]) |
+//! | `credentials.redb` | mode 0600: the credentials received, the answers still owed for them, and the invitations accepted ([`credentials`]) |
 
 pub mod credentials;
 pub mod files;
@@ -198,8 +205,9 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                 invitation.relay,
                 hex::encode(invitation.identity_key)
             );
-            files::create_data_dir(&dir)?;
-            files::remember_connector_url(&dir, &invitation.relay)?;
+            // Nothing is written, and the token is not spent, until the
+            // invitation and this holder's directory pass every check.
+            check_before_accepting(&dir, &invitation, &tls).await?;
             let mut signals = Signals::new()?;
             let mut holder =
                 Holder::start(&dir, &invitation.relay, &tls, exit_after_credentials).await?;
@@ -208,8 +216,20 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                     .node
                     .accept_invitation(&invitation, greeting)
                     .await
-                    .map_err(|error| format!("cannot accept the invitation: {error}"))?;
+                    .map_err(|error| {
+                        format!(
+                            "cannot accept the invitation: {error} (the connector URL was not \
+                             stored: accept can be run again)"
+                        )
+                    })?;
+                // Only a joined connection makes the connector this
+                // holder's.
+                files::remember_connector_url(&dir, &invitation.relay)?;
+                holder
+                    .credentials
+                    .record_invitation(&invitation_key(&invitation), connection.as_str())?;
                 println!("joined connection {connection}");
+                tracing::info!(connection = %connection, "joined the connection at the connector");
                 holder.run(&mut signals).await
             }
             .await;
@@ -240,6 +260,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
             holder.stop(result).await
         }
         Command::List => {
+            files::existing_holder_dir(&dir)?;
             let stored = credentials::list(&dir.join(CREDENTIALS))?;
             let plural = if stored.len() == 1 { "" } else { "s" };
             println!("{} credential{plural} stored", stored.len());
@@ -256,6 +277,72 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
     }
 }
 
+/// How the holder remembers an invitation it accepted: the SHA-256 of its
+/// token, in hex (the token itself is a secret until it is used).
+fn invitation_key(invitation: &Invitation) -> String {
+    hex::encode(Sha256::digest(invitation.token.as_bytes()))
+}
+
+/// Everything `accept` checks before it writes anything or spends the
+/// token: the connector URL's form, that this holder did not accept the
+/// invitation already, that it uses no other connector, and that the
+/// connector is reachable and has the token unused.
+async fn check_before_accepting(
+    dir: &Path,
+    invitation: &Invitation,
+    tls: &ClientTls,
+) -> Result<(), Error> {
+    files::check_connector_url_form(&invitation.relay)?;
+    let again = |connection: &str| -> Error {
+        format!(
+            "this invitation was already accepted (connection {connection}); \
+             `holder --data-dir {} run` continues it",
+            dir.display()
+        )
+        .into()
+    };
+    if let Some(connection) =
+        credentials::accepted_invitation(&dir.join(CREDENTIALS), &invitation_key(invitation))?
+    {
+        return Err(again(&connection));
+    }
+    files::check_connector_url(dir, &invitation.relay)?;
+    // An unsigned question: no key of this holder is needed (or created)
+    // for it.
+    let mut probe_seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(probe_seed.as_mut_slice())
+        .map_err(|error| format!("no randomness: {error}"))?;
+    let client = confidant_connector::SignedClient::with_tls(
+        &invitation.relay,
+        RequestSigner::from_seed(&probe_seed),
+        tls,
+    )?;
+    match client.get_connection_token_info(&invitation.token).await {
+        Ok(info) if info.used => Err(format!(
+            "this invitation was already used: by another holder, or by an earlier `accept` \
+             with this --data-dir that was interrupted before it finished (then \
+             `holder --data-dir {} run` lists and continues the connection); otherwise ask \
+             the issuer for a new invitation",
+            dir.display()
+        )
+        .into()),
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(format!(
+            "the connector at {} does not know this invitation's token (revoked, or the \
+             invitation is for another connector): ask the issuer for a new invitation",
+            invitation.relay
+        )
+        .into()),
+        Err(status) => Err(format!(
+            "cannot reach the connector at {}: {}; nothing was written, run accept again \
+             when it is up",
+            invitation.relay,
+            confidant_connector::client::describe_status(&status)
+        )
+        .into()),
+    }
+}
+
 fn read_invitation(path: &Path) -> Result<Invitation, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read the invitation {}: {error}", path.display()))?;
@@ -263,8 +350,7 @@ fn read_invitation(path: &Path) -> Result<Invitation, Error> {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = confidant_connector::cli::log_filter("warn", &["holder"]);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -278,6 +364,18 @@ fn suites() -> Result<SuiteRegistry, Error> {
     confidant_aes_gcm::register(&mut suites)?;
     confidant_chacha20poly1305::register(&mut suites)?;
     Ok(suites)
+}
+
+/// The connection an event is about.
+fn event_connection(event: &Event) -> Option<&ConnectionId> {
+    match event {
+        Event::Joined { connection_id }
+        | Event::Connected { connection_id, .. }
+        | Event::HandshakeFailed { connection_id, .. }
+        | Event::DeliveryDropped { connection_id, .. } => Some(connection_id),
+        Event::Message(message) => Some(&message.connection_id),
+        _ => None,
+    }
 }
 
 /// The first 8 hex digits of the credential's SHA-256: how the holder
@@ -404,16 +502,28 @@ impl Holder {
         }
     }
 
-    /// Handles one event; `true` when it is time to exit.
+    /// Handles one event (logged in a span of its connection); `true` when
+    /// it is time to exit.
     async fn handle(&mut self, event: Event) -> Result<bool, Error> {
+        let span = match event_connection(&event) {
+            Some(id) => tracing::info_span!("connection", id = %id),
+            None => tracing::info_span!("event"),
+        };
+        tracing::Instrument::instrument(self.handle_in_span(event), span).await
+    }
+
+    async fn handle_in_span(&mut self, event: Event) -> Result<bool, Error> {
         match event {
             Event::HandshakeFailed {
                 connection_id,
                 reason,
-            } => println!(
-                "REFUSED bundle on connection {connection_id}: {}",
-                printable(&reason)
-            ),
+            } => {
+                tracing::debug!(%reason, "bundle refused");
+                println!(
+                    "REFUSED bundle on connection {connection_id}: {}",
+                    printable(&reason)
+                );
+            }
             Event::Connected {
                 connection_id,
                 peer_identity,
@@ -425,6 +535,11 @@ impl Holder {
                 } else {
                     "X3DH done"
                 };
+                tracing::debug!(
+                    issuer = %hex::encode(peer_identity),
+                    reset,
+                    "bundle checked against the invitation; X3DH done, connected"
+                );
                 println!(
                     "connected: connection {connection_id}, issuer identity key {} ({how})",
                     hex::encode(peer_identity)
@@ -434,10 +549,13 @@ impl Holder {
             Event::DeliveryDropped {
                 connection_id,
                 reason,
-            } => println!(
-                "dropped a delivery on connection {connection_id}: {}",
-                printable(&reason)
-            ),
+            } => {
+                tracing::debug!(%reason, "delivery dropped");
+                println!(
+                    "dropped a delivery on connection {connection_id}: {}",
+                    printable(&reason)
+                );
+            }
             other => println!("event: {other:?}"),
         }
         Ok(false)
@@ -449,6 +567,7 @@ impl Holder {
     ) -> Result<bool, Error> {
         let id = message.connection_id.clone();
         let sequence = message.sequence;
+        tracing::debug!(sequence, bytes = message.plaintext.len(), "message opened");
         let json = match std::str::from_utf8(&message.plaintext)
             .map_err(|error| error.to_string())
             .and_then(|text| {
@@ -485,6 +604,7 @@ impl Holder {
             );
         }
         self.node.acknowledge(&[sequence]).await?;
+        tracing::debug!(sequence, "credential stored and acknowledged");
         println!("acknowledged message #{sequence}");
         self.send_pending_replies().await?;
         match self.waiting_at_connector().await {
@@ -588,7 +708,9 @@ mod tests {
         );
         let error = parse(&["accept", "--invitation", "confidant1:AAAA"]).unwrap_err();
         assert!(
-            error.to_string().contains("malformed invitation"),
+            error
+                .to_string()
+                .contains("unsupported invitation version 1"),
             "{error}"
         );
         assert!(matches!(
@@ -625,7 +747,14 @@ mod tests {
     async fn list_prints_stored_credentials_without_a_node() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_str().unwrap();
-        run(["holder", "--data-dir", data, "list"]).await.unwrap();
+        // A directory without holder state is an error, not an empty list.
+        let error = run(["holder", "--data-dir", data, "list"])
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("holds no holder state"),
+            "{error}"
+        );
         let store = CredentialStore::open_or_create(&dir.path().join(CREDENTIALS)).unwrap();
         store
             .store("conn", 1, "{\"degree\":\"BSc\"}", "reply")

@@ -19,6 +19,8 @@ pub const NODE_STORE: &str = "node.redb";
 pub const RELAY_KEY: &str = "relay.key";
 /// The last invitation's text.
 pub const INVITATION: &str = "invitation.txt";
+/// The last invitation's QR code, as a PNG for printing.
+pub const INVITATION_PNG: &str = "invitation.png";
 /// Which connections already got the credential, and their greetings.
 pub const STATE: &str = "issuer-state.json";
 
@@ -53,17 +55,23 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == ErrorKind::NotFound => {}
-        Err(error) => return Err(failed("remove the stale temporary file of", error)),
+    // A crash in an earlier write may have left the temporary file behind;
+    // only one that is there is removed (so a read-only directory is
+    // reported as such, not as a stale file that does not exist).
+    if std::fs::symlink_metadata(&temporary).is_ok() {
+        std::fs::remove_file(&temporary).map_err(|error| {
+            format!(
+                "cannot remove {}, left by an interrupted write: {error}",
+                temporary.display()
+            )
+        })?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&temporary)
-        .map_err(|error| failed("create a temporary file for", error))?;
+        .map_err(|error| failed("write", error))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|error| failed("write", error))?;

@@ -10,18 +10,23 @@
 //! ## Command line
 //!
 //! ```text
-//! issuer --data-dir DIR --connector URL invite
-//! issuer --data-dir DIR --connector URL serve --credential JSON [--invite] [--exit-after-replies N]
+//! issuer --data-dir DIR --connector URL [--qr auto|dark|light|none] invite
+//! issuer --data-dir DIR --connector URL [--qr …] serve (--credential JSON | --credential-file PATH) [--invite] [--exit-after-replies N]
 //! ```
 //!
 //! - `invite` starts the node, creates an invitation at the connector,
 //!   prints it as text and as a QR code, writes the text to
-//!   `DIR/invitation.txt` (atomically: a reader never sees half of it), and
-//!   exits. The connector keeps the holder's join for the next `serve`.
+//!   `DIR/invitation.txt` (atomically: a reader never sees half of it) and
+//!   the QR code to `DIR/invitation.png`, and exits. The connector keeps
+//!   the holder's join for the next `serve`. While a `serve` runs on the
+//!   same directory, `invite` asks it instead, over `DIR/control.sock`
+//!   ([`control`]), and the running issuer creates the invitation.
 //! - `serve` runs until SIGTERM or Ctrl-C (a graceful shutdown), or until
 //!   `N` replies arrived with `--exit-after-replies N`. With `--invite` it
-//!   first does what `invite` does. The credential must be valid JSON; it
-//!   is refused with a clear error before anything starts otherwise. It is
+//!   first does what `invite` does. The credential (`--credential`, or
+//!   `--credential-file`) must be valid JSON; it is refused with a clear
+//!   error before anything starts otherwise, and at start when it is larger
+//!   than the connector takes (its `GetConnectorInfo`). It is
 //!   sent once to every connection, as soon as the connection is
 //!   established. Which connections got it is remembered in
 //!   `DIR/issuer-state.json`, so a restart neither sends it again nor
@@ -46,10 +51,16 @@
 //! | `issuer identity key: HEX` | the node started (the key the invitations carry) |
 //! | `invitation: confidant1:…` | an invitation was created; a QR code of the same text follows |
 //! | `invitation written to PATH` | the invitation's text is in `DIR/invitation.txt` |
+//! | `asked the running issuer (PATH) for an invitation` | `invite` while `serve` runs: the invitation lines follow |
+//! | `could not ask the connector for its size limit (REASON); …` | `serve` could not check the credential's size at start |
+//! | `no control socket (REASON): …` | `serve` could not create `DIR/control.sock`; it serves anyway |
 //! | `waiting for holders (Ctrl-C to stop)` | `serve` is ready |
+//! | `invitation requested on the control socket` | `issuer invite` asked; the invitation lines follow |
+//! | `control socket: REASON` | a request on the control socket failed (the issuer goes on) |
 //! | `joined: connection ID (a holder used the invitation; bundle sent)` | `Event::Joined` |
 //! | `connected: connection ID, holder identity key HEX (X3DH done)` | `Event::Connected` |
 //! | `credential sent on connection ID` | the connector has the sealed credential |
+//! | `could not send the credential on connection ID: REASON (…)` | the send failed; the issuer goes on, and sends it at its next start |
 //! | `greeting from ID: TEXT` | the holder's first message (its greeting), acknowledged |
 //! | `reply from ID: TEXT` | any later message from the holder, acknowledged |
 //! | `repeated reply from ID ignored: TEXT` | a reply already reported (a holder that crashed after answering answers again), acknowledged |
@@ -60,7 +71,9 @@
 //!
 //! Errors go to stderr, and the exit code is then nonzero. The node's own
 //! warnings are logged to stderr (`RUST_LOG` sets the level, default
-//! `warn`). Key seeds are never printed.
+//! `warn`; a bare level applies to Confidant's crates only, see
+//! `confidant_connector::cli::log_filter`); at `debug`, every event is
+//! logged in a span `connection{id=…}`. Key seeds are never printed.
 //!
 //! ## Files in the data directory
 //!
@@ -69,18 +82,22 @@
 //! | `node.redb` | the node's store: identity key, pre-keys, sessions, inbox (durable commits) |
 //! | `relay.key` | the 32-byte Ed25519 seed the connector knows this party by (mode 0600, created from OS randomness) |
 //! | `invitation.txt` | the last invitation's text |
+//! | `invitation.png` | the last invitation's QR code (black on white, quiet zone of 4 modules) |
+//! | `control.sock` | while `serve` runs: where `invite` asks it for invitations (mode 0600) |
 //! | `issuer-state.json` | which connections got the credential, each connection's greeting, and the replies reported |
 //!
 //! Running again with the same directory continues the same connections.
 
+pub mod control;
 pub mod files;
+pub mod qr;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use confidant_actors::{ConnectionState, Event, Events, Node, NodeConfig, Side};
 use confidant_connector::{ClientTls, ConnectorTransport, RequestSigner};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
-use files::{Error, INVITATION, IssuerState, NODE_STORE};
+use files::{Error, INVITATION, INVITATION_PNG, IssuerState, NODE_STORE};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -104,6 +121,11 @@ pub struct Args {
     /// instead of the system's roots.
     #[arg(long, value_name = "PATH")]
     pub connector_ca: Option<PathBuf>,
+    /// How to draw the invitation's QR code: for a dark or a light terminal
+    /// background (auto: light if COLORFGBG says so, otherwise dark), or
+    /// not at all. DIR/invitation.png is written in every case.
+    #[arg(long, value_name = "THEME", value_enum, default_value = "auto")]
+    pub qr: qr::Terminal,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -116,11 +138,20 @@ pub enum Command {
     /// DIR/invitation.txt, and exit.
     Invite,
     /// Run: send the credential to every holder that connects, print and
-    /// acknowledge their replies.
+    /// acknowledge their replies. `issuer invite` can create invitations
+    /// meanwhile (through DIR/control.sock).
+    #[command(group(
+        ArgGroup::new("source")
+            .required(true)
+            .args(["credential", "credential_file"])
+    ))]
     Serve {
         /// The credential to send (JSON).
         #[arg(long, value_name = "JSON", value_parser = parse_credential)]
-        credential: Credential,
+        credential: Option<Credential>,
+        /// A file holding the credential to send (JSON).
+        #[arg(long, value_name = "PATH")]
+        credential_file: Option<PathBuf>,
         /// First create and show an invitation, as `invite` does.
         #[arg(long)]
         invite: bool,
@@ -141,6 +172,49 @@ impl Credential {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The largest credential file read (no connector takes more).
+const MAX_CREDENTIAL_FILE: u64 = 64 * 1024 * 1024;
+
+/// Room an envelope needs beside the credential itself: the AEAD tag, the
+/// connection id, the counter, suite and epoch, and their protobuf framing
+/// (an upper bound; connection ids are far shorter than the rest of it).
+pub const ENVELOPE_ROOM: u64 = 1024;
+
+/// Reads a credential from a file (`--credential-file`).
+pub fn read_credential_file(path: &Path) -> Result<Credential, Error> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .map_err(|error| format!("cannot read the credential {}: {error}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CREDENTIAL_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|error| format!("cannot read the credential {}: {error}", path.display()))?;
+    if text.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(format!(
+            "the credential {} is larger than {MAX_CREDENTIAL_FILE} bytes",
+            path.display()
+        )
+        .into());
+    }
+    parse_credential(&text).map_err(|error| format!("{}: {error}", path.display()).into())
+}
+
+/// Refuses a credential that would not fit in an envelope of at most
+/// `max_message_bytes` (the connector's limit, from `GetConnectorInfo`).
+pub fn check_credential_size(credential: &Credential, max_message_bytes: u64) -> Result<(), Error> {
+    let room = max_message_bytes.saturating_sub(ENVELOPE_ROOM);
+    let len = credential.as_str().len() as u64;
+    if len > room {
+        return Err(format!(
+            "the credential is {len} bytes; the connector takes envelopes of at most \
+             {max_message_bytes} bytes, which leaves room for {room} bytes of credential \
+             (raise the connector's --max-message-bytes, or send a smaller credential)"
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Checks that `text` is JSON (clap's value parser for `--credential`).
@@ -166,16 +240,29 @@ where
 
 /// Runs the issuer with parsed arguments.
 pub async fn run_args(args: Args) -> Result<(), Error> {
-    files::create_data_dir(&args.data_dir)?;
     match args.command {
         Command::Invite => {
-            let (node, _events) = start_node(
+            files::create_data_dir(&args.data_dir)?;
+            // A running `serve` holds the store: it creates the invitation.
+            if let Some(text) = control::request_invitation(&args.data_dir).await? {
+                println!(
+                    "asked the running issuer ({}) for an invitation",
+                    args.data_dir.join(control::CONTROL_SOCKET).display()
+                );
+                show_invitation(&text, args.qr)?;
+                println!(
+                    "invitation written to {}",
+                    args.data_dir.join(INVITATION).display()
+                );
+                return Ok(());
+            }
+            let (node, _events, _transport) = start_node(
                 &args.data_dir,
                 &args.connector,
                 args.connector_ca.as_deref(),
             )
             .await?;
-            let result = invite(&node, &args.data_dir).await;
+            let result = invite(&node, &args.data_dir, args.qr).await;
             let stopped = node.shutdown().await;
             result?;
             stopped?;
@@ -183,28 +270,59 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
         }
         Command::Serve {
             credential,
+            credential_file,
             invite: invite_first,
             exit_after_replies,
         } => {
+            let credential = match (credential, credential_file) {
+                (Some(credential), _) => credential,
+                (None, Some(path)) => read_credential_file(&path)?,
+                (None, None) => return Err("give --credential or --credential-file".into()),
+            };
+            files::create_data_dir(&args.data_dir)?;
             // Listen for signals before the node starts, so that even an
             // early SIGTERM stops it gracefully.
             let mut signals = Signals::new()?;
-            let (node, mut events) = start_node(
+            let (node, mut events, transport) = start_node(
                 &args.data_dir,
                 &args.connector,
                 args.connector_ca.as_deref(),
             )
             .await?;
-            let mut server = Server {
-                node: node.clone(),
-                dir: args.data_dir.clone(),
-                credential,
-                state: IssuerState::load(&args.data_dir)?,
-                replies: 0,
-                exit_after_replies,
-            };
-            let result = server.serve(invite_first, &mut events, &mut signals).await;
-            drop(server);
+            let result = async {
+                // The credential is checked against the connector's limit
+                // now, when it is given, rather than refused by the
+                // connector at each send.
+                match transport.client().connector_info().await {
+                    Ok(info) => check_credential_size(&credential, info.max_message_bytes)?,
+                    Err(status) => println!(
+                        "could not ask the connector for its size limit ({}); the credential \
+                         is checked when it is sent",
+                        confidant_connector::client::describe_status(&status)
+                    ),
+                }
+                let control = match control::ControlSocket::listen(&args.data_dir) {
+                    Ok(control) => Some(control),
+                    Err(error) => {
+                        println!(
+                            "no control socket ({error}): `issuer invite` needs this issuer stopped"
+                        );
+                        None
+                    }
+                };
+                let mut server = Server {
+                    node: node.clone(),
+                    dir: args.data_dir.clone(),
+                    credential,
+                    state: IssuerState::load(&args.data_dir)?,
+                    replies: 0,
+                    exit_after_replies,
+                    qr: args.qr,
+                    control,
+                };
+                server.serve(invite_first, &mut events, &mut signals).await
+            }
+            .await;
             let stopped = node.shutdown().await;
             result?;
             stopped?;
@@ -214,8 +332,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = confidant_connector::cli::log_filter("warn", &["issuer"]);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -233,54 +350,77 @@ fn suites() -> Result<SuiteRegistry, Error> {
 
 /// Starts the node on `DIR/node.redb`, talking to the connector at `url`
 /// (verified against `ca` if given) under the key in `DIR/relay.key`.
-async fn start_node(dir: &Path, url: &str, ca: Option<&Path>) -> Result<(Node, Events), Error> {
+async fn start_node(
+    dir: &Path,
+    url: &str,
+    ca: Option<&Path>,
+) -> Result<(Node, Events, ConnectorTransport), Error> {
     let seed = files::relay_seed(dir)?;
     let tls = match ca {
         Some(path) => ClientTls::from_ca_file(path)?,
         None => ClientTls::system_roots(),
     };
-    let transport = ConnectorTransport::with_tls(url, RequestSigner::from_seed(&seed), &tls)?;
+    let transport = ConnectorTransport::with_tls(url, RequestSigner::from_seed(&seed), &tls)
+        .map_err(|error| format!("{error}"))?;
     let path = dir.join(NODE_STORE);
-    let store = RedbStore::open_or_create(&path, StoreOptions::default())
-        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    let store = RedbStore::open_or_create(&path, StoreOptions::default()).map_err(|error| {
+        format!(
+            "cannot open {}: {error} (an issuer that is running with this --data-dir holds \
+             it; `issuer invite` reaches a running `serve` through {})",
+            path.display(),
+            control::CONTROL_SOCKET
+        )
+    })?;
     let (node, events) = Node::builder()
         .store(std::sync::Arc::new(store))
         .suites(suites()?)
         .key_agreement(confidant_x3dh::X3dh::default())
-        .transport(transport)
+        .transport(transport.clone())
         .config(NodeConfig::default())
         .start()
         .await?;
     println!("issuer identity key: {}", hex::encode(node.identity_key()));
-    Ok((node, events))
+    tracing::info!(identity = %hex::encode(node.identity_key()), "issuer node started");
+    Ok((node, events, transport))
 }
 
-/// Creates an invitation, prints it and writes it to `DIR/invitation.txt`.
-async fn invite(node: &Node, dir: &Path) -> Result<(), Error> {
+/// Creates an invitation, prints it and writes it to `DIR/invitation.txt`
+/// (and its QR code to `DIR/invitation.png`); returns its text.
+async fn invite(node: &Node, dir: &Path, qr: qr::Terminal) -> Result<String, Error> {
     let invitation = node
         .create_invitation()
         .await
         .map_err(|error| format!("cannot create an invitation at the connector: {error}"))?;
-    let text = invitation.to_text();
-    println!("invitation: {text}");
-    println!("{}", qr_code(&text)?);
+    let text = invitation.try_to_text()?;
+    tracing::debug!("invitation created");
+    show_invitation(&text, qr)?;
+    files::write_atomically(&dir.join(INVITATION_PNG), &qr::png(&text)?, 0o644)?;
     let path = dir.join(INVITATION);
     files::write_atomically(&path, format!("{text}\n").as_bytes(), 0o644)?;
     println!("invitation written to {}", path.display());
+    Ok(text)
+}
+
+/// Prints an invitation's text and its QR code.
+fn show_invitation(text: &str, qr: qr::Terminal) -> Result<(), Error> {
+    println!("invitation: {text}");
+    let code = qr::terminal_code(text, qr)?;
+    if !code.is_empty() {
+        println!("{code}");
+    }
     Ok(())
 }
 
-/// `text` as a QR code of Unicode half blocks (two rows per line), light on
-/// dark as most terminals show it.
-pub fn qr_code(text: &str) -> Result<String, Error> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::new(text.as_bytes())?;
-    Ok(code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build())
+/// The connection an event is about.
+fn event_connection(event: &Event) -> Option<&ConnectionId> {
+    match event {
+        Event::Joined { connection_id }
+        | Event::Connected { connection_id, .. }
+        | Event::HandshakeFailed { connection_id, .. }
+        | Event::DeliveryDropped { connection_id, .. } => Some(connection_id),
+        Event::Message(message) => Some(&message.connection_id),
+        _ => None,
+    }
 }
 
 /// `text` with control characters escaped, safe to print on a terminal.
@@ -326,6 +466,20 @@ struct Server {
     state: IssuerState,
     replies: u64,
     exit_after_replies: Option<u64>,
+    qr: qr::Terminal,
+    /// Where `issuer invite` asks for invitations (none if it could not
+    /// be created).
+    control: Option<control::ControlSocket>,
+}
+
+/// The next control client, or never when there is no control socket.
+async fn next_control_client(
+    control: Option<&control::ControlSocket>,
+) -> Result<tokio::net::UnixStream, Error> {
+    match control {
+        Some(control) => control.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Server {
@@ -336,7 +490,7 @@ impl Server {
         signals: &mut Signals,
     ) -> Result<(), Error> {
         if invite_first {
-            invite(&self.node, &self.dir).await?;
+            invite(&self.node, &self.dir, self.qr).await?;
         }
         // Connections established while the issuer was down (or before it
         // could send) get the credential now.
@@ -356,10 +510,42 @@ impl Server {
                     println!("{name}: shutting down");
                     return Ok(());
                 }
+                client = next_control_client(self.control.as_ref()) => {
+                    match client {
+                        Ok(stream) => self.on_control(stream).await,
+                        Err(error) => println!("control socket: {error}"),
+                    }
+                    continue;
+                }
             };
-            if self.handle(event).await? {
+            let span = match event_connection(&event) {
+                Some(id) => tracing::info_span!("connection", id = %id),
+                None => tracing::info_span!("event"),
+            };
+            if tracing::Instrument::instrument(self.handle(event), span).await? {
                 return Ok(());
             }
+        }
+    }
+
+    /// Answers one request on the control socket. Its failures are the
+    /// client's; the server goes on.
+    async fn on_control(&mut self, mut stream: tokio::net::UnixStream) {
+        let outcome = async {
+            match control::read_request(&mut stream).await? {
+                Some(control::Request::Invite) => {
+                    println!("invitation requested on the control socket");
+                    let result = invite(&self.node, &self.dir, self.qr)
+                        .await
+                        .map_err(|error| error.to_string());
+                    control::answer(&mut stream, result).await
+                }
+                None => Ok(()),
+            }
+        }
+        .await;
+        if let Err(error) = outcome {
+            println!("control socket: {error}");
         }
     }
 
@@ -367,16 +553,21 @@ impl Server {
         self.state.credential_sent.contains(connection.as_str())
     }
 
+    /// Sends the credential. A failure is reported and the issuer goes on
+    /// serving: the connection did not get it, so the next start sends it.
     async fn send_credential(&mut self, connection: &ConnectionId) -> Result<(), Error> {
-        self.node
+        if let Err(error) = self
+            .node
             .send(connection, self.credential.as_str().as_bytes().to_vec())
             .await
-            .map_err(|error| {
-                format!(
-                    "cannot send the credential on connection {connection}: {error} \
-                     (it is sent when the issuer starts again)"
-                )
-            })?;
+        {
+            println!(
+                "could not send the credential on connection {connection}: {error} \
+                 (it is sent when the issuer starts again)"
+            );
+            return Ok(());
+        }
+        tracing::debug!(connection = %connection, "credential sent");
         self.state
             .credential_sent
             .insert(connection.as_str().to_owned());
@@ -389,6 +580,7 @@ impl Server {
     async fn handle(&mut self, event: Event) -> Result<bool, Error> {
         match event {
             Event::Joined { connection_id } => {
+                tracing::debug!("a holder joined; bundle sent");
                 println!(
                     "joined: connection {connection_id} (a holder used the invitation; bundle sent)"
                 );
@@ -404,6 +596,7 @@ impl Server {
                 } else {
                     "X3DH done"
                 };
+                tracing::debug!(holder = %hex::encode(peer_identity), reset, "X3DH done, connected");
                 println!(
                     "connected: connection {connection_id}, holder identity key {} ({how})",
                     hex::encode(peer_identity)
@@ -422,6 +615,11 @@ impl Server {
                 );
             }
             Event::Message(message) => {
+                tracing::debug!(
+                    sequence = message.sequence,
+                    bytes = message.plaintext.len(),
+                    "message opened"
+                );
                 let id = message.connection_id.as_str().to_owned();
                 let text = printable(&String::from_utf8_lossy(&message.plaintext));
                 let report_greeting = || println!("greeting from {id}: {text}");
@@ -441,6 +639,7 @@ impl Server {
                 };
                 if greeting {
                     self.node.acknowledge(&[message.sequence]).await?;
+                    tracing::debug!(sequence = message.sequence, "greeting acknowledged");
                     return Ok(false);
                 }
                 // Recorded before it is reported: a holder that crashed right
@@ -460,6 +659,7 @@ impl Server {
                     println!("repeated reply from {id} ignored: {text}");
                 }
                 self.node.acknowledge(&[message.sequence]).await?;
+                tracing::debug!(sequence = message.sequence, new, "reply acknowledged");
                 if new {
                     self.replies += 1;
                     if let Some(limit) = self.exit_after_replies
@@ -519,6 +719,20 @@ mod tests {
             "{error}"
         );
         assert!(parse(&["serve"]).is_err(), "the credential is required");
+        assert!(
+            parse(&["serve", "--credential", "{}", "--credential-file", "c.json"]).is_err(),
+            "only one credential"
+        );
+        assert!(matches!(
+            parse(&["serve", "--credential-file", "c.json"])
+                .unwrap()
+                .command,
+            Command::Serve {
+                credential: None,
+                credential_file: Some(_),
+                ..
+            }
+        ));
         assert!(parse(&["serve", "--credential", "{}", "--exit-after-replies", "0"]).is_err());
     }
 
@@ -535,7 +749,8 @@ mod tests {
         .unwrap();
         match args.command {
             Command::Serve {
-                credential,
+                credential: Some(credential),
+                credential_file: None,
                 invite,
                 exit_after_replies,
             } => {
@@ -543,7 +758,7 @@ mod tests {
                 assert!(invite);
                 assert_eq!(exit_after_replies, Some(2));
             }
-            Command::Invite => panic!("serve expected"),
+            other => panic!("serve expected: {other:?}"),
         }
         assert!(matches!(
             parse(&["invite"]).unwrap().command,
@@ -553,11 +768,31 @@ mod tests {
     }
 
     #[test]
-    fn a_qr_code_is_printable_and_control_characters_are_escaped() {
-        let code = qr_code("confidant1:AAAA").unwrap();
-        assert!(code.lines().count() > 10);
-        assert!(code.chars().all(|c| c == '\n' || !c.is_control()));
+    fn control_characters_are_escaped() {
         assert_eq!(printable("ok\u{1b}[31m\n"), "ok\\u{1b}[31m\\n");
+    }
+
+    #[test]
+    fn a_credential_file_is_read_checked_and_sized() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credential.json");
+        std::fs::write(&path, "  {\"degree\": \"BSc\"}\n").unwrap();
+        let credential = read_credential_file(&path).unwrap();
+        assert_eq!(credential.as_str(), "{\"degree\": \"BSc\"}");
+        std::fs::write(&path, "{\"degree\": ").unwrap();
+        let error = read_credential_file(&path).unwrap_err().to_string();
+        assert!(error.contains("not valid JSON"), "{error}");
+        assert!(error.contains("credential.json"), "{error}");
+        let missing = read_credential_file(&dir.path().join("missing.json")).unwrap_err();
+        assert!(missing.to_string().contains("missing.json"), "{missing}");
+
+        let big = Credential(format!("\"{}\"", "x".repeat(2000)));
+        check_credential_size(&big, 2002 + ENVELOPE_ROOM).unwrap();
+        let error = check_credential_size(&big, 2001 + ENVELOPE_ROOM)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the credential is 2002 bytes"), "{error}");
+        assert!(check_credential_size(&big, 10).is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! in-memory relay that carries only encoded envelopes.
 //!
 //! 1. The issuer creates its identity key, a signed pre-key and a one-time
-//!    pre-key, and shows an invitation (its identity key, as a QR code would).
+//!    pre-key, and shows an invitation (its identity key, which the issuer
+//!    app of `examples/issuer` shows as a QR code; here it is printed).
 //! 2. The issuer sends its pre-key bundle through the relay.
 //! 3. The holder checks the bundle against the invitation, runs X3DH, and
 //!    sends the initial message with its first sealed message.
@@ -175,7 +176,7 @@ pub fn run(out: &mut impl Write) -> Result<Transcript, Box<dyn Error>> {
     let invitation = issuer_keys.identity_public_key().to_bytes();
     writeln!(
         out,
-        "   invitation (shown as a QR code): connection {connection}, issuer identity key {}",
+        "   invitation (what the issuer's QR code would carry; the issuer app draws one): connection {connection}, issuer identity key {}",
         hex::encode(invitation)
     )?;
 

@@ -43,3 +43,21 @@ fn the_demo_runs_and_every_step_holds() {
     assert_eq!(transcript.holder_epoch_after_update, 1);
     assert!(transcript.old_session_message_refused_after_reset);
 }
+
+#[test]
+fn help_prints_usage_and_does_not_run_the_quickstart() {
+    let quickstart = env!("CARGO_BIN_EXE_quickstart");
+    let help = std::process::Command::new(quickstart)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let stdout = String::from_utf8(help.stdout).unwrap();
+    assert!(stdout.contains("Usage: quickstart"), "{stdout}");
+    assert!(!stdout.contains("1. The issuer creates"), "{stdout}");
+    let wrong = std::process::Command::new(quickstart)
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+}

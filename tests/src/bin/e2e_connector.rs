@@ -11,9 +11,14 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(confidant_connector::cli::run(std::env::args_os())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("e2e_connector: {error}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast::<clap::Error>() {
+            // --help and --version (stdout, exit 0) and usage errors
+            // (stderr, exit 2), as clap prints them.
+            Ok(error) => error.exit(),
+            Err(error) => {
+                eprintln!("e2e_connector: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -11,9 +11,13 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(issuer::run(std::env::args_os())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("e2e_issuer: {error}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast::<clap::Error>() {
+            // --help, --version and usage errors, as the app's binary.
+            Ok(error) => error.exit(),
+            Err(error) => {
+                eprintln!("e2e_issuer: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
