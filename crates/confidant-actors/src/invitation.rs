@@ -153,7 +153,9 @@ fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
         .chain_update(payload)
         .finalize();
     let mut sum = [0; CHECKSUM_LEN];
-    sum.copy_from_slice(&digest[..CHECKSUM_LEN]);
+    for (out, byte) in sum.iter_mut().zip(digest) {
+        *out = byte;
+    }
     sum
 }
 

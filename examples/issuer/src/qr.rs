@@ -82,7 +82,9 @@ pub fn png(text: &str) -> Result<Vec<u8>, Error> {
         for y in 0..PNG_SCALE {
             let start =
                 ((row + QUIET_ZONE) * PNG_SCALE + y) * side + (column + QUIET_ZONE) * PNG_SCALE;
-            pixels[start..start + PNG_SCALE].fill(0);
+            if let Some(run) = pixels.get_mut(start..start + PNG_SCALE) {
+                run.fill(0);
+            }
         }
     }
     let side = u32::try_from(side).map_err(|_| "the QR code is too large for a PNG")?;
