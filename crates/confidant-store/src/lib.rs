@@ -7,7 +7,8 @@
 //! ([`RawStore`]: byte records in tables, and atomic [`WriteBatch`]es).
 //!
 //! Two backends pass the same test suite: [`MemoryStore`], the reference,
-//! and [`RedbStore`], a redb file with a schema version checked on open and
+//! and [`RedbStore`] (the default feature `redb`), a redb file with a
+//! schema version checked on open and
 //! optional encryption of secret values at rest.
 //! [`RedbStore::open`] takes [`StoreOptions`]: a [`Durability`] (every
 //! commit synced by default) and an optional [`KeyEncryptionKey`] under
@@ -20,15 +21,18 @@
 //! together with the opened messages, before reporting them. See
 //! `docs/storage.md`.
 
+#[cfg(feature = "redb")]
 pub mod at_rest;
 mod batch;
 mod durable;
 mod error;
 mod memory;
 mod records;
+#[cfg(feature = "redb")]
 pub mod redb_store;
 mod store;
 
+#[cfg(feature = "redb")]
 pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
 pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received};
@@ -37,6 +41,7 @@ pub use memory::MemoryStore;
 pub use records::{
     CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key,
 };
+#[cfg(feature = "redb")]
 pub use redb_store::{Durability, RedbStore, StoreOptions};
 pub use store::{
     Committed, CounterStore, IdentityStore, InboxStore, PreKeyStore, RawStore, Record,
