@@ -14,7 +14,7 @@
 //! was in the round's group commit, that load waits until the commit has
 //! settled, so that it reads what the commit stored.
 
-use crate::error::NodeError;
+use crate::error::{HandshakeFailure, NodeError};
 use crate::node::{Event, IncomingMessage};
 use crate::records::{self, ConnectionRecord, Phase, Side};
 use crate::shared::Shared;
@@ -371,7 +371,7 @@ pub(crate) fn bundle_with(
 ) -> Result<PreKeyBundle, NodeError> {
     let mut keys = shared.keys.clone();
     keys.add_one_time_pre_key(key)
-        .map_err(|error| NodeError::Handshake(error.to_string()))?;
+        .map_err(|error| HandshakeFailure::from_key_agreement(&error))?;
     shared
         .agreement
         .bundle(&keys, &shared.config.offered_suites, binding)
@@ -993,7 +993,7 @@ impl ConnState {
                 tracing::debug!(connection = %self.id, %error, "bundle refused");
                 out.events.push(Draft::Ready(Event::HandshakeFailed {
                     connection_id: self.id.clone(),
-                    reason: error.to_string(),
+                    error: handshake_failure(error),
                 }));
             }
         }
@@ -1114,7 +1114,7 @@ impl ConnState {
                 tracing::debug!(connection = %self.id, %error, "initial message refused");
                 out.events.push(Draft::Ready(Event::HandshakeFailed {
                     connection_id: self.id.clone(),
-                    reason: error.to_string(),
+                    error: handshake_failure(error),
                 }));
             }
         }
@@ -1133,18 +1133,19 @@ impl ConnState {
         let outcome = self
             .off_thread(move || {
                 let result = (|| -> Result<_, NodeError> {
-                    let key = shared.store.one_time_pre_key(key_id)?.ok_or_else(|| {
-                        NodeError::Handshake("the one-time pre-key is already used".into())
-                    })?;
+                    let key = shared
+                        .store
+                        .one_time_pre_key(key_id)?
+                        .ok_or(HandshakeFailure::OneTimePreKeyUsed(key_id))?;
                     let peer_identity: [u8; 32] =
                         initial.identity_key.as_slice().try_into().map_err(|_| {
-                            NodeError::Handshake(
-                                "initial message identity key is not 32 bytes".into(),
+                            HandshakeFailure::InvalidIdentityKey(
+                                "the initial message's identity key is not 32 bytes".into(),
                             )
                         })?;
                     let mut keys = shared.keys.clone();
                     keys.add_one_time_pre_key(key)
-                        .map_err(|error| NodeError::Handshake(error.to_string()))?;
+                        .map_err(|error| HandshakeFailure::from_key_agreement(&error))?;
                     let responded = shared
                         .agreement
                         .respond(
@@ -1407,4 +1408,12 @@ pub(crate) fn default_offer(registry: &confidant_core::SuiteRegistry) -> Vec<Sui
         .collect();
     offer.extend(registered.into_iter().filter(|id| !built_in.contains(id)));
     offer
+}
+
+/// The kind of a refused handshake step, for [`Event::HandshakeFailed`].
+fn handshake_failure(error: NodeError) -> HandshakeFailure {
+    match error {
+        NodeError::Handshake(failure) => failure,
+        other => HandshakeFailure::Session(other.to_string()),
+    }
 }

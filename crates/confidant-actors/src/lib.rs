@@ -99,7 +99,7 @@ pub mod fuzzing {
     }
 }
 
-pub use error::NodeError;
+pub use error::{HandshakeFailure, NodeError};
 pub use invitation::{INVITATION_VERSION, Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
 pub use node::{

@@ -8,7 +8,7 @@
 //! runtime, such as the tokio runtime of the service that embeds it.
 
 use crate::connection::default_offer;
-use crate::error::NodeError;
+use crate::error::{HandshakeFailure, NodeError};
 use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
 use crate::records::{self, ConnectionRecord, Phase, Side};
@@ -717,8 +717,9 @@ pub enum Event {
     HandshakeFailed {
         /// The connection.
         connection_id: ConnectionId,
-        /// Why.
-        reason: String,
+        /// Why, as a kind to match on (a swapped bundle, a bad signature,
+        /// no common suite, …); its display text is the detail.
+        error: HandshakeFailure,
     },
     /// A message arrived.
     Message(IncomingMessage),
@@ -890,9 +891,9 @@ impl Node {
     ) -> Result<ConnectionId, NodeError> {
         confidant_x3dh::IdentityPublicKey::from_bytes(&invitation.identity_key).map_err(
             |error| {
-                NodeError::Handshake(format!(
-                    "the invitation's identity key is unusable: {error}"
-                ))
+                NodeError::Handshake(HandshakeFailure::InvalidIdentityKey(format!(
+                    "the invitation's identity key: {error}"
+                )))
             },
         )?;
         let parts = self.parts();

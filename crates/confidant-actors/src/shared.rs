@@ -1,7 +1,7 @@
 //! What every actor of a node shares: the store, the suites, the key
 //! agreement, the node's keys, its configuration and the outbox.
 
-use crate::error::NodeError;
+use crate::error::{HandshakeFailure, NodeError};
 use crate::node::NodeConfig;
 use crate::transport::{Outgoing, TransportError};
 use confidant_core::wire::{InitialMessage, PreKeyBundle};
@@ -21,7 +21,7 @@ pub(crate) trait Handshaker: Send + Sync + 'static {
         keys: &ResponderKeys,
         suites: &[SuiteId],
         binding: &[u8],
-    ) -> Result<PreKeyBundle, String>;
+    ) -> Result<PreKeyBundle, HandshakeFailure>;
 
     #[allow(clippy::too_many_arguments)]
     fn initiate(
@@ -34,7 +34,7 @@ pub(crate) trait Handshaker: Send + Sync + 'static {
         connection_id: ConnectionId,
         first: &[u8],
         config: SessionConfig,
-    ) -> Result<(Session, InitialMessage), String>;
+    ) -> Result<(Session, InitialMessage), HandshakeFailure>;
 
     fn respond(
         &self,
@@ -44,7 +44,7 @@ pub(crate) trait Handshaker: Send + Sync + 'static {
         registry: &SuiteRegistry,
         connection_id: ConnectionId,
         config: SessionConfig,
-    ) -> Result<Responded, String>;
+    ) -> Result<Responded, HandshakeFailure>;
 }
 
 impl<K> Handshaker for K
@@ -56,8 +56,9 @@ where
         keys: &ResponderKeys,
         suites: &[SuiteId],
         binding: &[u8],
-    ) -> Result<PreKeyBundle, String> {
-        KeyAgreement::bundle(self, keys, suites, binding).map_err(|error| error.to_string())
+    ) -> Result<PreKeyBundle, HandshakeFailure> {
+        KeyAgreement::bundle(self, keys, suites, binding)
+            .map_err(|error| HandshakeFailure::from_key_agreement(&error))
     }
 
     fn initiate(
@@ -70,7 +71,7 @@ where
         connection_id: ConnectionId,
         first: &[u8],
         config: SessionConfig,
-    ) -> Result<(Session, InitialMessage), String> {
+    ) -> Result<(Session, InitialMessage), HandshakeFailure> {
         handshake::initiate(
             self,
             identity,
@@ -85,7 +86,7 @@ where
             first,
             config,
         )
-        .map_err(|error| error.to_string())
+        .map_err(HandshakeFailure::from)
     }
 
     fn respond(
@@ -96,9 +97,9 @@ where
         registry: &SuiteRegistry,
         connection_id: ConnectionId,
         config: SessionConfig,
-    ) -> Result<Responded, String> {
+    ) -> Result<Responded, HandshakeFailure> {
         handshake::respond(self, keys, initial, policy, registry, connection_id, config)
-            .map_err(|error| error.to_string())
+            .map_err(HandshakeFailure::from)
     }
 }
 

@@ -9,8 +9,8 @@ mod common;
 use async_trait::async_trait;
 use common::{Collector, connect, start_on, suites, wait_until};
 use confidant_actors::{
-    Delivery, DeliveryId, MemoryRelay, Node, NodeConfig, NodeError, Outgoing, Payload,
-    RelayInvitation, Transport, TransportError,
+    Delivery, DeliveryId, HandshakeFailure, MemoryRelay, Node, NodeConfig, NodeError, Outgoing,
+    Payload, RelayInvitation, Transport, TransportError,
 };
 use confidant_core::ConnectionId;
 use confidant_core::wire::{self, envelope::Body};
@@ -257,8 +257,11 @@ async fn a_replayed_first_bundle_cannot_wedge_a_reset() {
         holder_seen.with(|seen| !seen.failed.is_empty())
     })
     .await;
-    let reason = holder_seen.with(|seen| seen.failed[0].1.clone());
-    assert!(reason.contains("offer signature"), "{reason}");
+    let failure = holder_seen.with(|seen| seen.failed[0].1.clone());
+    assert!(
+        matches!(&failure, HandshakeFailure::BadSignature(detail) if detail.contains("offer signature")),
+        "{failure}"
+    );
     delivered(&issuer, &holder_seen, &id, "after, to the holder").await;
     delivered(&holder, &issuer_seen, &id, "after, to the issuer").await;
     issuer.shutdown().await.unwrap();

@@ -58,8 +58,8 @@ async fn next<T>(events: &mut Events, mut pick: impl FnMut(Event) -> Option<T>) 
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let event = events.next().await.expect("the node stopped");
-            if let Event::HandshakeFailed { reason, .. } = &event {
-                panic!("handshake refused: {reason}");
+            if let Event::HandshakeFailed { error, .. } = &event {
+                panic!("handshake refused: {error}");
             }
             if let Some(found) = pick(event) {
                 return found;

@@ -516,12 +516,12 @@ impl Holder {
         match event {
             Event::HandshakeFailed {
                 connection_id,
-                reason,
+                error,
             } => {
-                tracing::debug!(%reason, "bundle refused");
+                tracing::debug!(%error, kind = ?error, "bundle refused");
                 println!(
                     "REFUSED bundle on connection {connection_id}: {}",
-                    printable(&reason)
+                    printable(&error.to_string())
                 );
             }
             Event::Connected {

@@ -607,11 +607,11 @@ impl Server {
             }
             Event::HandshakeFailed {
                 connection_id,
-                reason,
+                error,
             } => {
                 println!(
                     "REFUSED handshake on connection {connection_id}: {}",
-                    printable(&reason)
+                    printable(&error.to_string())
                 );
             }
             Event::Message(message) => {

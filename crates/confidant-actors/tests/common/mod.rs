@@ -81,7 +81,7 @@ pub struct Seen {
     pub replays: usize,
     pub connected: Vec<(ConnectionId, bool)>,
     pub joined: Vec<ConnectionId>,
-    pub failed: Vec<(ConnectionId, String)>,
+    pub failed: Vec<(ConnectionId, confidant_actors::HandshakeFailure)>,
     pub dropped: Vec<ConnectionId>,
 }
 
@@ -122,8 +122,8 @@ impl Collector {
                             Event::Joined { connection_id } => seen.joined.push(connection_id),
                             Event::HandshakeFailed {
                                 connection_id,
-                                reason,
-                            } => seen.failed.push((connection_id, reason)),
+                                error,
+                            } => seen.failed.push((connection_id, error)),
                             Event::DeliveryDropped { connection_id, .. } => {
                                 seen.dropped.push(connection_id);
                             }
