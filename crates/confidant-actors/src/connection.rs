@@ -15,13 +15,13 @@
 //! settled, so that it reads what the commit stored.
 
 use crate::error::{HandshakeFailure, NodeError};
-use crate::node::{Event, IncomingMessage};
+use crate::event::{Event, IncomingMessage};
 use crate::records::{self, ConnectionRecord, Phase, Side};
 use crate::shared::Shared;
 use crate::transport::{DeliveryId, Outgoing, TransportError};
 use actix::prelude::*;
+use confidant_core::ConnectionId;
 use confidant_core::wire::{self, InitialMessage, PreKeyBundle, SessionReset, envelope::Body};
-use confidant_core::{ConnectionId, SuiteId};
 use confidant_session::handshake::ResponderPolicy;
 use confidant_session::{KeyStatus, OpenError};
 use confidant_store::{
@@ -1388,26 +1388,6 @@ impl ConnState {
             }
         }
     }
-}
-
-/// The suites a node offers by default: every suite registered, so that the
-/// registry and the offer agree. The built-in ones that are registered come
-/// first, in their fixed order of preference; the others (a user's own)
-/// follow in ascending id order. A node that prefers its own suite says so
-/// with `NodeConfig::with_offered_suites`.
-pub(crate) fn default_offer(registry: &confidant_core::SuiteRegistry) -> Vec<SuiteId> {
-    let built_in = [
-        SuiteId::AES_256_GCM_SHA256_COUNTER,
-        SuiteId::CHACHA20_POLY1305_COUNTER,
-        SuiteId::AES_256_GCM_LFSR,
-    ];
-    let registered = registry.ids();
-    let mut offer: Vec<SuiteId> = built_in
-        .into_iter()
-        .filter(|id| registered.contains(id))
-        .collect();
-    offer.extend(registered.into_iter().filter(|id| !built_in.contains(id)));
-    offer
 }
 
 /// The kind of a refused handshake step, for [`Event::HandshakeFailed`].

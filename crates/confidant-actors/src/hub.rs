@@ -12,7 +12,7 @@ use crate::connection::{
     Committed, ConnectionActor, Draft, Item, Process, Processed, Reset, SendMessages, StopIfIdle,
 };
 use crate::error::NodeError;
-use crate::node::Event;
+use crate::event::Event;
 use crate::shared::Shared;
 use crate::transport::{Delivery, DeliveryId, Payload, TransportError};
 use actix::dev::Request;
@@ -489,7 +489,7 @@ fn publish(events: &mut Vec<Event>, drafts: Vec<Draft>, mut numbers: Option<&mut
                 let Some(sequence) = numbers.as_mut().and_then(|numbers| numbers.next()) else {
                     continue;
                 };
-                events.push(Event::Message(crate::node::IncomingMessage {
+                events.push(Event::Message(crate::event::IncomingMessage {
                     connection_id: entry.connection_id,
                     sequence,
                     plaintext: entry.plaintext,

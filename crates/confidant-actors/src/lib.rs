@@ -68,8 +68,10 @@
 //! `docs/architecture.md` describes the actors, who owns which state and
 //! how a message travels.
 
+mod config;
 mod connection;
 mod error;
+mod event;
 mod hub;
 mod invitation;
 mod memory_transport;
@@ -99,12 +101,12 @@ pub mod fuzzing {
     }
 }
 
+pub use config::NodeConfig;
 pub use error::{HandshakeFailure, NodeError};
+pub use event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage};
 pub use invitation::{INVITATION_VERSION, Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
-pub use node::{
-    ConnectionInfo, ConnectionState, Event, Events, IncomingMessage, Node, NodeBuilder, NodeConfig,
-};
+pub use node::{Node, NodeBuilder};
 pub use records::Side;
 pub use transport::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,

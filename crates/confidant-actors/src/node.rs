@@ -7,137 +7,22 @@
 //! and its methods are plain futures, so it can be used from any async
 //! runtime, such as the tokio runtime of the service that embeds it.
 
-use crate::connection::default_offer;
+use crate::config::{NodeConfig, default_offer};
 use crate::error::{HandshakeFailure, NodeError};
+use crate::event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage};
 use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
 use crate::records::{self, ConnectionRecord, Phase, Side};
 use crate::shared::{OutboxItem, Shared};
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
-use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::SessionConfig;
-use confidant_store::{
-    DEFAULT_RESERVATION_BLOCK, IdentityStore, InboxStore, PreKeyStore, RawStore, StoreError,
-    WriteBatch,
-};
+use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
+use confidant_store::{IdentityStore, InboxStore, PreKeyStore, RawStore, StoreError, WriteBatch};
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::sync::{RwLock, mpsc, oneshot, watch};
-use zeroize::Zeroizing;
-
-/// How a node behaves. Every field has a sensible default.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct NodeConfig {
-    /// A connection actor with no request for this long is stopped (its
-    /// state is durable; the next message starts it again). Default 60 s.
-    pub idle_timeout: Duration,
-    /// At most this many deliveries per inbound round (one group commit).
-    /// Default 4,096.
-    pub receive_batch: usize,
-    /// At most this many envelopes per call to [`Transport::send`].
-    /// Default 4,096.
-    pub send_batch: usize,
-    /// Threads for connection actors. Default: the number of CPUs.
-    pub workers: usize,
-    /// Suites offered in this node's bundles, in order of preference.
-    /// Default (left empty): every registered suite, the built-in ones
-    /// first (AES-256-GCM with the counter IV, ChaCha20-Poly1305, AES-256-GCM
-    /// with the LFSR IV), then the others in ascending id order. The node
-    /// logs its offer at start (INFO).
-    pub offered_suites: Vec<SuiteId>,
-    /// Session settings (replay window, key limits, …).
-    pub session: SessionConfig,
-    /// Counters reserved per durable commit when sealing.
-    pub reservation_block: u64,
-    /// Events buffered for the application before the node stops taking
-    /// deliveries from the relay. Default 4,096.
-    pub event_capacity: usize,
-    /// Largest envelope accepted from the relay.
-    pub max_envelope_len: usize,
-    /// Most store calls running at once on the node's blocking threads.
-    /// Default 8.
-    pub blocking_threads: usize,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            idle_timeout: Duration::from_secs(60),
-            receive_batch: 4096,
-            send_batch: 4096,
-            workers: std::thread::available_parallelism().map_or(2, usize::from),
-            offered_suites: Vec::new(),
-            session: SessionConfig::default(),
-            reservation_block: DEFAULT_RESERVATION_BLOCK,
-            event_capacity: 4096,
-            max_envelope_len: confidant_core::wire::DEFAULT_MAX_ENVELOPE_LEN,
-            blocking_threads: 8,
-        }
-    }
-}
-
-impl NodeConfig {
-    /// Sets [`NodeConfig::idle_timeout`].
-    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-    /// Sets [`NodeConfig::receive_batch`].
-    pub fn with_receive_batch(mut self, deliveries: usize) -> Self {
-        self.receive_batch = deliveries;
-        self
-    }
-    /// Sets [`NodeConfig::workers`].
-    pub fn with_workers(mut self, threads: usize) -> Self {
-        self.workers = threads;
-        self
-    }
-    /// Sets [`NodeConfig::offered_suites`].
-    pub fn with_offered_suites(mut self, suites: Vec<SuiteId>) -> Self {
-        self.offered_suites = suites;
-        self
-    }
-    /// Sets [`NodeConfig::session`].
-    pub fn with_session(mut self, session: SessionConfig) -> Self {
-        self.session = session;
-        self
-    }
-    /// Sets [`NodeConfig::reservation_block`].
-    pub fn with_reservation_block(mut self, counters: u64) -> Self {
-        self.reservation_block = counters;
-        self
-    }
-    /// Sets [`NodeConfig::event_capacity`].
-    pub fn with_event_capacity(mut self, events: usize) -> Self {
-        self.event_capacity = events;
-        self
-    }
-
-    fn validate(&self) -> Result<(), NodeError> {
-        let invalid = |reason: &str| Err(NodeError::Config(reason.into()));
-        if self.idle_timeout.is_zero() {
-            return invalid("idle_timeout must be positive");
-        }
-        if self.receive_batch == 0
-            || self.send_batch == 0
-            || self.event_capacity == 0
-            || self.blocking_threads == 0
-        {
-            return invalid("batch sizes and event capacity must be at least 1");
-        }
-        if self.reservation_block == 0 {
-            return invalid("reservation_block must be at least 1");
-        }
-        self.session
-            .validate()
-            .map_err(|error| NodeError::Config(error.to_string()))
-    }
-}
 
 /// Builds a [`Node`]: the store, the suites, the key agreement and the
 /// transport are required.
@@ -666,138 +551,6 @@ impl Inbound {
         }
         Ok(())
     }
-}
-
-/// A message from the other party, durably in the inbox.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IncomingMessage {
-    /// The connection it arrived on.
-    pub connection_id: ConnectionId,
-    /// Its inbox number: pass it to [`Node::acknowledge`] once handled.
-    /// Until then it is reported again after every restart.
-    pub sequence: u64,
-    /// The message.
-    pub plaintext: Zeroizing<Vec<u8>>,
-}
-
-impl std::fmt::Debug for IncomingMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncomingMessage")
-            .field("connection_id", &self.connection_id)
-            .field("sequence", &self.sequence)
-            .field("len", &self.plaintext.len())
-            .finish()
-    }
-}
-
-/// What happens on a node's connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Inviter: someone joined with one of this node's invitations; the
-    /// bundle is on its way.
-    Joined {
-        /// The new connection.
-        connection_id: ConnectionId,
-    },
-    /// A session is established (or replaced, after a reset).
-    Connected {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// This node's side of it.
-        side: Side,
-        /// The other party's identity key.
-        peer_identity: [u8; 32],
-        /// Whether this replaced an earlier session.
-        reset: bool,
-    },
-    /// A handshake step was refused (for an invitee: a bundle whose
-    /// identity key is not the invitation's, or a bad signature). The
-    /// connection keeps waiting for a valid one.
-    HandshakeFailed {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// Why, as a kind to match on (a swapped bundle, a bad signature,
-        /// no common suite, …); its display text is the detail.
-        error: HandshakeFailure,
-    },
-    /// A message arrived.
-    Message(IncomingMessage),
-    /// A delivery was given up: handling it crashed the connection's actor
-    /// again and again (a cipher plugin that panics on it, for example).
-    /// The connection goes on with the deliveries after it.
-    DeliveryDropped {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The node's events, in order. Messages are durable before they are
-/// reported; the other events are not stored.
-#[derive(Debug)]
-pub struct Events {
-    receiver: mpsc::Receiver<Event>,
-}
-
-impl Events {
-    /// The next event; `None` once the node is shut down.
-    pub async fn next(&mut self) -> Option<Event> {
-        self.receiver.recv().await
-    }
-
-    /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<Event> {
-        self.receiver.try_recv().ok()
-    }
-}
-
-impl futures_core::Stream for Events {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
-        self.receiver.poll_recv(cx)
-    }
-}
-
-/// Where a connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectionState {
-    /// Invitee: waiting for the inviter's bundle.
-    AwaitingBundle,
-    /// Inviter: bundle sent, waiting for the initial message.
-    AwaitingInitialMessage,
-    /// A session exists.
-    Established,
-    /// Invitee: a reset was asked for; the old session still works until
-    /// the new one replaces it.
-    ResetRequested,
-}
-
-impl ConnectionState {
-    pub(crate) fn of(record: &ConnectionRecord) -> Self {
-        match record.phase {
-            Phase::AwaitingBundle { .. } => Self::AwaitingBundle,
-            Phase::BundleSent { .. } => Self::AwaitingInitialMessage,
-            Phase::Established if record.reset_requested => Self::ResetRequested,
-            Phase::Established => Self::Established,
-        }
-    }
-}
-
-/// One connection, as [`Node::connections`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Its id.
-    pub connection_id: ConnectionId,
-    /// This node's side.
-    pub side: Side,
-    /// Where it stands.
-    pub state: ConnectionState,
-    /// The other party's identity key, once known.
-    pub peer_identity: Option<[u8; 32]>,
 }
 
 /// A running node. Cheap to clone; every clone drives the same node.

@@ -1,8 +1,8 @@
 //! What every actor of a node shares: the store, the suites, the key
 //! agreement, the node's keys, its configuration and the outbox.
 
+use crate::config::NodeConfig;
 use crate::error::{HandshakeFailure, NodeError};
-use crate::node::NodeConfig;
 use crate::transport::{Outgoing, TransportError};
 use confidant_core::wire::{InitialMessage, PreKeyBundle};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
