@@ -657,6 +657,24 @@ impl ConnState {
             out.release = items.into_iter().map(|(id, _)| id).collect();
             return Ok(out);
         }
+        let mut items = items;
+        if self.record.is_none() && self.shared.joins.any() {
+            // Perhaps the bundle of a join whose record is being stored:
+            // hand the envelopes back, and read the record again next time.
+            // (A join of our own invitation creates the record: it goes on.)
+            let (joined, envelopes): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|(_, item)| matches!(item, Item::Joined(_)));
+            if !envelopes.is_empty() {
+                tracing::debug!(connection = %self.id, "delivery for a connection not stored yet handed back");
+                out.release = envelopes.into_iter().map(|(id, _)| id).collect();
+            }
+            if joined.is_empty() {
+                self.unload();
+                return Ok(out);
+            }
+            items = joined;
+        }
         let mut items = items.into_iter();
         while let Some((delivery, item)) = items.next() {
             let body = match item {

@@ -22,7 +22,7 @@ use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{RwLock, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Builds a [`Node`]: the store, the suites, the key agreement and the
 /// transport are required.
@@ -179,7 +179,6 @@ struct Parts {
     /// of the handle live on.
     shared: std::sync::Mutex<Option<Arc<Shared>>>,
     transport: Arc<dyn Transport>,
-    gate: Arc<RwLock<()>>,
     stop: watch::Sender<bool>,
     inbound_done: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     identity_key: [u8; 32],
@@ -262,6 +261,7 @@ fn run_node(
             agreement,
             keys,
             blocking_permits: Arc::new(tokio::sync::Semaphore::new(config.blocking_threads)),
+            joins: crate::shared::Joins::default(),
             config,
             outbox: outbox_sender,
             runtime: tokio::runtime::Handle::current(),
@@ -269,7 +269,6 @@ fn run_node(
         let hub = Hub::new(Arc::clone(&shared), handles).start();
         let (stop, stop_receiver) = watch::channel(false);
         let (events_sender, events_receiver) = mpsc::channel(event_capacity);
-        let gate = Arc::new(RwLock::new(()));
         let (inbound_done_sender, inbound_done) = oneshot::channel();
         actix_rt::spawn(outbox_loop(
             Arc::clone(&transport),
@@ -282,7 +281,6 @@ fn run_node(
                 shared: Arc::clone(&shared),
                 transport: Arc::clone(&transport),
                 hub: hub.clone(),
-                gate: Arc::clone(&gate),
                 events: events_sender,
                 stop: stop_receiver,
             };
@@ -295,7 +293,6 @@ fn run_node(
             hub,
             shared: std::sync::Mutex::new(Some(shared)),
             transport,
-            gate,
             stop,
             inbound_done: std::sync::Mutex::new(Some(inbound_done)),
             identity_key,
@@ -367,7 +364,6 @@ struct Inbound {
     shared: Arc<Shared>,
     transport: Arc<dyn Transport>,
     hub: Addr<Hub>,
-    gate: Arc<RwLock<()>>,
     events: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
 }
@@ -402,14 +398,11 @@ impl Inbound {
                     continue;
                 }
             };
-            let outcome = {
-                // A connection being accepted is stored before its first
-                // delivery is handled.
-                let _gate = self.gate.read().await;
-                match self.hub.send(Round(deliveries)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => return,
-                }
+            // A delivery for a connection whose join is still being stored
+            // is handed back and comes again (see `Shared::joins`).
+            let outcome = match self.hub.send(Round(deliveries)).await {
+                Ok(outcome) => outcome,
+                Err(_) => return,
             };
             let RoundOutcome {
                 mut ack,
@@ -653,14 +646,15 @@ impl Node {
         let transport = Arc::clone(&parts.transport);
         let shared = self.shared()?;
         let store = Arc::clone(&shared.store);
-        let gate = Arc::clone(&parts.gate);
         let token = invitation.token.clone();
         let identity = invitation.identity_key;
         let greeting = greeting.into();
         run_on_node(&parts.hub, async move {
-            // No delivery is handled between the join and the stored record,
-            // so the bundle always finds it.
-            let _gate = gate.write().await;
+            // Until the record is stored, a delivery for a connection
+            // without one is handed back to the relay instead of dropped:
+            // the bundle may come before the join's answer. Joins run
+            // concurrently; this is ordering, not a lock.
+            let _joining = shared.joins.start();
             let connection_id = transport.join(&token).await?;
             let record = ConnectionRecord {
                 side: Side::Invitee,

@@ -123,6 +123,39 @@ pub(crate) struct Shared {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Bounds the blocking calls in flight (redb serializes writes anyway).
     pub(crate) blocking_permits: Arc<tokio::sync::Semaphore>,
+    /// Joins whose connection record is not stored yet.
+    pub(crate) joins: Joins,
+}
+
+/// How many joins are between asking the relay and storing their
+/// connection's record. While any is, a delivery for a connection without a
+/// record may be for one of them (the inviter's bundle can come before the
+/// join's answer), so it is handed back to the relay and comes again; with
+/// none, it is for no connection of ours and is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Joins(std::sync::atomic::AtomicUsize);
+
+impl Joins {
+    /// A join starts; it ends when the guard drops (after its record was
+    /// stored, or it failed).
+    pub(crate) fn start(&self) -> JoinGuard<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        JoinGuard(self)
+    }
+
+    /// Whether any join is in progress.
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// One join in progress (see [`Joins`]).
+pub(crate) struct JoinGuard<'a>(&'a Joins);
+
+impl Drop for JoinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {

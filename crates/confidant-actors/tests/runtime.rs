@@ -688,3 +688,128 @@ async fn no_common_suite_is_its_own_kind_of_refusal() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
 }
+
+/// A holder's transport whose joins for one token are answered only when
+/// the test says so (the relay has already joined them, so the inviter's
+/// bundle may come first); it notes the connections of what it delivers.
+#[derive(Clone)]
+struct SlowJoin {
+    inner: Arc<confidant_actors::MemoryTransport>,
+    slow_token: Arc<std::sync::Mutex<Option<String>>>,
+    answer: Arc<tokio::sync::Notify>,
+    delivered_on: Arc<std::sync::Mutex<Vec<ConnectionId>>>,
+    joined: Arc<std::sync::Mutex<Option<ConnectionId>>>,
+}
+
+#[async_trait::async_trait]
+impl confidant_actors::Transport for SlowJoin {
+    async fn create_invitation(&self) -> Result<confidant_actors::RelayInvitation, TransportError> {
+        self.inner.create_invitation().await
+    }
+    async fn join(&self, token: &str) -> Result<ConnectionId, TransportError> {
+        let id = self.inner.join(token).await?;
+        let slow = self.slow_token.lock().unwrap().as_deref() == Some(token);
+        if slow {
+            *self.joined.lock().unwrap() = Some(id.clone());
+            self.answer.notified().await;
+        }
+        Ok(id)
+    }
+    async fn send(&self, envelopes: Vec<confidant_actors::Outgoing>) -> Result<(), TransportError> {
+        self.inner.send(envelopes).await
+    }
+    async fn receive(&self, max: usize) -> Result<Vec<confidant_actors::Delivery>, TransportError> {
+        let deliveries = self.inner.receive(max).await?;
+        self.delivered_on.lock().unwrap().extend(
+            deliveries
+                .iter()
+                .map(|delivery| delivery.connection_id.clone()),
+        );
+        Ok(deliveries)
+    }
+    async fn acknowledge(
+        &self,
+        ids: Vec<confidant_actors::DeliveryId>,
+    ) -> Result<(), TransportError> {
+        self.inner.acknowledge(ids).await
+    }
+    async fn release(&self, ids: Vec<confidant_actors::DeliveryId>) -> Result<(), TransportError> {
+        self.inner.release(ids).await
+    }
+}
+
+/// Handshakes do not wait for each other: while one join's answer is slow
+/// to come back, another invitation is accepted and connects, and an
+/// existing connection's messages are delivered. The slow one's bundle,
+/// which arrives before its record is stored, is taken once the record is
+/// there (not dropped as a bundle for an unknown connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_join_holds_back_neither_other_handshakes_nor_deliveries() {
+    let relay = MemoryRelay::new();
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await;
+    let transport = SlowJoin {
+        inner: Arc::new(relay.transport("holder")),
+        slow_token: Arc::default(),
+        answer: Arc::default(),
+        delivered_on: Arc::default(),
+        joined: Arc::default(),
+    };
+    let (holder, holder_seen) = common::start_on(
+        transport.clone(),
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+        common::suites(),
+    )
+    .await;
+    let existing = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+
+    let slow_invitation = issuer.create_invitation().await.unwrap();
+    *transport.slow_token.lock().unwrap() = Some(slow_invitation.token.clone());
+    let slow_holder = holder.clone();
+    let slow = tokio::spawn(async move {
+        slow_holder
+            .accept_invitation(&slow_invitation, "slow")
+            .await
+    });
+    wait_until("the slow join reached the relay", WAIT, || {
+        transport.joined.lock().unwrap().is_some()
+    })
+    .await;
+    let slow_id = transport.joined.lock().unwrap().clone().unwrap();
+
+    // Meanwhile: another handshake, and a message on the existing one.
+    let quick_invitation = issuer.create_invitation().await.unwrap();
+    let quick = tokio::time::timeout(WAIT, holder.accept_invitation(&quick_invitation, "quick"))
+        .await
+        .expect("the second accept waited for the first")
+        .unwrap();
+    issuer.send(&existing, "meanwhile").await.unwrap();
+    wait_until("the quick handshake and the message", WAIT, || {
+        holder_seen.with(|seen| seen.connected.iter().any(|(id, _)| *id == quick))
+            && holder_seen.texts(&existing) == ["meanwhile"]
+    })
+    .await;
+
+    // The slow connection's bundle has come before its record.
+    wait_until("the slow connection's bundle delivered", WAIT, || {
+        transport.delivered_on.lock().unwrap().contains(&slow_id)
+    })
+    .await;
+    transport.answer.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap(), slow_id);
+    wait_until("the slow handshake done", WAIT, || {
+        holder_seen.with(|seen| seen.connected.iter().any(|(id, _)| *id == slow_id))
+            && issuer_seen.texts(&slow_id) == ["slow"]
+    })
+    .await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
