@@ -112,6 +112,9 @@ pub(crate) struct ConnState {
     /// commit has settled. The store is about to change until then, so a
     /// state lost meanwhile (a panic) is loaded again only after it.
     in_flight: Option<watch::Receiver<bool>>,
+    /// How many joins had ended when the record was loaded (see
+    /// [`Joins`](crate::shared::Joins)).
+    joins_ended_at_load: u64,
 }
 
 impl ConnState {
@@ -133,6 +136,7 @@ impl ConnState {
             request_peer_update: false,
             integrity_update_asked: None,
             in_flight,
+            joins_ended_at_load: 0,
         }
     }
 }
@@ -420,6 +424,7 @@ impl ConnState {
             // dropped sender also means it settled.
             let _ = in_flight.wait_for(|settled| *settled).await;
         }
+        self.joins_ended_at_load = self.shared.joins.ended();
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
         let (record, session) = self
@@ -658,7 +663,7 @@ impl ConnState {
             return Ok(out);
         }
         let mut items = items;
-        if self.record.is_none() && self.shared.joins.any() {
+        if self.record.is_none() && self.shared.joins.may_be_missing(self.joins_ended_at_load) {
             // Perhaps the bundle of a join whose record is being stored:
             // hand the envelopes back, and read the record again next time.
             // (A join of our own invitation creates the record: it goes on.)

@@ -127,25 +127,38 @@ pub(crate) struct Shared {
     pub(crate) joins: Joins,
 }
 
-/// How many joins are between asking the relay and storing their
-/// connection's record. While any is, a delivery for a connection without a
-/// record may be for one of them (the inviter's bundle can come before the
-/// join's answer), so it is handed back to the relay and comes again; with
-/// none, it is for no connection of ours and is dropped.
+/// The joins between asking the relay and storing their connection's
+/// record. While any is, a delivery for a connection without a record may
+/// be for one of them (the inviter's bundle can come before the join's
+/// answer), so it is handed back to the relay and comes again. So is one
+/// whose record was read before a join ended (the read may have missed
+/// that join's record). Otherwise it is for no connection of ours and is
+/// dropped.
 #[derive(Debug, Default)]
-pub(crate) struct Joins(std::sync::atomic::AtomicUsize);
+pub(crate) struct Joins {
+    active: std::sync::atomic::AtomicUsize,
+    ended: std::sync::atomic::AtomicU64,
+}
 
 impl Joins {
     /// A join starts; it ends when the guard drops (after its record was
     /// stored, or it failed).
     pub(crate) fn start(&self) -> JoinGuard<'_> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         JoinGuard(self)
     }
 
-    /// Whether any join is in progress.
-    pub(crate) fn any(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+    /// How many joins have ended: read before a record is loaded, it tells
+    /// whether a join ended since.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a record read when [`Joins::ended`] was `ended_before` may
+    /// miss a join's record: a join is in progress, or one ended since.
+    pub(crate) fn may_be_missing(&self, ended_before: u64) -> bool {
+        self.active.load(std::sync::atomic::Ordering::SeqCst) > 0 || self.ended() != ended_before
     }
 }
 
@@ -154,7 +167,13 @@ pub(crate) struct JoinGuard<'a>(&'a Joins);
 
 impl Drop for JoinGuard<'_> {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // Ended first, then no longer active: a reader never sees neither.
+        self.0
+            .ended
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
