@@ -1,7 +1,7 @@
 //! The gRPC service.
 
 use crate::auth::{self, AuthError, PartyKey, Verified};
-use crate::mailbox::{Content, MailboxError, MailboxStore, Reply, StoredMessage};
+use crate::mailbox::{Change, Content, MailboxError, MailboxStore, StoredMessage};
 use crate::proto::connector_server::{Connector, ConnectorServer};
 use crate::proto::{self, received_message};
 use base64::Engine as _;
@@ -115,6 +115,17 @@ impl Streams {
         }
     }
 
+    fn wake_all(&self) {
+        for (notify, _) in self.table().parties.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Count of open streams.
+    fn open_count(&self) -> usize {
+        self.table().total
+    }
+
     #[cfg(test)]
     fn keys(&self) -> usize {
         self.table().parties.len()
@@ -195,6 +206,9 @@ impl RefusalLog {
 pub struct ConnectorService {
     store: Arc<dyn MailboxStore>,
     streams: Arc<Streams>,
+    /// Set once the task that wakes streams for other instances' changes
+    /// runs (started with the first stream, inside the runtime).
+    forwarding: std::sync::OnceLock<()>,
     refusals: Arc<RefusalLog>,
     audience: String,
     shutdown: watch::Receiver<bool>,
@@ -223,6 +237,7 @@ impl ConnectorService {
             audience: store.audience(),
             store,
             streams: Arc::new(Streams::new(limits)),
+            forwarding: std::sync::OnceLock::new(),
             refusals: Arc::new(RefusalLog::new(limits.refusal_logs_per_second)),
             shutdown,
         }
@@ -334,18 +349,15 @@ fn mailbox_status(error: MailboxError) -> Status {
         }
         MailboxError::ClientIdReused => Status::already_exists(message),
         MailboxError::Invalid(_) => Status::invalid_argument(message),
-        MailboxError::Storage(_) => {
+        MailboxError::Storage(_) | MailboxError::Schema(_) => {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable("the connector's storage failed; retry later")
         }
     }
 }
 
-async fn settle<T>(reply: Reply<T>) -> Result<T, Status> {
-    reply
-        .await
-        .map_err(|_| Status::unavailable("the connector is shutting down"))?
-        .map_err(mailbox_status)
+fn settle<T>(result: Result<T, MailboxError>) -> Result<T, Status> {
+    result.map_err(mailbox_status)
 }
 
 fn party_label(party: &PartyKey) -> String {
@@ -378,18 +390,6 @@ fn to_proto(message: StoredMessage) -> proto::ReceivedMessage {
         received_at_ms: message.received_at_ms,
         content: Some(content),
     }
-}
-
-async fn read<T, F>(store: &Arc<dyn MailboxStore>, work: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn MailboxStore) -> Result<T, MailboxError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || work(&*store))
-        .await
-        .map_err(|_| Status::internal("a storage task failed"))?
-        .map_err(mailbox_status)
 }
 
 type MessageStream =
@@ -429,9 +429,9 @@ impl ConnectorService {
             .collect::<Result<Vec<_>, _>>()?;
         settle(
             self.store
-                .create_tokens(verified, tokens.clone(), auth::now_ms()),
-        )
-        .await?;
+                .create_tokens(verified, tokens.clone(), auth::now_ms())
+                .await,
+        )?;
         tracing::info!(party = %party_label(&verified.party), count, "tokens created");
         Ok(proto::GenerateConnectionTokenResponse { tokens })
     }
@@ -448,9 +448,9 @@ impl ConnectorService {
         let connection_id = format!("c-{}", new_token()?);
         let joined = settle(
             self.store
-                .use_token(verified, token, connection_id, auth::now_ms()),
-        )
-        .await?;
+                .use_token(verified, token, connection_id, auth::now_ms())
+                .await,
+        )?;
         self.streams.wake(&joined.creator);
         tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
         Ok(proto::AddConnectionFromTokenResponse {
@@ -473,14 +473,17 @@ impl ConnectorService {
         }
         let client_id =
             (!request.client_message_id.is_empty()).then_some(request.client_message_id);
-        let sent = settle(self.store.send(
-            verified,
-            request.connection_id.clone(),
-            request.message,
-            client_id,
-            auth::now_ms(),
-        ))
-        .await?;
+        let sent = settle(
+            self.store
+                .send(
+                    verified,
+                    request.connection_id.clone(),
+                    request.message,
+                    client_id,
+                    auth::now_ms(),
+                )
+                .await,
+        )?;
         if !sent.duplicate {
             self.streams.wake(&sent.recipient);
         }
@@ -498,14 +501,18 @@ impl ConnectorService {
             limit @ 1..=1000 => limit as usize,
             _ => return Err(Status::invalid_argument("limit must be from 1 to 1000")),
         };
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
-        let party = verified.party;
-        let after = request.last_seen_message_id;
+        settle(self.store.use_nonce(verified, auth::now_ms()).await)?;
         let max_bytes = self.store.limits().max_page_bytes;
-        let messages = read(&self.store, move |store| {
-            store.messages_after(&party, after, limit, max_bytes)
-        })
-        .await?;
+        let messages = settle(
+            self.store
+                .messages_after(
+                    &verified.party,
+                    request.last_seen_message_id,
+                    limit,
+                    max_bytes,
+                )
+                .await,
+        )?;
         Ok(proto::GetMessagesPaginatedResponse {
             messages: messages.into_iter().map(to_proto).collect(),
         })
@@ -518,7 +525,8 @@ impl ConnectorService {
     ) -> Result<MessageStream, Status> {
         // The slot first: a refusal for too many streams consumes no nonce.
         let slot = self.streams.open(&verified.party)?;
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
+        self.forward_changes();
+        settle(self.store.use_nonce(verified, auth::now_ms()).await)?;
         let party = verified.party;
         let mut cursor = request.last_seen_message_id;
         let store = Arc::clone(&self.store);
@@ -536,11 +544,11 @@ impl ConnectorService {
                 let notified = slot.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let after = cursor;
-                let page = read(&store, move |store| {
-                    store.messages_after(&party, after, STREAM_PAGE, max_bytes)
-                })
-                .await;
+                let page = settle(
+                    store
+                        .messages_after(&party, cursor, STREAM_PAGE, max_bytes)
+                        .await,
+                );
                 let page = match page {
                     Ok(page) => page,
                     Err(status) => {
@@ -593,7 +601,7 @@ impl ConnectorService {
                 "at most 10,000 ids per acknowledgement",
             ));
         }
-        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms())).await?;
+        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms()).await)?;
         tracing::debug!(party = %party_label(&verified.party), deleted, "messages acknowledged and deleted");
         Ok(proto::AcknowledgeMessagesResponse { deleted })
     }
@@ -606,12 +614,43 @@ impl ConnectorService {
         let connection_id = request.connection_id;
         let other = settle(
             self.store
-                .revoke(verified, connection_id.clone(), auth::now_ms()),
-        )
-        .await?;
+                .revoke(verified, connection_id.clone(), auth::now_ms())
+                .await,
+        )?;
         self.streams.wake(&other);
         tracing::info!(connection = %connection_id, "connection revoked");
         Ok(proto::RevokeConnectionResponse {})
+    }
+}
+
+impl ConnectorService {
+    /// Wakes this instance's streams when the store reports changes made
+    /// elsewhere (another instance on the same database): started once,
+    /// ends with the store's change channel or the shutdown.
+    fn forward_changes(&self) {
+        self.forwarding.get_or_init(|| {
+            let Some(mut changes) = self.store.changes() else {
+                return;
+            };
+            let streams = Arc::clone(&self.streams);
+            let mut shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let change = tokio::select! {
+                        change = changes.recv() => change,
+                        _ = shutdown.changed() => return,
+                    };
+                    match change {
+                        Ok(Change::Mailbox(party)) => streams.wake(&party),
+                        Ok(Change::Everyone)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            streams.wake_all();
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        });
     }
 }
 
@@ -655,8 +694,7 @@ impl Connector for ConnectorService {
         request: Request<proto::GetConnectionTokenInfoRequest>,
     ) -> Result<Response<proto::GetConnectionTokenInfoResponse>, Status> {
         let token = request.into_inner().token;
-        let info = read(&self.store, move |store| store.token_info(&token))
-            .await?
+        let info = settle(self.store.token_info(&token).await)?
             .ok_or_else(|| Status::not_found("unknown token"))?;
         Ok(Response::new(proto::GetConnectionTokenInfoResponse {
             creator_public_key: info.creator.to_vec(),
