@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod mailbox;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 /// The generated protobuf and gRPC types.

@@ -14,6 +14,8 @@ use tonic::{Request, Response, Status};
 
 /// The gRPC path prefix of the connector's methods.
 pub const SERVICE_PATH: &str = "/confidant.connector.v1.Connector/";
+/// The connector's gRPC service name (as the health service knows it).
+pub const SERVICE_NAME: &str = "confidant.connector.v1.Connector";
 
 /// Most messages fetched per read while streaming (and at most
 /// [`Limits::max_page_bytes`](crate::Limits) of them).
@@ -99,6 +101,7 @@ impl Streams {
             )));
         }
         table.total += 1;
+        crate::telemetry::open_streams(table.total);
         let entry = table.parties.entry(*party).or_default();
         entry.1 += 1;
         let notify = Arc::clone(&entry.0);
@@ -121,11 +124,6 @@ impl Streams {
         }
     }
 
-    /// Count of open streams.
-    fn open_count(&self) -> usize {
-        self.table().total
-    }
-
     #[cfg(test)]
     fn keys(&self) -> usize {
         self.table().parties.len()
@@ -136,6 +134,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut table = self.streams.table();
         table.total = table.total.saturating_sub(1);
+        crate::telemetry::open_streams(table.total);
         if let Some((_, count)) = table.parties.get_mut(&self.party) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -268,6 +267,7 @@ impl ConnectorService {
         party: Option<&PartyKey>,
         result: Result<T, Status>,
     ) -> Result<T, Status> {
+        crate::telemetry::request(method, result.as_ref().map(|_| ()).map_err(Status::code));
         if let Err(status) = &result {
             self.refusals.refused(method, party, status);
         }
@@ -332,10 +332,12 @@ where
 }
 
 fn auth_status(error: AuthError) -> Status {
+    crate::telemetry::refusal("unauthenticated");
     Status::unauthenticated(error.to_string())
 }
 
 fn mailbox_status(error: MailboxError) -> Status {
+    crate::telemetry::refusal(crate::telemetry::reason(&error));
     let message = error.to_string();
     match error {
         MailboxError::UnknownToken | MailboxError::UnknownConnection => Status::not_found(message),
@@ -428,9 +430,12 @@ impl ConnectorService {
             .map(|_| new_token())
             .collect::<Result<Vec<_>, _>>()?;
         settle(
-            self.store
-                .create_tokens(verified, tokens.clone(), auth::now_ms())
-                .await,
+            crate::telemetry::committed(
+                "create_tokens",
+                self.store
+                    .create_tokens(verified, tokens.clone(), auth::now_ms()),
+            )
+            .await,
         )?;
         tracing::info!(party = %party_label(&verified.party), count, "tokens created");
         Ok(proto::GenerateConnectionTokenResponse { tokens })
@@ -447,9 +452,12 @@ impl ConnectorService {
         }
         let connection_id = format!("c-{}", new_token()?);
         let joined = settle(
-            self.store
-                .use_token(verified, token, connection_id, auth::now_ms())
-                .await,
+            crate::telemetry::committed(
+                "use_token",
+                self.store
+                    .use_token(verified, token, connection_id, auth::now_ms()),
+            )
+            .await,
         )?;
         self.streams.wake(&joined.creator);
         tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
@@ -474,15 +482,17 @@ impl ConnectorService {
         let client_id =
             (!request.client_message_id.is_empty()).then_some(request.client_message_id);
         let sent = settle(
-            self.store
-                .send(
+            crate::telemetry::committed(
+                "send",
+                self.store.send(
                     verified,
                     request.connection_id.clone(),
                     request.message,
                     client_id,
                     auth::now_ms(),
-                )
-                .await,
+                ),
+            )
+            .await,
         )?;
         if !sent.duplicate {
             self.streams.wake(&sent.recipient);
@@ -601,7 +611,13 @@ impl ConnectorService {
                 "at most 10,000 ids per acknowledgement",
             ));
         }
-        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms()).await)?;
+        let deleted = settle(
+            crate::telemetry::committed(
+                "acknowledge",
+                self.store.acknowledge(verified, ids, auth::now_ms()),
+            )
+            .await,
+        )?;
         tracing::debug!(party = %party_label(&verified.party), deleted, "messages acknowledged and deleted");
         Ok(proto::AcknowledgeMessagesResponse { deleted })
     }
@@ -613,9 +629,12 @@ impl ConnectorService {
     ) -> Result<proto::RevokeConnectionResponse, Status> {
         let connection_id = request.connection_id;
         let other = settle(
-            self.store
-                .revoke(verified, connection_id.clone(), auth::now_ms())
-                .await,
+            crate::telemetry::committed(
+                "revoke",
+                self.store
+                    .revoke(verified, connection_id.clone(), auth::now_ms()),
+            )
+            .await,
         )?;
         self.streams.wake(&other);
         tracing::info!(connection = %connection_id, "connection revoked");
@@ -789,6 +808,12 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(crate::telemetry::follow_store(
+        Arc::clone(&store),
+        reporter,
+        stopped.clone(),
+    ));
     let service = ConnectorService::with_limits(store, limits, stopped);
     // Small answers must not wait for Nagle's algorithm (tonic's own
     // `tcp_nodelay` setting does not reach a listener handed in like this).
@@ -798,6 +823,7 @@ pub async fn serve_with(
         builder = builder.tls_config(tls.config())?;
     }
     builder
+        .add_service(health)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

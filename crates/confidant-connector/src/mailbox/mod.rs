@@ -288,6 +288,8 @@ pub trait MailboxStore: Send + Sync + 'static {
     ) -> Result<PartyKey, MailboxError>;
     /// How many messages wait for `recipient`.
     async fn pending(&self, recipient: &PartyKey) -> Result<u64, MailboxError>;
+    /// How many messages wait in all mailboxes (a metric).
+    async fn waiting(&self) -> Result<u64, MailboxError>;
     /// Whether the storage answers now (for the health service).
     async fn healthy(&self) -> bool;
     /// The limits in force.

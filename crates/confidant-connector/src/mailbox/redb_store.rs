@@ -409,6 +409,20 @@ impl MailboxStore for RedbMailbox {
         .await
     }
 
+    async fn waiting(&self) -> Result<u64, MailboxError> {
+        self.read(|database| {
+            let txn = database.begin_read().map_err(storage)?;
+            let pending = txn.open_table(PENDING).map_err(storage)?;
+            let mut total = 0u64;
+            for entry in pending.iter().map_err(storage)? {
+                let (_, count) = entry.map_err(storage)?;
+                total = total.saturating_add(count.value());
+            }
+            Ok(total)
+        })
+        .await
+    }
+
     async fn healthy(&self) -> bool {
         self.jobs.lock().is_ok_and(|jobs| jobs.is_some())
     }

@@ -425,6 +425,22 @@ impl MailboxStore for PostgresMailbox {
         }
     }
 
+    async fn waiting(&self) -> Result<u64, MailboxError> {
+        let rows = self
+            .query(
+                "SELECT COALESCE(sum(pending), 0)::bigint FROM mailboxes",
+                &[],
+            )
+            .await?;
+        let total: i64 = rows
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(storage)?
+            .unwrap_or(0);
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
     async fn healthy(&self) -> bool {
         self.query("SELECT 1", &[]).await.is_ok()
     }
