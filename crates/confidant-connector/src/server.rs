@@ -541,6 +541,9 @@ impl ConnectorService {
         let mut cursor = request.last_seen_message_id;
         let store = Arc::clone(&self.store);
         let max_bytes = store.limits().max_page_bytes;
+        // The most a message adds to a page: its envelope, a connection id
+        // (at most 255 bytes) and the fixed 64.
+        let max_message_wire = store.limits().max_message_len.saturating_add(255 + 64);
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tracing::info!(party = %party_label(&party), cursor, "stream opened");
@@ -566,8 +569,13 @@ impl ConnectorService {
                         return;
                     }
                 };
-                // A page cut short by the byte cap is not the end either.
-                let more = !page.is_empty();
+                // Read on at once only when the page may have been cut
+                // short (by its count or its byte cap); otherwise it held
+                // everything, and whatever is stored after the read wakes
+                // `notified`, which was registered before it.
+                let bytes: usize = page.iter().map(StoredMessage::wire_len).sum();
+                let more =
+                    page.len() >= STREAM_PAGE || bytes.saturating_add(max_message_wire) > max_bytes;
                 for message in page {
                     cursor = message.id;
                     tokio::select! {

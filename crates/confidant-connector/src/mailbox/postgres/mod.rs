@@ -7,8 +7,10 @@
 //!   connecting and recycling; a broken connection is dropped, not reused).
 //! - Each write is one call of its function (`schema.sql`), one round trip
 //!   and one transaction; the tables' constraints carry the guarantees.
-//! - Stored messages NOTIFY their recipient; [`listen`] turns that into
-//!   [`Change`]s so a stream open on another instance wakes at once.
+//! - After each stored message (a duplicate of a retried send too, in case
+//!   the instance that stored it died before announcing it) the instance
+//!   NOTIFYs its recipient; `listen` turns other instances' notifications
+//!   into [`Change`]s, so a stream open on another instance wakes at once.
 //! - Expired nonces and client ids are pruned by each instance every
 //!   [`PRUNE_EVERY`].
 //!
@@ -50,6 +52,7 @@ pub struct PostgresMailbox {
     audience: String,
     changes: broadcast::Sender<Change>,
     listening: Arc<AtomicBool>,
+    notifier: listen::Notifier,
     stop: watch::Sender<bool>,
 }
 
@@ -119,7 +122,14 @@ impl PostgresMailbox {
         let (changes, _) = broadcast::channel(1024);
         let (stop, stopped) = watch::channel(false);
         let listening = Arc::new(AtomicBool::new(false));
+        let instance = new_audience()?
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let notifier = listen::Notifier::start(pool.clone(), instance.clone());
         tokio::spawn(listen::listen(
+            instance,
             config,
             changes.clone(),
             stopped.clone(),
@@ -132,6 +142,7 @@ impl PostgresMailbox {
             audience: audience.unwrap_or(stored),
             changes,
             listening,
+            notifier,
             stop,
         })
     }
@@ -314,9 +325,11 @@ impl MailboxStore for PostgresMailbox {
                 &[&token, &connection_id],
             )
             .await?;
+        let creator = pg_party(answer.party)?;
+        self.notifier.notify(creator).await;
         Ok(Joined {
             connection_id,
-            creator: pg_party(answer.party)?,
+            creator,
         })
     }
 
@@ -351,11 +364,13 @@ impl MailboxStore for PostgresMailbox {
                 ],
             )
             .await?;
-        Ok(Sent {
+        let sent = Sent {
             id: pg_id(answer.id)?,
             recipient: pg_party(answer.party)?,
             duplicate: answer.duplicate,
-        })
+        };
+        self.notifier.notify(sent.recipient).await;
+        Ok(sent)
     }
 
     async fn messages_after(
@@ -405,7 +420,9 @@ impl MailboxStore for PostgresMailbox {
         let answer = self
             .call(ops::revoke::POSTGRES, &verified, now_ms, &[&connection_id])
             .await?;
-        pg_party(answer.party)
+        let other = pg_party(answer.party)?;
+        self.notifier.notify(other).await;
+        Ok(other)
     }
 
     async fn pending(&self, recipient: &PartyKey) -> Result<u64, MailboxError> {

@@ -100,7 +100,9 @@ BEGIN
 END $$;
 
 -- Stores a message for p_recipient; NULL when p_limit (if not NULL)
--- messages wait already. Tells listening instances.
+-- messages wait already. The instance that called tells the listening
+-- instances after the commit (a NOTIFY inside the write transaction would
+-- serialise every commit on PostgreSQL's notification lock).
 CREATE FUNCTION confidant_store_message(p_recipient bytea, p_connection text, p_now bigint,
     p_kind smallint, p_envelope bytea, p_token text, p_peer bytea, p_limit bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -116,7 +118,6 @@ BEGIN
     new_id := nextval('message_ids');
     INSERT INTO messages (recipient, id, connection_id, received_ms, kind, envelope, token, peer)
         VALUES (p_recipient, new_id, p_connection, p_now, p_kind, p_envelope, p_token, p_peer);
-    PERFORM pg_notify('confidant_mailbox', encode(p_recipient, 'hex'));
     RETURN new_id;
 END $$;
 
