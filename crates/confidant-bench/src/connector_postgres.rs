@@ -68,9 +68,9 @@ struct Setup {
 
 struct Pair {
     issuer: Node,
-    issuer_events: RefCell<Events>,
+    issuer_events: tokio::sync::Mutex<Events>,
     holder: Node,
-    holder_events: RefCell<Events>,
+    holder_events: tokio::sync::Mutex<Events>,
     connections: Vec<confidant_core::ConnectionId>,
 }
 
@@ -168,9 +168,9 @@ fn setup(
             .await?;
             pairs.push(Pair {
                 issuer,
-                issuer_events: RefCell::new(issuer_events),
+                issuer_events: tokio::sync::Mutex::new(issuer_events),
                 holder,
-                holder_events: RefCell::new(holder_events),
+                holder_events: tokio::sync::Mutex::new(holder_events),
                 connections,
             });
         }
@@ -187,8 +187,8 @@ fn setup(
 async fn messages(setup: &Setup, per_direction: usize) -> BenchResult<f64> {
     let start = Instant::now();
     let rounds = setup.pairs.iter().map(|pair| async move {
-        let mut issuer_events = pair.issuer_events.try_borrow_mut()?;
-        let mut holder_events = pair.holder_events.try_borrow_mut()?;
+        let mut issuer_events = pair.issuer_events.lock().await;
+        let mut holder_events = pair.holder_events.lock().await;
         runtime_round(
             &pair.issuer,
             &mut issuer_events,
@@ -213,8 +213,8 @@ async fn messages(setup: &Setup, per_direction: usize) -> BenchResult<f64> {
 async fn handshakes(setup: &Setup, count: usize) -> BenchResult<f64> {
     let start = Instant::now();
     let rounds = setup.pairs.iter().map(|pair| async move {
-        let mut issuer_events = pair.issuer_events.try_borrow_mut()?;
-        let mut holder_events = pair.holder_events.try_borrow_mut()?;
+        let mut issuer_events = pair.issuer_events.lock().await;
+        let mut holder_events = pair.holder_events.lock().await;
         handshake_round(
             &pair.issuer,
             &mut issuer_events,

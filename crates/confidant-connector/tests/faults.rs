@@ -365,7 +365,7 @@ async fn a_nonce_a_token_and_a_client_id_are_each_accepted_once_across_instances
             )
             .unwrap();
         let (metadata, _, body) = request.into_parts();
-        let again = tonic::Request::from_parts(metadata.clone(), Default::default(), body.clone());
+        let again = tonic::Request::from_parts(metadata.clone(), Default::default(), body);
         let first = tonic::Request::from_parts(metadata, Default::default(), body);
         let (one, two) = tokio::join!(
             raw_a.generate_connection_token(first),
