@@ -715,15 +715,22 @@ impl Transport for ConnectorTransport {
             *incoming = Some(self.start_stream());
         }
         let receiver = incoming.as_mut().ok_or(TransportError::Closed)?;
-        // Taking a delivery out frees its buffer space (the permit drops).
-        let (first, _taken) = receiver.recv().await.ok_or(TransportError::Closed)?;
+        // Taking deliveries out frees their buffer space, once the batch is
+        // taken (held until then, so that one batch never holds more than
+        // the buffer's bound: the stream cannot refill it meanwhile).
+        let (first, permit) = receiver.recv().await.ok_or(TransportError::Closed)?;
         let mut out = vec![first];
+        let mut taken = vec![permit];
         while out.len() < max {
             match receiver.try_recv() {
-                Ok((delivery, _taken)) => out.push(delivery),
+                Ok((delivery, permit)) => {
+                    out.push(delivery);
+                    taken.push(permit);
+                }
                 Err(_) => break,
             }
         }
+        drop(taken);
         let mut deliveries = self.deliveries();
         for delivery in &out {
             deliveries.in_flight.insert(delivery.id.0, delivery.clone());

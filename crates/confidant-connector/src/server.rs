@@ -817,9 +817,12 @@ pub async fn serve_with(
 ) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
     let (reporter, health) = tonic_health::server::health_reporter();
+    // The first status before the first connection is accepted.
+    let healthy = crate::telemetry::report(&*store, &reporter, None).await;
     tokio::spawn(crate::telemetry::follow_store(
         Arc::clone(&store),
         reporter,
+        healthy,
         stopped.clone(),
     ));
     let service = ConnectorService::with_limits(store, limits, stopped);

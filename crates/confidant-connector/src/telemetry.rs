@@ -90,43 +90,54 @@ pub fn install_prometheus(address: std::net::SocketAddr) -> Result<(), String> {
         .map_err(|error| format!("cannot serve metrics on {address}: {error}"))
 }
 
-/// Keeps the health service's status (for the connector service and for
-/// the whole server, the empty name) following the store, and samples the
-/// mailbox depth, every [`SAMPLE_EVERY`] until `shutdown` turns true.
+/// Sets the health service's status (for the connector service and for
+/// the whole server, the empty name) from the store's answer, when it
+/// changed from `last`; returns it.
+pub(crate) async fn report(
+    store: &dyn MailboxStore,
+    reporter: &tonic_health::server::HealthReporter,
+    last: Option<bool>,
+) -> bool {
+    let healthy = tokio::time::timeout(SAMPLE_EVERY * 5, store.healthy())
+        .await
+        .unwrap_or(false);
+    if last != Some(healthy) {
+        let status = if healthy {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(crate::server::SERVICE_NAME, status)
+            .await;
+        reporter.set_service_status("", status).await;
+        if healthy {
+            tracing::info!("storage answers: serving");
+        } else {
+            tracing::warn!("storage does not answer: health is NOT_SERVING");
+        }
+    }
+    metrics::gauge!(STORE_UP).set(if healthy { 1.0 } else { 0.0 });
+    healthy
+}
+
+/// Keeps the health status following the store (after a first [`report`]
+/// gave `last`), and samples the mailbox depth, every [`SAMPLE_EVERY`]
+/// until `shutdown` turns true.
 pub(crate) async fn follow_store(
     store: Arc<dyn MailboxStore>,
     reporter: tonic_health::server::HealthReporter,
+    mut last: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut last = None;
     loop {
-        let healthy = tokio::time::timeout(SAMPLE_EVERY * 5, store.healthy())
-            .await
-            .unwrap_or(false);
-        if last != Some(healthy) {
-            let status = if healthy {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            reporter
-                .set_service_status(crate::server::SERVICE_NAME, status)
-                .await;
-            reporter.set_service_status("", status).await;
-            if healthy {
-                tracing::info!("storage answers: serving");
-            } else {
-                tracing::warn!("storage does not answer: health is NOT_SERVING");
-            }
-            last = Some(healthy);
-        }
-        metrics::gauge!(STORE_UP).set(if healthy { 1.0 } else { 0.0 });
-        if healthy && let Ok(waiting) = store.waiting().await {
+        if last && let Ok(waiting) = store.waiting().await {
             metrics::gauge!(WAITING_MESSAGES).set(waiting as f64);
         }
         tokio::select! {
             () = tokio::time::sleep(SAMPLE_EVERY) => {}
             _ = shutdown.changed() => return,
         }
+        last = report(&*store, &reporter, Some(last)).await;
     }
 }
