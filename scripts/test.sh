@@ -3,12 +3,27 @@
 # run), then unit, integration, property and conformance tests with
 # cargo-nextest, whose summary closes the output. Installs cargo-nextest if
 # it is missing.
+#
+# The connector's PostgreSQL tests run when CONFIDANT_TEST_DATABASE_URL
+# names a database (./scripts/postgres-test-db.sh makes one); without it
+# they are skipped, and this says so. Under CI=true a skip is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install cargo-nextest --locked
+fi
+
+if [ -n "${CONFIDANT_TEST_DATABASE_URL:-}" ]; then
+    echo "PostgreSQL tests: on, against CONFIDANT_TEST_DATABASE_URL" >&2
+elif [ "${CI:-}" = true ]; then
+    echo "PostgreSQL tests: CONFIDANT_TEST_DATABASE_URL is not set, and CI=true forbids skipping them" >&2
+    echo "(export CONFIDANT_TEST_DATABASE_URL=\"\$(./scripts/postgres-test-db.sh)\")" >&2
+    exit 1
+else
+    echo "PostgreSQL tests: SKIPPED (CONFIDANT_TEST_DATABASE_URL is not set; \
+./scripts/postgres-test-db.sh makes a database)" >&2
 fi
 
 cargo test --workspace --locked --doc

@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use confidant_connector::auth::{self, NONCE_HEADER, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use confidant_connector::proto::{self, connector_client::ConnectorClient};
-use confidant_connector::{Limits, MailboxStore as _, RedbMailbox};
+use confidant_connector::{Limits, RedbMailbox};
 use confidant_connector::{RequestSigner, SignedClient};
 use confidant_core::wire::envelope::Body;
 use confidant_tests::e2e::{self, ConnectorProcess, Waiting, contains_bytes, waiting_for};

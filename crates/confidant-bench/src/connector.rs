@@ -80,7 +80,7 @@ pub fn run(settings: &Settings) {
     println!();
 }
 
-fn multi_thread(name: &str, threads: usize) -> BenchResult<Runtime> {
+pub(crate) fn multi_thread(name: &str, threads: usize) -> BenchResult<Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name(format!("bench-{name}"))
@@ -166,7 +166,7 @@ fn signer(seed: u8) -> RequestSigner {
     RequestSigner::from_seed(&[seed; 32])
 }
 
-async fn start_node(url: &str, seed: u8, path: &Path) -> BenchResult<(Node, Events)> {
+pub(crate) async fn start_node(url: &str, seed: u8, path: &Path) -> BenchResult<(Node, Events)> {
     Ok(Node::builder()
         .store(redb(path, Durability::Durable)?)
         .suites(suites()?)
@@ -179,7 +179,7 @@ async fn start_node(url: &str, seed: u8, path: &Path) -> BenchResult<(Node, Even
 
 /// How long each part of a round of handshakes took.
 #[derive(Debug, Clone, Copy)]
-struct Phases {
+pub(crate) struct Phases {
     /// Every invitation created (all at once).
     invite: Duration,
     /// Then every invitation accepted (all at once).
@@ -199,7 +199,7 @@ impl Phases {
 /// holder accepts them; done when both report every one connected and the
 /// issuer has taken (and acknowledged) every greeting. Both nodes' events
 /// are taken all along.
-async fn handshake_round(
+pub(crate) async fn handshake_round(
     issuer: &Node,
     issuer_events: &mut Events,
     holder: &Node,

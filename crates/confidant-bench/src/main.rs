@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime or connector
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime, connector or postgres
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
@@ -33,6 +33,7 @@
 mod aead;
 mod backends;
 mod connector;
+mod connector_postgres;
 mod measure;
 mod runtime;
 mod storage;
@@ -122,6 +123,9 @@ fn main() {
     }
     if selected("connector") {
         connector::run(&settings);
+    }
+    if selected("connector") || selected("postgres") {
+        connector_postgres::run(&settings, &mut verdicts);
     }
 
     println!("## Summary");

@@ -7,8 +7,15 @@
 //! accepting, answers the requests in flight, and closes the file: every
 //! message it acknowledged receiving is on disk. With `--tls-cert` and
 //! `--tls-key` it serves TLS; without them, plaintext (and logs a warning).
+//!
+//! Its mailboxes are in a redb file under `--data-dir` (one instance), or
+//! in the PostgreSQL database of `--database-url` (any number of stateless
+//! instances on one database). `--metrics-listen` serves Prometheus
+//! metrics over HTTP; the gRPC port also serves `grpc.health.v1`.
 
-use crate::{Limits, MailboxStore as _, RedbMailbox, ServerTls, ServiceLimits, serve_with};
+use crate::{
+    Limits, MailboxStore, PostgresMailbox, RedbMailbox, ServerTls, ServiceLimits, serve_with,
+};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,9 +31,24 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// Directory of the mailbox file (created if missing).
-    #[arg(long)]
-    data_dir: PathBuf,
+    /// Directory of the mailbox file (created if missing): one instance on
+    /// an embedded redb file.
+    #[arg(
+        long,
+        required_unless_present = "database_url",
+        conflicts_with = "database_url"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Keep the mailboxes in this PostgreSQL database instead
+    /// (`postgres://USER@HOST:PORT/DB`): several instances may share it.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Connections to the database each instance keeps at most.
+    #[arg(long, default_value_t = crate::mailbox::postgres::DEFAULT_POOL_SIZE)]
+    database_pool_size: usize,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
     /// Largest envelope accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_message_len)]
     max_message_bytes: usize,
@@ -88,13 +110,6 @@ where
         (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
         _ => None,
     };
-    std::fs::create_dir_all(&args.data_dir).map_err(|error| {
-        format!(
-            "cannot create the data directory {}: {error}",
-            args.data_dir.display()
-        )
-    })?;
-    let path = args.data_dir.join("connector.redb");
     let limits = Limits {
         max_message_len: args.max_message_bytes,
         max_pending_per_recipient: args.max_pending,
@@ -105,10 +120,40 @@ where
         max_streams: args.max_streams,
         refusal_logs_per_second: args.refusal_logs_per_second,
     };
-    let mailbox = Arc::new(
-        RedbMailbox::open_with_audience(&path, limits, args.audience.clone())
-            .map_err(|error| format!("cannot open the mailbox file {}: {error}", path.display()))?,
-    );
+    let (mailbox, storage): (Arc<dyn MailboxStore>, String) =
+        match (&args.database_url, &args.data_dir) {
+            (Some(url), _) => (
+                Arc::new(
+                    PostgresMailbox::connect(
+                        url,
+                        limits,
+                        args.audience.clone(),
+                        args.database_pool_size,
+                    )
+                    .await?,
+                ),
+                "PostgreSQL".to_owned(),
+            ),
+            (None, Some(dir)) => {
+                std::fs::create_dir_all(dir).map_err(|error| {
+                    format!(
+                        "cannot create the data directory {}: {error}",
+                        dir.display()
+                    )
+                })?;
+                let path = dir.join("connector.redb");
+                let redb = RedbMailbox::open_with_audience(&path, limits, args.audience.clone())
+                    .map_err(|error| {
+                        format!("cannot open the mailbox file {}: {error}", path.display())
+                    })?;
+                (Arc::new(redb), path.display().to_string())
+            }
+            (None, None) => return Err("give --data-dir or --database-url".into()),
+        };
+    if let Some(address) = args.metrics_listen {
+        crate::telemetry::install_prometheus(address)?;
+        tracing::info!(%address, "serving Prometheus metrics");
+    }
     // Install the signal handlers before announcing the address, so that a
     // SIGTERM right after the announcement is a graceful stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -118,7 +163,7 @@ where
     let address = listener.local_addr()?;
     tracing::info!(
         %address,
-        file = %path.display(),
+        %storage,
         audience = %mailbox.audience(),
         max_message_bytes = limits.max_message_len,
         max_pending = limits.max_pending_per_recipient,
@@ -147,7 +192,7 @@ where
     };
     let server = serve_with(
         listener,
-        Arc::clone(&mailbox) as Arc<_>,
+        Arc::clone(&mailbox),
         service_limits,
         tls.as_ref(),
         signal,
@@ -166,8 +211,10 @@ where
             "clients still connected after the grace period; stopping anyway"
         ),
     }
-    mailbox.close();
-    tracing::info!("connector stopped; every stored message is on disk");
+    // The last reference: a redb mailbox closes its file (its writer
+    // finishes what was queued), a PostgreSQL one its pool.
+    drop(mailbox);
+    tracing::info!("connector stopped; every message it acknowledged is stored");
     Ok(())
 }
 

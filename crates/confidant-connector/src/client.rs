@@ -13,6 +13,7 @@ use confidant_core::ConnectionId;
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -239,19 +240,59 @@ impl SignedClient {
     }
 }
 
-/// Retries `call` on transient errors with exponential backoff.
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, TransportError>
+/// The connector instances a transport may use, and the one it uses now:
+/// after a transient failure it moves on to the next, round the list.
+struct Failover {
+    /// The first instance (also `clients[0]`).
+    first: SignedClient,
+    clients: Vec<SignedClient>,
+    current: AtomicUsize,
+}
+
+impl Failover {
+    /// The instance in use, and its place in the list.
+    fn current(&self) -> (usize, SignedClient) {
+        let index = self.current.load(Ordering::Acquire) % self.clients.len().max(1);
+        match self.clients.get(index) {
+            Some(client) => (index, client.clone()),
+            None => (0, self.first.clone()),
+        }
+    }
+
+    /// Moves on from instance `failed` (unless another call already did).
+    fn failed(&self, failed: usize) {
+        if self.clients.len() > 1 {
+            let next = (failed + 1) % self.clients.len();
+            if self
+                .current
+                .compare_exchange(failed, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                tracing::warn!(
+                    instance = next,
+                    "failing over to another connector instance"
+                );
+            }
+        }
+    }
+}
+
+/// Retries `call` on transient errors with exponential backoff, moving to
+/// the next connector instance after each.
+async fn retry<T, F, Fut>(what: &str, failover: &Failover, mut call: F) -> Result<T, TransportError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(SignedClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match call().await {
+        let (index, client) = failover.current();
+        match call(client).await {
             Ok(value) => return Ok(value),
             Err(status) if transient(&status) && attempt < ATTEMPTS => {
                 tracing::debug!(what, attempt, %status, "retrying");
+                failover.failed(index);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 attempt += 1;
@@ -271,7 +312,7 @@ struct Deliveries {
 
 struct Inner {
     url: String,
-    client: SignedClient,
+    failover: Failover,
     deliveries: Mutex<Deliveries>,
     incoming: tokio::sync::Mutex<Option<mpsc::Receiver<Buffered>>>,
     /// Bytes of deliveries read from the stream and not yet taken by the
@@ -354,14 +395,46 @@ impl ConnectorTransport {
         tls: &ClientTls,
         buffer_bytes: usize,
     ) -> Result<Self, TransportError> {
+        Self::with_instances(&[url], signer, tls, buffer_bytes)
+    }
+
+    /// [`ConnectorTransport::with_options`] over several instances of one
+    /// connector (stateless instances sharing one database, so one
+    /// audience): calls go to one instance at a time; a call or stream
+    /// that fails with a transient error moves to the next instance, round
+    /// the list, and a stream resumes there from its cursor. Invitations
+    /// name the first URL. Refused when `urls` is empty.
+    pub fn with_instances(
+        urls: &[&str],
+        signer: RequestSigner,
+        tls: &ClientTls,
+        buffer_bytes: usize,
+    ) -> Result<Self, TransportError> {
+        let Some(first) = urls.first() else {
+            return Err(TransportError::Refused(
+                "a transport needs at least one connector URL".into(),
+            ));
+        };
         let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
-        let client = SignedClient::with_tls(url, signer, tls)?
-            .with_max_receive_bytes(buffer_bytes.max(DEFAULT_MAX_RECEIVE_BYTES));
+        let clients = urls
+            .iter()
+            .map(|url| {
+                Ok(SignedClient::with_tls(url, signer.clone(), tls)?
+                    .with_max_receive_bytes(buffer_bytes.max(DEFAULT_MAX_RECEIVE_BYTES)))
+            })
+            .collect::<Result<Vec<_>, TransportError>>()?;
         let (stop, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
-                url: url.to_owned(),
-                client,
+                url: (*first).to_owned(),
+                failover: Failover {
+                    first: clients
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| TransportError::Refused("no connector URL".into()))?,
+                    clients,
+                    current: AtomicUsize::new(0),
+                },
                 deliveries: Mutex::new(Deliveries::default()),
                 incoming: tokio::sync::Mutex::new(None),
                 buffer: Arc::new(Semaphore::new(buffer_bytes)),
@@ -380,10 +453,10 @@ impl ConnectorTransport {
             .saturating_sub(self.inner.buffer.available_permits())
     }
 
-    /// The signed client underneath (for calls the runtime does not make,
-    /// such as listing what waits at the connector).
-    pub fn client(&self) -> &SignedClient {
-        &self.inner.client
+    /// The signed client of the instance in use (for calls the runtime
+    /// does not make, such as listing what waits at the connector).
+    pub fn client(&self) -> SignedClient {
+        self.inner.failover.current().1
     }
 
     fn deliveries(&self) -> MutexGuard<'_, Deliveries> {
@@ -395,7 +468,7 @@ impl ConnectorTransport {
 
     fn start_stream(&self) -> mpsc::Receiver<Buffered> {
         let (sender, receiver) = mpsc::channel(BUFFER_COUNT);
-        let client = self.inner.client.clone();
+        let inner = Arc::downgrade(&self.inner);
         let buffer = Arc::clone(&self.inner.buffer);
         let buffer_bytes = self.inner.buffer_bytes;
         let mut stop = self.inner.stop.subscribe();
@@ -405,6 +478,15 @@ impl ConnectorTransport {
             let mut backoff = FIRST_BACKOFF;
             let mut outage = Outage::default();
             loop {
+                let Some((index, client)) = inner.upgrade().map(|inner| inner.failover.current())
+                else {
+                    return;
+                };
+                let failed = || {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.failover.failed(index);
+                    }
+                };
                 match client.get_message_stream(cursor).await {
                     Ok(mut stream) => {
                         backoff = FIRST_BACKOFF;
@@ -435,10 +517,14 @@ impl ConnectorTransport {
                                 }
                                 Some(Err(status)) => {
                                     outage.failed(&url, "the message stream broke", &status);
+                                    if transient(&status) {
+                                        failed();
+                                    }
                                     break;
                                 }
                                 None => {
                                     tracing::info!("message stream ended; reconnecting");
+                                    failed();
                                     break;
                                 }
                             }
@@ -446,6 +532,9 @@ impl ConnectorTransport {
                     }
                     Err(status) => {
                         outage.failed(&url, "cannot reach the connector", &status);
+                        if transient(&status) {
+                            failed();
+                        }
                     }
                 }
                 tokio::select! {
@@ -559,10 +648,19 @@ async fn to_delivery(client: &SignedClient, message: proto::ReceivedMessage) -> 
 }
 
 async fn acknowledge_now(client: &SignedClient, id: u64) {
-    let result = retry("acknowledge", || {
-        client.acknowledge_messages(proto::AcknowledgeMessagesRequest {
-            message_ids: vec![id],
-        })
+    // On the instance the stream came from; the stream's own failover
+    // covers the rest.
+    let single = Failover {
+        first: client.clone(),
+        clients: vec![client.clone()],
+        current: AtomicUsize::new(0),
+    };
+    let result = retry("acknowledge", &single, |client| async move {
+        client
+            .acknowledge_messages(proto::AcknowledgeMessagesRequest {
+                message_ids: vec![id],
+            })
+            .await
     })
     .await;
     if let Err(error) = result {
@@ -588,10 +686,15 @@ pub fn client_message_id(envelope: &[u8]) -> Vec<u8> {
 #[async_trait]
 impl Transport for ConnectorTransport {
     async fn create_invitation(&self) -> Result<RelayInvitation, TransportError> {
-        let client = &self.inner.client;
-        let response = retry("generate token", || {
-            client.generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-        })
+        let response = retry(
+            "generate token",
+            &self.inner.failover,
+            |client| async move {
+                client
+                    .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
+                    .await
+            },
+        )
         .await?;
         let token = response
             .tokens
@@ -605,15 +708,21 @@ impl Transport for ConnectorTransport {
     }
 
     async fn join(&self, token: &str) -> Result<ConnectionId, TransportError> {
-        let client = &self.inner.client;
+        let (index, client) = self.inner.failover.current();
         // Not retried: a lost answer to a join that succeeded would make the
-        // retry fail with "already used".
+        // retry fail with "already used". A transient failure still moves
+        // the next call to another instance.
         let response = client
             .add_connection_from_token(proto::AddConnectionFromTokenRequest {
                 token: token.to_owned(),
             })
             .await
-            .map_err(|status| to_transport(&status))?;
+            .map_err(|status| {
+                if transient(&status) {
+                    self.inner.failover.failed(index);
+                }
+                to_transport(&status)
+            })?;
         ConnectionId::new(response.connection_id)
             .map_err(|error| TransportError::Refused(format!("bad connection id: {error}")))
     }
@@ -632,18 +741,19 @@ impl Transport for ConnectorTransport {
                 })
                 .push(outgoing.envelope);
         }
-        let client = &self.inner.client;
+        let failover = &self.inner.failover;
         let sends = order.into_iter().map(|connection_id| {
             let envelopes = groups.remove(&connection_id).unwrap_or_default();
             async move {
                 for envelope in envelopes {
-                    let id = client_message_id(&envelope);
-                    retry("send", || {
-                        client.send_message(proto::SendMessageRequest {
-                            connection_id: connection_id.as_str().to_owned(),
-                            message: envelope.clone(),
-                            client_message_id: id.clone(),
-                        })
+                    let request = proto::SendMessageRequest {
+                        connection_id: connection_id.as_str().to_owned(),
+                        client_message_id: client_message_id(&envelope),
+                        message: envelope,
+                    };
+                    retry("send", failover, |client| {
+                        let request = request.clone();
+                        async move { client.send_message(request).await }
                     })
                     .await?;
                 }
@@ -703,13 +813,13 @@ impl Transport for ConnectorTransport {
     }
 
     async fn acknowledge(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
-        let client = &self.inner.client;
         for chunk in ids.chunks(10_000) {
-            let message_ids: Vec<u64> = chunk.iter().map(|id| id.0).collect();
-            retry("acknowledge", || {
-                client.acknowledge_messages(proto::AcknowledgeMessagesRequest {
-                    message_ids: message_ids.clone(),
-                })
+            let request = proto::AcknowledgeMessagesRequest {
+                message_ids: chunk.iter().map(|id| id.0).collect(),
+            };
+            retry("acknowledge", &self.inner.failover, |client| {
+                let request = request.clone();
+                async move { client.acknowledge_messages(request).await }
             })
             .await?;
             let mut deliveries = self.deliveries();

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod mailbox;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 /// The generated protobuf and gRPC types.
@@ -33,7 +34,7 @@ pub mod proto {
 
 pub use auth::RequestSigner;
 pub use client::{ConnectorTransport, SignedClient};
-pub use mailbox::{Limits, MailboxError, MailboxStore, RedbMailbox};
+pub use mailbox::{Limits, MailboxError, MailboxStore, PostgresMailbox, RedbMailbox};
 pub use server::{
     ConnectorService, ServiceLimits, serve, serve_with, serve_with_limits, serve_with_tls,
 };

@@ -1,7 +1,7 @@
 //! The gRPC service.
 
 use crate::auth::{self, AuthError, PartyKey, Verified};
-use crate::mailbox::{Content, MailboxError, MailboxStore, Reply, StoredMessage};
+use crate::mailbox::{Change, Content, MailboxError, MailboxStore, StoredMessage};
 use crate::proto::connector_server::{Connector, ConnectorServer};
 use crate::proto::{self, received_message};
 use base64::Engine as _;
@@ -14,6 +14,8 @@ use tonic::{Request, Response, Status};
 
 /// The gRPC path prefix of the connector's methods.
 pub const SERVICE_PATH: &str = "/confidant.connector.v1.Connector/";
+/// The connector's gRPC service name (as the health service knows it).
+pub const SERVICE_NAME: &str = "confidant.connector.v1.Connector";
 
 /// Most messages fetched per read while streaming (and at most
 /// [`Limits::max_page_bytes`](crate::Limits) of them).
@@ -99,6 +101,7 @@ impl Streams {
             )));
         }
         table.total += 1;
+        crate::telemetry::open_streams(table.total);
         let entry = table.parties.entry(*party).or_default();
         entry.1 += 1;
         let notify = Arc::clone(&entry.0);
@@ -115,6 +118,12 @@ impl Streams {
         }
     }
 
+    fn wake_all(&self) {
+        for (notify, _) in self.table().parties.values() {
+            notify.notify_waiters();
+        }
+    }
+
     #[cfg(test)]
     fn keys(&self) -> usize {
         self.table().parties.len()
@@ -125,6 +134,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut table = self.streams.table();
         table.total = table.total.saturating_sub(1);
+        crate::telemetry::open_streams(table.total);
         if let Some((_, count)) = table.parties.get_mut(&self.party) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -196,6 +206,9 @@ impl RefusalLog {
 pub struct ConnectorService {
     store: Arc<dyn MailboxStore>,
     streams: Arc<Streams>,
+    /// Set once the task that wakes streams for other instances' changes
+    /// runs (started with the first stream, inside the runtime).
+    forwarding: std::sync::OnceLock<()>,
     refusals: Arc<RefusalLog>,
     audience: String,
     shutdown: watch::Receiver<bool>,
@@ -224,6 +237,7 @@ impl ConnectorService {
             audience: store.audience(),
             store,
             streams: Arc::new(Streams::new(limits)),
+            forwarding: std::sync::OnceLock::new(),
             refusals: Arc::new(RefusalLog::new(limits.refusal_logs_per_second)),
             shutdown,
         }
@@ -256,6 +270,7 @@ impl ConnectorService {
         party: Option<&PartyKey>,
         result: Result<T, Status>,
     ) -> Result<T, Status> {
+        crate::telemetry::request(method, result.as_ref().map(|_| ()).map_err(Status::code));
         if let Err(status) = &result {
             self.refusals.refused(method, party, status);
         }
@@ -345,10 +360,12 @@ fn method_name(path_tail: &str) -> &'static str {
 }
 
 fn auth_status(error: AuthError) -> Status {
+    crate::telemetry::refusal("unauthenticated");
     Status::unauthenticated(error.to_string())
 }
 
 fn mailbox_status(error: MailboxError) -> Status {
+    crate::telemetry::refusal(crate::telemetry::reason(&error));
     let message = error.to_string();
     match error {
         MailboxError::UnknownToken | MailboxError::UnknownConnection => Status::not_found(message),
@@ -362,18 +379,15 @@ fn mailbox_status(error: MailboxError) -> Status {
         }
         MailboxError::ClientIdReused => Status::already_exists(message),
         MailboxError::Invalid(_) => Status::invalid_argument(message),
-        MailboxError::Storage(_) => {
+        MailboxError::Storage(_) | MailboxError::Schema(_) => {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable("the connector's storage failed; retry later")
         }
     }
 }
 
-async fn settle<T>(reply: Reply<T>) -> Result<T, Status> {
-    reply
-        .await
-        .map_err(|_| Status::unavailable("the connector is shutting down"))?
-        .map_err(mailbox_status)
+fn settle<T>(result: Result<T, MailboxError>) -> Result<T, Status> {
+    result.map_err(mailbox_status)
 }
 
 fn party_label(party: &PartyKey) -> String {
@@ -406,18 +420,6 @@ fn to_proto(message: StoredMessage) -> proto::ReceivedMessage {
         received_at_ms: message.received_at_ms,
         content: Some(content),
     }
-}
-
-async fn read<T, F>(store: &Arc<dyn MailboxStore>, work: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn MailboxStore) -> Result<T, MailboxError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || work(&*store))
-        .await
-        .map_err(|_| Status::internal("a storage task failed"))?
-        .map_err(mailbox_status)
 }
 
 type MessageStream =
@@ -456,10 +458,13 @@ impl ConnectorService {
             .map(|_| new_token())
             .collect::<Result<Vec<_>, _>>()?;
         settle(
-            self.store
-                .create_tokens(verified, tokens.clone(), auth::now_ms()),
-        )
-        .await?;
+            crate::telemetry::committed(
+                "create_tokens",
+                self.store
+                    .create_tokens(verified, tokens.clone(), auth::now_ms()),
+            )
+            .await,
+        )?;
         tracing::info!(party = %party_label(&verified.party), count, "tokens created");
         Ok(proto::GenerateConnectionTokenResponse { tokens })
     }
@@ -475,10 +480,13 @@ impl ConnectorService {
         }
         let connection_id = format!("c-{}", new_token()?);
         let joined = settle(
-            self.store
-                .use_token(verified, token, connection_id, auth::now_ms()),
-        )
-        .await?;
+            crate::telemetry::committed(
+                "use_token",
+                self.store
+                    .use_token(verified, token, connection_id, auth::now_ms()),
+            )
+            .await,
+        )?;
         self.streams.wake(&joined.creator);
         tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
         Ok(proto::AddConnectionFromTokenResponse {
@@ -501,14 +509,19 @@ impl ConnectorService {
         }
         let client_id =
             (!request.client_message_id.is_empty()).then_some(request.client_message_id);
-        let sent = settle(self.store.send(
-            verified,
-            request.connection_id.clone(),
-            request.message,
-            client_id,
-            auth::now_ms(),
-        ))
-        .await?;
+        let sent = settle(
+            crate::telemetry::committed(
+                "send",
+                self.store.send(
+                    verified,
+                    request.connection_id.clone(),
+                    request.message,
+                    client_id,
+                    auth::now_ms(),
+                ),
+            )
+            .await,
+        )?;
         if !sent.duplicate {
             self.streams.wake(&sent.recipient);
         }
@@ -526,14 +539,18 @@ impl ConnectorService {
             limit @ 1..=1000 => limit as usize,
             _ => return Err(Status::invalid_argument("limit must be from 1 to 1000")),
         };
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
-        let party = verified.party;
-        let after = request.last_seen_message_id;
+        settle(self.store.use_nonce(verified, auth::now_ms()).await)?;
         let max_bytes = self.store.limits().max_page_bytes;
-        let messages = read(&self.store, move |store| {
-            store.messages_after(&party, after, limit, max_bytes)
-        })
-        .await?;
+        let messages = settle(
+            self.store
+                .messages_after(
+                    &verified.party,
+                    request.last_seen_message_id,
+                    limit,
+                    max_bytes,
+                )
+                .await,
+        )?;
         Ok(proto::GetMessagesPaginatedResponse {
             messages: messages.into_iter().map(to_proto).collect(),
         })
@@ -546,11 +563,15 @@ impl ConnectorService {
     ) -> Result<MessageStream, Status> {
         // The slot first: a refusal for too many streams consumes no nonce.
         let slot = self.streams.open(&verified.party)?;
-        settle(self.store.use_nonce(verified, auth::now_ms())).await?;
+        self.forward_changes();
+        settle(self.store.use_nonce(verified, auth::now_ms()).await)?;
         let party = verified.party;
         let mut cursor = request.last_seen_message_id;
         let store = Arc::clone(&self.store);
         let max_bytes = store.limits().max_page_bytes;
+        // The most a message adds to a page: its envelope, a connection id
+        // (at most 255 bytes) and the fixed 64.
+        let max_message_wire = store.limits().max_message_len.saturating_add(255 + 64);
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tracing::info!(party = %party_label(&party), cursor, "stream opened");
@@ -564,11 +585,11 @@ impl ConnectorService {
                 let notified = slot.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let after = cursor;
-                let page = read(&store, move |store| {
-                    store.messages_after(&party, after, STREAM_PAGE, max_bytes)
-                })
-                .await;
+                let page = settle(
+                    store
+                        .messages_after(&party, cursor, STREAM_PAGE, max_bytes)
+                        .await,
+                );
                 let page = match page {
                     Ok(page) => page,
                     Err(status) => {
@@ -576,8 +597,13 @@ impl ConnectorService {
                         return;
                     }
                 };
-                // A page cut short by the byte cap is not the end either.
-                let more = !page.is_empty();
+                // Read on at once only when the page may have been cut
+                // short (by its count or its byte cap); otherwise it held
+                // everything, and whatever is stored after the read wakes
+                // `notified`, which was registered before it.
+                let bytes: usize = page.iter().map(StoredMessage::wire_len).sum();
+                let more =
+                    page.len() >= STREAM_PAGE || bytes.saturating_add(max_message_wire) > max_bytes;
                 for message in page {
                     cursor = message.id;
                     tokio::select! {
@@ -621,7 +647,13 @@ impl ConnectorService {
                 "at most 10,000 ids per acknowledgement",
             ));
         }
-        let deleted = settle(self.store.acknowledge(verified, ids, auth::now_ms())).await?;
+        let deleted = settle(
+            crate::telemetry::committed(
+                "acknowledge",
+                self.store.acknowledge(verified, ids, auth::now_ms()),
+            )
+            .await,
+        )?;
         tracing::debug!(party = %party_label(&verified.party), deleted, "messages acknowledged and deleted");
         Ok(proto::AcknowledgeMessagesResponse { deleted })
     }
@@ -633,13 +665,47 @@ impl ConnectorService {
     ) -> Result<proto::RevokeConnectionResponse, Status> {
         let connection_id = request.connection_id;
         let other = settle(
-            self.store
-                .revoke(verified, connection_id.clone(), auth::now_ms()),
-        )
-        .await?;
+            crate::telemetry::committed(
+                "revoke",
+                self.store
+                    .revoke(verified, connection_id.clone(), auth::now_ms()),
+            )
+            .await,
+        )?;
         self.streams.wake(&other);
         tracing::info!(connection = %connection_id, "connection revoked");
         Ok(proto::RevokeConnectionResponse {})
+    }
+}
+
+impl ConnectorService {
+    /// Wakes this instance's streams when the store reports changes made
+    /// elsewhere (another instance on the same database): started once,
+    /// ends with the store's change channel or the shutdown.
+    fn forward_changes(&self) {
+        self.forwarding.get_or_init(|| {
+            let Some(mut changes) = self.store.changes() else {
+                return;
+            };
+            let streams = Arc::clone(&self.streams);
+            let mut shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let change = tokio::select! {
+                        change = changes.recv() => change,
+                        _ = shutdown.changed() => return,
+                    };
+                    match change {
+                        Ok(Change::Mailbox(party)) => streams.wake(&party),
+                        Ok(Change::Everyone)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            streams.wake_all();
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        });
     }
 }
 
@@ -683,8 +749,7 @@ impl Connector for ConnectorService {
         request: Request<proto::GetConnectionTokenInfoRequest>,
     ) -> Result<Response<proto::GetConnectionTokenInfoResponse>, Status> {
         let token = request.into_inner().token;
-        let info = read(&self.store, move |store| store.token_info(&token))
-            .await?
+        let info = settle(self.store.token_info(&token).await)?
             .ok_or_else(|| Status::not_found("unknown token"))?;
         Ok(Response::new(proto::GetConnectionTokenInfoResponse {
             creator_public_key: info.creator.to_vec(),
@@ -779,6 +844,15 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // The first status before the first connection is accepted.
+    let healthy = crate::telemetry::report(&*store, &reporter, None).await;
+    tokio::spawn(crate::telemetry::follow_store(
+        Arc::clone(&store),
+        reporter,
+        healthy,
+        stopped.clone(),
+    ));
     let service = ConnectorService::with_limits(store, limits, stopped);
     // Small answers must not wait for Nagle's algorithm (tonic's own
     // `tcp_nodelay` setting does not reach a listener handed in like this).
@@ -788,6 +862,7 @@ pub async fn serve_with(
         builder = builder.tls_config(tls.config())?;
     }
     builder
+        .add_service(health)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

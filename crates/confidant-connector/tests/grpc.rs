@@ -1,280 +1,27 @@
 //! The connector over real gRPC on loopback: authentication, parties,
 //! idempotent sends, acknowledgement, limits, and two runtime nodes talking
 //! through it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use confidant_actors::{Event, Node, NodeConfig};
 use confidant_connector::auth::{NONCE_HEADER, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use confidant_connector::proto::{self, connector_client::ConnectorClient};
-use confidant_connector::{
-    ConnectorTransport, Limits, MailboxError, MailboxStore, RedbMailbox, SignedClient,
-};
+use confidant_connector::{ConnectorTransport, Limits, SignedClient};
 use confidant_core::SuiteRegistry;
 use confidant_store::MemoryStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 
+#[macro_use]
 mod common;
 
-use common::{connector, signer};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_must_be_signed_fresh_and_by_a_party() {
-    let connector = connector(Limits::default()).await;
-    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
-    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
-    let stranger = SignedClient::new(&connector.url, signer(3)).unwrap();
-
-    let token = issuer
-        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-        .await
-        .unwrap()
-        .tokens
-        .remove(0);
-    // 16 random bytes, base64url.
-    assert_eq!(token.len(), 22);
-    let info = stranger.get_connection_token_info(&token).await.unwrap();
-    assert_eq!(info.creator_public_key, issuer.public_key().to_vec());
-    assert!(!info.used);
-    let connection_id = holder
-        .add_connection_from_token(proto::AddConnectionFromTokenRequest {
-            token: token.clone(),
-        })
-        .await
-        .unwrap()
-        .connection_id;
-    // Single use.
-    let again = stranger
-        .add_connection_from_token(proto::AddConnectionFromTokenRequest {
-            token: token.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
-    assert!(
-        stranger
-            .get_connection_token_info(&token)
-            .await
-            .unwrap()
-            .used
-    );
-
-    // Unsigned: refused.
-    let mut raw = ConnectorClient::connect(connector.url.clone())
-        .await
-        .unwrap();
-    let unsigned = raw
-        .send_message(proto::SendMessageRequest {
-            connection_id: connection_id.clone(),
-            message: b"x".to_vec(),
-            client_message_id: vec![],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(unsigned.code(), Code::Unauthenticated, "{unsigned:?}");
-
-    // A replayed request (same nonce and signature): refused the second time.
-    let request = signer(2)
-        .sign(
-            &connector.mailbox.audience(),
-            "/confidant.connector.v1.Connector/SendMessage",
-            proto::SendMessageRequest {
-                connection_id: connection_id.clone(),
-                message: b"once".to_vec(),
-                client_message_id: vec![],
-            },
-        )
-        .unwrap();
-    let metadata = request.metadata().clone();
-    let body = request.get_ref().clone();
-    raw.send_message(request).await.unwrap();
-    let mut replay = tonic::Request::new(body);
-    for key in [PUBLIC_KEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER] {
-        replay
-            .metadata_mut()
-            .insert(key, metadata.get(key).unwrap().clone());
-    }
-    let replayed = raw.send_message(replay).await.unwrap_err();
-    assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
-    assert!(replayed.message().contains("nonce"), "{replayed:?}");
-
-    // A signature over other bytes (tampered request): refused.
-    let request = signer(2)
-        .sign(
-            &connector.mailbox.audience(),
-            "/confidant.connector.v1.Connector/SendMessage",
-            proto::SendMessageRequest {
-                connection_id: connection_id.clone(),
-                message: b"original".to_vec(),
-                client_message_id: vec![],
-            },
-        )
-        .unwrap();
-    let (metadata, _, mut body) = request.into_parts();
-    body.message = b"tampered".to_vec();
-    let tampered = raw
-        .send_message(tonic::Request::from_parts(
-            metadata,
-            Default::default(),
-            body,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(tampered.code(), Code::Unauthenticated);
-
-    // A stranger may neither send on the connection nor revoke it.
-    let denied = stranger
-        .send_message(proto::SendMessageRequest {
-            connection_id: connection_id.clone(),
-            message: b"hi".to_vec(),
-            client_message_id: vec![],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    let denied = stranger
-        .revoke_connection(proto::RevokeConnectionRequest {
-            connection_id: connection_id.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
-    // And reads only its own (empty) mailbox.
-    let theirs = stranger
-        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
-            last_seen_message_id: 0,
-            limit: 0,
-        })
-        .await
-        .unwrap();
-    assert!(theirs.messages.is_empty());
-
-    // The issuer sees the join notice and the one message that got in.
-    let mine = issuer
-        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
-            last_seen_message_id: 0,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .messages;
-    assert_eq!(mine.len(), 2);
-    assert!(matches!(
-        mine[0].content,
-        Some(proto::received_message::Content::ConnectionAdded(ref added)) if added.token == token
-    ));
-    assert_eq!(
-        mine[1].content,
-        Some(proto::received_message::Content::Envelope(b"once".to_vec()))
-    );
-    // Pagination by cursor.
-    let after = issuer
-        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
-            last_seen_message_id: mine[0].id,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .messages;
-    assert_eq!(after, mine[1..]);
-    connector.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sends_are_idempotent_limits_are_clear_and_acknowledged_messages_are_deleted() {
-    let connector = connector(Limits {
-        max_message_len: 100,
-        max_pending_per_recipient: 3,
-        ..Limits::default()
-    })
-    .await;
-    let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
-    let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
-    let token = issuer
-        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-        .await
-        .unwrap()
-        .tokens
-        .remove(0);
-    let connection_id = holder
-        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
-        .await
-        .unwrap()
-        .connection_id;
-    let send = |message: &[u8], client_id: &[u8]| {
-        holder.send_message(proto::SendMessageRequest {
-            connection_id: connection_id.clone(),
-            message: message.to_vec(),
-            client_message_id: client_id.to_vec(),
-        })
-    };
-    let first = send(b"one", b"id-1").await.unwrap().id;
-    // A retry with the same client id stores nothing new.
-    assert_eq!(send(b"one", b"id-1").await.unwrap().id, first);
-    send(b"two", b"").await.unwrap();
-    // Too large: a clear error.
-    let large = send(&[0u8; 101], b"").await.unwrap_err();
-    assert_eq!(large.code(), Code::ResourceExhausted);
-    assert!(large.message().contains("101"), "{large:?}");
-    // The issuer has the join notice and two messages: one more fits.
-    send(b"three", b"").await.unwrap_err(); // 3 waiting: notice + 2
-    let full = send(b"four", b"").await.unwrap_err();
-    assert_eq!(full.code(), Code::ResourceExhausted);
-    assert!(full.message().contains("full"), "{full:?}");
-    let issuer_key = issuer.public_key();
-    assert_eq!(connector.mailbox.pending(&issuer_key).unwrap(), 3);
-
-    // Acknowledging deletes, and only the recipient's acknowledgement
-    // counts.
-    let waiting = issuer
-        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
-            last_seen_message_id: 0,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .messages;
-    let ids: Vec<u64> = waiting.iter().map(|message| message.id).collect();
-    let by_sender = holder
-        .acknowledge_messages(proto::AcknowledgeMessagesRequest {
-            message_ids: ids.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(by_sender.deleted, 0);
-    let by_recipient = issuer
-        .acknowledge_messages(proto::AcknowledgeMessagesRequest { message_ids: ids })
-        .await
-        .unwrap();
-    assert_eq!(by_recipient.deleted, 3);
-    assert_eq!(connector.mailbox.pending(&issuer_key).unwrap(), 0);
-    send(b"five", b"").await.unwrap();
-
-    // Revoked: nothing more is accepted, and waiting messages are gone.
-    holder
-        .revoke_connection(proto::RevokeConnectionRequest {
-            connection_id: connection_id.clone(),
-        })
-        .await
-        .unwrap();
-    let revoked = send(b"six", b"").await.unwrap_err();
-    assert_eq!(revoked.code(), Code::FailedPrecondition);
-    let left = issuer
-        .get_messages_paginated(proto::GetMessagesPaginatedRequest {
-            last_seen_message_id: 0,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .messages;
-    assert_eq!(left.len(), 1, "only the revocation notice");
-    assert!(matches!(
-        left[0].content,
-        Some(proto::received_message::Content::ConnectionRevoked(_))
-    ));
-    connector.stop().await;
-}
+use common::{connector_on, signer};
 
 fn suites() -> SuiteRegistry {
     let mut suites = SuiteRegistry::new();
@@ -307,168 +54,305 @@ async fn next_message(events: &mut confidant_actors::Events) -> confidant_actors
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_talk_through_the_connector() {
-    let connector = connector(Limits::default()).await;
-    let (issuer, mut issuer_events) = node(&connector.url, 1).await;
-    let (holder, mut holder_events) = node(&connector.url, 2).await;
-    let invitation = issuer.create_invitation().await.unwrap();
-    assert_eq!(invitation.relay, connector.url);
-    let connection = holder
-        .accept_invitation(&invitation, "hello from the holder")
-        .await
-        .unwrap();
-    let greeting = next_message(&mut issuer_events).await;
-    assert_eq!(greeting.plaintext.as_slice(), b"hello from the holder");
-    issuer.acknowledge(&[greeting.sequence]).await.unwrap();
-    for i in 0..20 {
-        issuer
-            .send(&connection, format!("credential {i}"))
+on_both_backends! {
+    async fn requests_must_be_signed_fresh_and_by_a_party(place: Place) {
+        let connector = connector_on(Arc::clone(&place), Limits::default()).await;
+        let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+        let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+        let stranger = SignedClient::new(&connector.url, signer(3)).unwrap();
+
+        let token = issuer
+            .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
             .await
-            .unwrap();
-    }
-    for i in 0..20 {
-        let message = next_message(&mut holder_events).await;
-        assert_eq!(
-            message.plaintext.as_slice(),
-            format!("credential {i}").as_bytes()
-        );
-        holder.acknowledge(&[message.sequence]).await.unwrap();
-    }
-    // Everything was acknowledged to the connector, so nothing waits there.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting = connector.mailbox.pending(&signer(1).public_key()).unwrap()
-            + connector.mailbox.pending(&signer(2).public_key()).unwrap();
-        if waiting == 0 {
-            break;
-        }
+            .unwrap()
+            .tokens
+            .remove(0);
+        // 16 random bytes, base64url.
+        assert_eq!(token.len(), 22);
+        let info = stranger.get_connection_token_info(&token).await.unwrap();
+        assert_eq!(info.creator_public_key, issuer.public_key().to_vec());
+        assert!(!info.used);
+        let connection_id = holder
+            .add_connection_from_token(proto::AddConnectionFromTokenRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .connection_id;
+        // Single use.
+        let again = stranger
+            .add_connection_from_token(proto::AddConnectionFromTokenRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "{waiting} still waiting"
+            stranger
+                .get_connection_token_info(&token)
+                .await
+                .unwrap()
+                .used
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    issuer.shutdown().await.unwrap();
-    holder.shutdown().await.unwrap();
-    connector.stop().await;
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_messages_and_used_nonces_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("connector.redb");
-    let verified = |party: u8, nonce: u8| confidant_connector::auth::Verified {
-        party: signer(party).public_key(),
-        nonce: [nonce; confidant_connector::auth::NONCE_LEN],
-        expires_ms: confidant_connector::auth::now_ms() + 60_000,
-    };
-    let now = confidant_connector::auth::now_ms();
-    let connection_id = {
-        let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
-        mailbox
-            .create_tokens(verified(1, 1), vec!["token".into()], now)
+        // Unsigned: refused.
+        let mut raw = ConnectorClient::connect(connector.url.clone())
             .await
-            .unwrap()
             .unwrap();
-        let joined = mailbox
-            .use_token(verified(2, 1), "token".into(), "c-test".into(), now)
+        let unsigned = raw
+            .send_message(proto::SendMessageRequest {
+                connection_id: connection_id.clone(),
+                message: b"x".to_vec(),
+                client_message_id: vec![],
+            })
             .await
-            .unwrap()
-            .unwrap();
-        mailbox
-            .send(
-                verified(2, 2),
-                joined.connection_id.clone(),
-                b"kept".to_vec(),
-                None,
-                now,
+            .unwrap_err();
+        assert_eq!(unsigned.code(), Code::Unauthenticated, "{unsigned:?}");
+
+        // A replayed request (same nonce and signature): refused the second time.
+        let request = signer(2)
+            .sign(
+                &connector.mailbox.audience(),
+                "/confidant.connector.v1.Connector/SendMessage",
+                proto::SendMessageRequest {
+                    connection_id: connection_id.clone(),
+                    message: b"once".to_vec(),
+                    client_message_id: vec![],
+                },
             )
+            .unwrap();
+        let metadata = request.metadata().clone();
+        let body = request.get_ref().clone();
+        raw.send_message(request).await.unwrap();
+        let mut replay = tonic::Request::new(body);
+        for key in [PUBLIC_KEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER] {
+            replay
+                .metadata_mut()
+                .insert(key, metadata.get(key).unwrap().clone());
+        }
+        let replayed = raw.send_message(replay).await.unwrap_err();
+        assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
+        assert!(replayed.message().contains("nonce"), "{replayed:?}");
+
+        // A signature over other bytes (tampered request): refused.
+        let request = signer(2)
+            .sign(
+                &connector.mailbox.audience(),
+                "/confidant.connector.v1.Connector/SendMessage",
+                proto::SendMessageRequest {
+                    connection_id: connection_id.clone(),
+                    message: b"original".to_vec(),
+                    client_message_id: vec![],
+                },
+            )
+            .unwrap();
+        let (metadata, _, mut body) = request.into_parts();
+        body.message = b"tampered".to_vec();
+        let tampered = raw
+            .send_message(tonic::Request::from_parts(
+                metadata,
+                Default::default(),
+                body,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(tampered.code(), Code::Unauthenticated);
+
+        // A stranger may neither send on the connection nor revoke it.
+        let denied = stranger
+            .send_message(proto::SendMessageRequest {
+                connection_id: connection_id.clone(),
+                message: b"hi".to_vec(),
+                client_message_id: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let denied = stranger
+            .revoke_connection(proto::RevokeConnectionRequest {
+                connection_id: connection_id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        // And reads only its own (empty) mailbox.
+        let theirs = stranger
+            .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap();
+        assert!(theirs.messages.is_empty());
+
+        // The issuer sees the join notice and the one message that got in.
+        let mine = issuer
+            .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: 0,
+                limit: 0,
+            })
             .await
             .unwrap()
-            .unwrap();
-        mailbox.close();
-        joined.connection_id
-    };
-    let mailbox = RedbMailbox::open(&path, Limits::default()).unwrap();
-    let waiting = mailbox
-        .messages_after(&signer(1).public_key(), 0, 10, usize::MAX)
-        .unwrap();
-    assert_eq!(waiting.len(), 2, "the join notice and the message");
-    assert_eq!(
-        waiting[1].content,
-        confidant_connector::mailbox::Content::Envelope(b"kept".to_vec())
-    );
-    // A nonce used before the restart is still refused.
-    let replay = mailbox
-        .send(
-            verified(2, 2),
-            connection_id.clone(),
-            b"again".to_vec(),
-            None,
-            now,
-        )
-        .await
-        .unwrap();
-    assert_eq!(replay, Err(MailboxError::NonceReplayed));
-    // Message ids keep growing after the restart.
-    let sent = mailbox
-        .send(verified(2, 3), connection_id, b"later".to_vec(), None, now)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(sent.id > waiting[1].id);
-}
+            .messages;
+        assert_eq!(mine.len(), 2);
+        assert!(matches!(
+            mine[0].content,
+            Some(proto::received_message::Content::ConnectionAdded(ref added)) if added.token == token
+        ));
+        assert_eq!(
+            mine[1].content,
+            Some(proto::received_message::Content::Envelope(b"once".to_vec()))
+        );
+        // Pagination by cursor.
+        let after = issuer
+            .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: mine[0].id,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .messages;
+        assert_eq!(after, mine[1..]);
+        connector.stop().await;
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_nonces_are_pruned_and_live_ones_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mailbox = RedbMailbox::open(dir.path().join("connector.redb"), Limits::default()).unwrap();
-    let now = confidant_connector::auth::now_ms();
-    let verified = |nonce: u8, expires_ms: u64| confidant_connector::auth::Verified {
-        party: signer(1).public_key(),
-        nonce: [nonce; confidant_connector::auth::NONCE_LEN],
-        expires_ms,
-    };
-    // One nonce whose window ends soon, one that lasts.
-    mailbox
-        .use_nonce(verified(1, now + 10), now)
-        .await
-        .unwrap()
-        .unwrap();
-    mailbox
-        .use_nonce(verified(2, now + 60_000), now)
-        .await
-        .unwrap()
-        .unwrap();
-    // A transaction after the first window prunes that nonce; the live one
-    // stays refused. (Only a record with a later expiry, which no real
-    // request has for the same nonce, shows that the first was pruned: the
-    // expiry check refuses it otherwise.)
-    mailbox
-        .use_nonce(verified(3, now + 60_000), now + 20)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        mailbox
-            .use_nonce(verified(1, now + 60_000), now + 20)
+    async fn sends_are_idempotent_limits_are_clear_and_acknowledged_messages_are_deleted(place: Place) {
+        let connector = connector_on(Arc::clone(&place), Limits {
+            max_message_len: 100,
+            max_pending_per_recipient: 3,
+            ..Limits::default()
+        })
+        .await;
+        let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+        let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+        let token = issuer
+            .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
             .await
-            .unwrap(),
-        Ok(())
-    );
-    assert_eq!(
-        mailbox
-            .use_nonce(verified(1, now + 10), now + 20)
+            .unwrap()
+            .tokens
+            .remove(0);
+        let connection_id = holder
+            .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
             .await
-            .unwrap(),
-        Err(MailboxError::NonceExpired)
-    );
-    assert_eq!(
-        mailbox
-            .use_nonce(verified(2, now + 60_000), now + 20)
+            .unwrap()
+            .connection_id;
+        let send = |message: &[u8], client_id: &[u8]| {
+            holder.send_message(proto::SendMessageRequest {
+                connection_id: connection_id.clone(),
+                message: message.to_vec(),
+                client_message_id: client_id.to_vec(),
+            })
+        };
+        let first = send(b"one", b"id-1").await.unwrap().id;
+        // A retry with the same client id stores nothing new.
+        assert_eq!(send(b"one", b"id-1").await.unwrap().id, first);
+        send(b"two", b"").await.unwrap();
+        // Too large: a clear error.
+        let large = send(&[0u8; 101], b"").await.unwrap_err();
+        assert_eq!(large.code(), Code::ResourceExhausted);
+        assert!(large.message().contains("101"), "{large:?}");
+        // The issuer has the join notice and two messages: one more fits.
+        send(b"three", b"").await.unwrap_err(); // 3 waiting: notice + 2
+        let full = send(b"four", b"").await.unwrap_err();
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert!(full.message().contains("full"), "{full:?}");
+        let issuer_key = issuer.public_key();
+        assert_eq!(connector.mailbox.pending(&issuer_key).await.unwrap(), 3);
+
+        // Acknowledging deletes, and only the recipient's acknowledgement
+        // counts.
+        let waiting = issuer
+            .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: 0,
+                limit: 0,
+            })
             .await
-            .unwrap(),
-        Err(MailboxError::NonceReplayed)
-    );
+            .unwrap()
+            .messages;
+        let ids: Vec<u64> = waiting.iter().map(|message| message.id).collect();
+        let by_sender = holder
+            .acknowledge_messages(proto::AcknowledgeMessagesRequest {
+                message_ids: ids.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_sender.deleted, 0);
+        let by_recipient = issuer
+            .acknowledge_messages(proto::AcknowledgeMessagesRequest { message_ids: ids })
+            .await
+            .unwrap();
+        assert_eq!(by_recipient.deleted, 3);
+        assert_eq!(connector.mailbox.pending(&issuer_key).await.unwrap(), 0);
+        send(b"five", b"").await.unwrap();
+
+        // Revoked: nothing more is accepted, and waiting messages are gone.
+        holder
+            .revoke_connection(proto::RevokeConnectionRequest {
+                connection_id: connection_id.clone(),
+            })
+            .await
+            .unwrap();
+        let revoked = send(b"six", b"").await.unwrap_err();
+        assert_eq!(revoked.code(), Code::FailedPrecondition);
+        let left = issuer
+            .get_messages_paginated(proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .messages;
+        assert_eq!(left.len(), 1, "only the revocation notice");
+        assert!(matches!(
+            left[0].content,
+            Some(proto::received_message::Content::ConnectionRevoked(_))
+        ));
+        connector.stop().await;
+    }
+
+    async fn two_nodes_talk_through_the_connector(place: Place) {
+        let connector = connector_on(Arc::clone(&place), Limits::default()).await;
+        let (issuer, mut issuer_events) = node(&connector.url, 1).await;
+        let (holder, mut holder_events) = node(&connector.url, 2).await;
+        let invitation = issuer.create_invitation().await.unwrap();
+        assert_eq!(invitation.relay, connector.url);
+        let connection = holder
+            .accept_invitation(&invitation, "hello from the holder")
+            .await
+            .unwrap();
+        let greeting = next_message(&mut issuer_events).await;
+        assert_eq!(greeting.plaintext.as_slice(), b"hello from the holder");
+        issuer.acknowledge(&[greeting.sequence]).await.unwrap();
+        for i in 0..20 {
+            issuer
+                .send(&connection, format!("credential {i}"))
+                .await
+                .unwrap();
+        }
+        for i in 0..20 {
+            let message = next_message(&mut holder_events).await;
+            assert_eq!(
+                message.plaintext.as_slice(),
+                format!("credential {i}").as_bytes()
+            );
+            holder.acknowledge(&[message.sequence]).await.unwrap();
+        }
+        // Everything was acknowledged to the connector, so nothing waits there.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = connector.mailbox.pending(&signer(1).public_key()).await.unwrap()
+                + connector.mailbox.pending(&signer(2).public_key()).await.unwrap();
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{waiting} still waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        issuer.shutdown().await.unwrap();
+        holder.shutdown().await.unwrap();
+        connector.stop().await;
+    }
 }

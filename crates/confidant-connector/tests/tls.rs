@@ -107,9 +107,10 @@ impl Connector {
     }
 
     /// Whether `token` exists and whether it was used.
-    fn token(&self, token: &str) -> Option<bool> {
+    async fn token(&self, token: &str) -> Option<bool> {
         self.mailbox
             .token_info(token)
+            .await
             .unwrap()
             .map(|info| info.used)
     }
@@ -170,7 +171,7 @@ async fn a_client_that_trusts_the_ca_talks_to_a_tls_connector() {
 
     let token = new_token(&issuer).await.unwrap();
     let connection_id = join(&holder, &token).await.unwrap();
-    assert_eq!(connector.token(&token), Some(true));
+    assert_eq!(connector.token(&token).await, Some(true));
     let sent = within(holder.send_message(proto::SendMessageRequest {
         connection_id: connection_id.clone(),
         message: b"sealed envelope".to_vec(),
@@ -235,7 +236,7 @@ async fn a_certificate_for_another_host_is_refused_and_nothing_is_stored() {
     );
     assert!(new_token(&holder).await.is_err());
     // The join never reached the connector.
-    assert_eq!(connector.token(&token), Some(false));
+    assert_eq!(connector.token(&token).await, Some(false));
     connector.stop().await;
 }
 
@@ -264,7 +265,7 @@ async fn an_https_url_is_never_downgraded_to_plaintext() {
         // A machine without: the URL is refused at once.
         Err(error) => assert!(error.to_string().contains("never downgraded"), "{error}"),
     }
-    assert_eq!(connector.token(&token), Some(false));
+    assert_eq!(connector.token(&token).await, Some(false));
     connector.stop().await;
 }
 
@@ -284,7 +285,7 @@ async fn a_plaintext_client_cannot_talk_to_a_tls_connector() {
             .await
             .is_err()
     );
-    assert_eq!(connector.token(&token), Some(false));
+    assert_eq!(connector.token(&token).await, Some(false));
     connector.stop().await;
 }
 
