@@ -15,6 +15,17 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A node with an in-memory store and the default configuration.
+async fn in_memory(relay: &MemoryRelay, party: &str) -> (confidant_actors::Node, Collector) {
+    start(
+        relay,
+        party,
+        Arc::new(MemoryStore::new()),
+        NodeConfig::default(),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_flow_both_ways_in_order_and_are_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,20 +168,8 @@ fn futures_executor_block<F: std::future::Future>(future: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_with_another_identity_is_refused_and_the_connection_waits() {
     let relay = MemoryRelay::new();
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
-    let (holder, holder_seen) = start(
-        &relay,
-        "holder",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
+    let (holder, holder_seen) = in_memory(&relay, "holder").await;
     let mut invitation = issuer.create_invitation().await.unwrap();
     // The QR code names another issuer (as if the relay had swapped the
     // bundle for its own).
@@ -201,20 +200,8 @@ async fn a_bundle_with_another_identity_is_refused_and_the_connection_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_replaces_the_session_from_either_side() {
     let relay = MemoryRelay::new();
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
-    let (holder, holder_seen) = start(
-        &relay,
-        "holder",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
+    let (holder, holder_seen) = in_memory(&relay, "holder").await;
     let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 2).await;
     let resets = |seen: &Collector| {
         seen.with(|seen| seen.connected.iter().filter(|(_, reset)| *reset).count())
@@ -264,13 +251,7 @@ async fn unacknowledged_messages_are_reported_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let relay = MemoryRelay::new();
     let path = dir.path().join("holder.redb");
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
     let (holder, holder_seen) = start(
         &relay,
         "holder",
@@ -353,20 +334,8 @@ async fn errors_are_typed() {
         .await;
     assert!(matches!(unregistered, Err(NodeError::Config(_))));
 
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
-    let (holder, holder_seen) = start(
-        &relay,
-        "holder",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
+    let (holder, holder_seen) = in_memory(&relay, "holder").await;
     let unknown = ConnectionId::new("no-such-connection").unwrap();
     assert!(matches!(
         issuer.send(&unknown, "x").await,
@@ -467,13 +436,7 @@ async fn an_unanswered_initial_message_is_sent_again_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let relay = MemoryRelay::new();
     let path = dir.path().join("holder.redb");
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
     let (holder, holder_seen) = start(
         &relay,
         "holder",
@@ -527,13 +490,7 @@ async fn a_session_that_cannot_be_read_is_reset_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let relay = MemoryRelay::new();
     let path = dir.path().join("holder.redb");
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
     let (holder, holder_seen) = start(
         &relay,
         "holder",
@@ -746,13 +703,7 @@ impl confidant_actors::Transport for SlowJoin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_join_holds_back_neither_other_handshakes_nor_deliveries() {
     let relay = MemoryRelay::new();
-    let (issuer, issuer_seen) = start(
-        &relay,
-        "issuer",
-        Arc::new(MemoryStore::new()),
-        NodeConfig::default(),
-    )
-    .await;
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
     let transport = SlowJoin {
         inner: Arc::new(relay.transport("holder")),
         slow_token: Arc::default(),
