@@ -191,6 +191,21 @@ async fn delivered(from: &Node, to_seen: &Collector, id: &ConnectionId, text: &s
     .await;
 }
 
+/// The connection carries a message each way after the attack; then both
+/// nodes stop.
+async fn works_both_ways_then_stop(
+    issuer: Node,
+    issuer_seen: &Collector,
+    holder: Node,
+    holder_seen: &Collector,
+    id: &ConnectionId,
+) {
+    delivered(&issuer, holder_seen, id, "after, to the holder").await;
+    delivered(&holder, issuer_seen, id, "after, to the issuer").await;
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
+
 /// Finding 1: the relay answers a holder's join with the id of the
 /// holder's existing connection to another issuer. The holder refuses, and
 /// the existing connection stays the real issuer's.
@@ -262,10 +277,7 @@ async fn a_replayed_first_bundle_cannot_wedge_a_reset() {
         matches!(&failure, HandshakeFailure::BadSignature(detail) if detail.contains("offer signature")),
         "{failure}"
     );
-    delivered(&issuer, &holder_seen, &id, "after, to the holder").await;
-    delivered(&holder, &issuer_seen, &id, "after, to the issuer").await;
-    issuer.shutdown().await.unwrap();
-    holder.shutdown().await.unwrap();
+    works_both_ways_then_stop(issuer, &issuer_seen, holder, &holder_seen, &id).await;
 }
 
 /// The relay drops the holder's first initial message: the holder believes
@@ -294,10 +306,7 @@ async fn a_lost_initial_message_is_recovered_by_a_reset() {
         issuer_seen.connected_count() == 1
     })
     .await;
-    delivered(&issuer, &holder_seen, &id, "to the holder").await;
-    delivered(&holder, &issuer_seen, &id, "to the issuer").await;
-    issuer.shutdown().await.unwrap();
-    holder.shutdown().await.unwrap();
+    works_both_ways_then_stop(issuer, &issuer_seen, holder, &holder_seen, &id).await;
 }
 
 /// The relay drops the initial message of a reset: the holder has the new
@@ -328,10 +337,7 @@ async fn a_half_done_reset_is_recovered() {
         issuer_seen.with(|seen| seen.connected.iter().any(|(_, reset)| *reset))
     })
     .await;
-    delivered(&issuer, &holder_seen, &id, "after, to the holder").await;
-    delivered(&holder, &issuer_seen, &id, "after, to the issuer").await;
-    issuer.shutdown().await.unwrap();
-    holder.shutdown().await.unwrap();
+    works_both_ways_then_stop(issuer, &issuer_seen, holder, &holder_seen, &id).await;
 }
 
 /// Finding 4: forged messages count against the receiving key's integrity
