@@ -612,17 +612,7 @@ async fn the_database_stopped_and_started_again_means_unavailable_then_recovery(
     let mut instance = Instance::start(&server.url()).await;
     let issuer = SignedClient::new(&instance.url, signer(1)).unwrap();
     let holder = SignedClient::new(&instance.url, signer(2)).unwrap();
-    let token = issuer
-        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-        .await
-        .unwrap()
-        .tokens
-        .remove(0);
-    let connection_id = holder
-        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
-        .await
-        .unwrap()
-        .connection_id;
+    let connection_id = common::connect(&issuer, &holder).await;
     let send = |index: u32| {
         holder.send_message(proto::SendMessageRequest {
             connection_id: connection_id.clone(),

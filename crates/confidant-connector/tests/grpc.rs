@@ -225,17 +225,7 @@ on_both_backends! {
         .await;
         let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
         let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
-        let token = issuer
-            .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-            .await
-            .unwrap()
-            .tokens
-            .remove(0);
-        let connection_id = holder
-            .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
-            .await
-            .unwrap()
-            .connection_id;
+        let connection_id = common::connect(&issuer, &holder).await;
         let send = |message: &[u8], client_id: &[u8]| {
             holder.send_message(proto::SendMessageRequest {
                 connection_id: connection_id.clone(),

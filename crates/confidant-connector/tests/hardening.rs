@@ -21,22 +21,7 @@ const MIB: usize = 1024 * 1024;
 #[macro_use]
 mod common;
 
-use common::{connector, connector_on, signer};
-
-/// A connection between `issuer` (the token's creator) and `holder`.
-async fn connect(issuer: &SignedClient, holder: &SignedClient) -> String {
-    let token = issuer
-        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
-        .await
-        .unwrap()
-        .tokens
-        .remove(0);
-    holder
-        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
-        .await
-        .unwrap()
-        .connection_id
-}
+use common::{connect, connector, connector_on, signer};
 
 on_both_backends! {
     /// Item 10: a client message id reused with another body is refused with

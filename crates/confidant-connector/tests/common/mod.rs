@@ -248,3 +248,23 @@ impl Connector {
 pub fn signer(seed: u8) -> RequestSigner {
     RequestSigner::from_seed(&[seed; 32])
 }
+
+/// Opens a connection: `issuer` makes a single-use token and `holder` joins
+/// with it. Returns the connection's id.
+pub async fn connect(
+    issuer: &confidant_connector::SignedClient,
+    holder: &confidant_connector::SignedClient,
+) -> String {
+    use confidant_connector::proto;
+    let token = issuer
+        .generate_connection_token(proto::GenerateConnectionTokenRequest { count: 1 })
+        .await
+        .unwrap()
+        .tokens
+        .remove(0);
+    holder
+        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
+        .await
+        .unwrap()
+        .connection_id
+}
