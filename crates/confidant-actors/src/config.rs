@@ -96,6 +96,14 @@ impl NodeConfig {
         self
     }
 
+    /// The engine's part of the configuration.
+    pub(crate) fn protocol(&self) -> confidant_engine::ProtocolConfig {
+        confidant_engine::ProtocolConfig::new(self.offered_suites.clone())
+            .with_session(self.session.clone())
+            .with_reservation_block(self.reservation_block)
+            .with_max_envelope_len(self.max_envelope_len)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), NodeError> {
         let invalid = |reason: &str| Err(NodeError::Config(reason.into()));
         if self.idle_timeout.is_zero() {
@@ -135,4 +143,14 @@ pub(crate) fn default_offer(registry: &SuiteRegistry) -> Vec<SuiteId> {
         .collect();
     offer.extend(registered.into_iter().filter(|id| !built_in.contains(id)));
     offer
+}
+
+/// The operating system's randomness, for the engine.
+pub(crate) struct SystemRandom;
+
+impl confidant_engine::Random for SystemRandom {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), String> {
+        getrandom::fill(bytes)
+            .map_err(|error| format!("the operating system gave no randomness: {error}"))
+    }
 }

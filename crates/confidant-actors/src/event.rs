@@ -1,80 +1,11 @@
-//! What a node reports: [`Event`]s (messages among them) on its
-//! [`Events`] stream, and what [`Node::connections`](crate::Node::connections)
-//! lists. At the bottom of the runtime's layers with the configuration.
+//! What a node reports: the engine's [`Event`]s (messages among them) on
+//! the node's [`Events`] stream, and what
+//! [`Node::connections`](crate::Node::connections) lists.
 
-use crate::error::HandshakeFailure;
-use crate::records::{ConnectionRecord, Phase, Side};
-use confidant_core::ConnectionId;
+pub use confidant_engine::event::{ConnectionInfo, ConnectionState, Event, IncomingMessage};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use tokio::sync::mpsc;
-use zeroize::Zeroizing;
-
-/// A message from the other party, durably in the inbox.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IncomingMessage {
-    /// The connection it arrived on.
-    pub connection_id: ConnectionId,
-    /// Its inbox number: pass it to [`Node::acknowledge`] once handled.
-    /// Until then it is reported again after every restart.
-    pub sequence: u64,
-    /// The message.
-    pub plaintext: Zeroizing<Vec<u8>>,
-}
-
-impl std::fmt::Debug for IncomingMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncomingMessage")
-            .field("connection_id", &self.connection_id)
-            .field("sequence", &self.sequence)
-            .field("len", &self.plaintext.len())
-            .finish()
-    }
-}
-
-/// What happens on a node's connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Inviter: someone joined with one of this node's invitations; the
-    /// bundle is on its way.
-    Joined {
-        /// The new connection.
-        connection_id: ConnectionId,
-    },
-    /// A session is established (or replaced, after a reset).
-    Connected {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// This node's side of it.
-        side: Side,
-        /// The other party's identity key.
-        peer_identity: [u8; 32],
-        /// Whether this replaced an earlier session.
-        reset: bool,
-    },
-    /// A handshake step was refused (for an invitee: a bundle whose
-    /// identity key is not the invitation's, or a bad signature). The
-    /// connection keeps waiting for a valid one.
-    HandshakeFailed {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// Why, as a kind to match on (a swapped bundle, a bad signature,
-        /// no common suite, …); its display text is the detail.
-        error: HandshakeFailure,
-    },
-    /// A message arrived.
-    Message(IncomingMessage),
-    /// A delivery was given up: handling it crashed the connection's actor
-    /// again and again (a cipher plugin that panics on it, for example).
-    /// The connection goes on with the deliveries after it.
-    DeliveryDropped {
-        /// The connection.
-        connection_id: ConnectionId,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// The node's events, in order. Messages are durable before they are
 /// reported; the other events are not stored.
@@ -103,41 +34,3 @@ impl futures_core::Stream for Events {
     }
 }
 
-/// Where a connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectionState {
-    /// Invitee: waiting for the inviter's bundle.
-    AwaitingBundle,
-    /// Inviter: bundle sent, waiting for the initial message.
-    AwaitingInitialMessage,
-    /// A session exists.
-    Established,
-    /// Invitee: a reset was asked for; the old session still works until
-    /// the new one replaces it.
-    ResetRequested,
-}
-
-impl ConnectionState {
-    pub(crate) fn of(record: &ConnectionRecord) -> Self {
-        match record.phase {
-            Phase::AwaitingBundle { .. } => Self::AwaitingBundle,
-            Phase::BundleSent { .. } => Self::AwaitingInitialMessage,
-            Phase::Established if record.reset_requested => Self::ResetRequested,
-            Phase::Established => Self::Established,
-        }
-    }
-}
-
-/// One connection, as [`Node::connections`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Its id.
-    pub connection_id: ConnectionId,
-    /// This node's side.
-    pub side: Side,
-    /// Where it stands.
-    pub state: ConnectionState,
-    /// The other party's identity key, once known.
-    pub peer_identity: Option<[u8; 32]>,
-}

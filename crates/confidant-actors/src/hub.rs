@@ -9,7 +9,7 @@
 //! per connection (two would each hold a session and could reuse counters).
 
 use crate::connection::{
-    Committed, ConnectionActor, Draft, Item, Process, Processed, Reset, SendMessages, StopIfIdle,
+    Committed, ConnectionActor, Process, Processed, Reset, SendMessages, StopIfIdle,
 };
 use crate::error::NodeError;
 use crate::event::Event;
@@ -18,6 +18,7 @@ use crate::transport::{Delivery, DeliveryId, Payload, TransportError};
 use actix::dev::Request;
 use actix::prelude::*;
 use confidant_core::ConnectionId;
+use confidant_engine::{Item, Report};
 use confidant_store::{RawStore, StoreError, WriteBatch, WriteOp};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -408,7 +409,12 @@ impl Handler<Round> for Hub {
                 to_commit
                     .iter_mut()
                     .map(|(id, _, processed)| {
-                        (std::mem::take(&mut processed.batch), suspects.contains(id))
+                        let batch = processed
+                            .round
+                            .as_mut()
+                            .map(|round| std::mem::take(&mut round.batch))
+                            .unwrap_or_default();
+                        (batch, suspects.contains(id))
                     })
                     .collect()
             };
@@ -444,28 +450,32 @@ impl Handler<Round> for Hub {
             }
             for ((_, addr, processed), result) in to_commit.into_iter().zip(results) {
                 let Processed {
-                    on_commit,
+                    round,
                     ack,
                     release,
                     events,
                     settled,
-                    ..
                 } = processed;
                 outcome.ack.extend(ack);
                 outcome.release.extend(release);
-                match result {
-                    Ok(Some(mut numbers)) => {
-                        addr.do_send(Committed(true));
-                        outcome.ack.extend(on_commit);
-                        publish(&mut outcome.events, events, Some(&mut numbers));
-                    }
-                    Ok(None) => publish(&mut outcome.events, events, None),
-                    Err(error) => {
-                        tracing::warn!(%error, "commit failed; the connection reloads and its deliveries are released");
-                        addr.do_send(Committed(false));
-                        outcome.release.extend(on_commit);
-                        // Messages not stored are not reported.
-                        publish(&mut outcome.events, events, None);
+                outcome.events.extend(events);
+                if let Some(round) = round {
+                    match result {
+                        Ok(numbers) => {
+                            let numbers = numbers.unwrap_or(0..0);
+                            outcome.ack.extend(round.acknowledge);
+                            outcome
+                                .events
+                                .extend(Report::publish(round.report, Some(numbers.clone())));
+                            addr.do_send(Committed(round.id, Ok(numbers)));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "commit failed; the connection reloads and its deliveries are released");
+                            outcome.release.extend(round.acknowledge);
+                            // Messages not stored are not reported.
+                            outcome.events.extend(Report::publish(round.report, None));
+                            addr.do_send(Committed(round.id, Err(error)));
+                        }
                     }
                 }
                 // A connection whose state was lost meanwhile loads what
@@ -476,26 +486,6 @@ impl Handler<Round> for Hub {
             }
             outcome
         })
-    }
-}
-
-/// Turns a connection's drafts into events: stored messages take their
-/// numbers from the commit; without a commit they are not reported.
-fn publish(events: &mut Vec<Event>, drafts: Vec<Draft>, mut numbers: Option<&mut Range<u64>>) {
-    for draft in drafts {
-        match draft {
-            Draft::Ready(event) => events.push(event),
-            Draft::Stored(entry) => {
-                let Some(sequence) = numbers.as_mut().and_then(|numbers| numbers.next()) else {
-                    continue;
-                };
-                events.push(Event::Message(crate::event::IncomingMessage {
-                    connection_id: entry.connection_id,
-                    sequence,
-                    plaintext: entry.plaintext,
-                }));
-            }
-        }
     }
 }
 

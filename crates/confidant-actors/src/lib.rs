@@ -76,7 +76,6 @@ mod hub;
 mod invitation;
 mod memory_transport;
 mod node;
-mod records;
 mod shared;
 mod transport;
 
@@ -85,19 +84,10 @@ pub use connection::ConnectionActor;
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {
-    /// Decodes a stored connection record. `None`: it does not decode (an
-    /// error, never a panic); `Some(same)`: whether re-encoding what
-    /// decoded gives back the same record.
+    /// Decodes a stored connection record (see
+    /// [`confidant_engine::fuzzing::connection_record`]).
     pub fn connection_record(bytes: &[u8]) -> Option<bool> {
-        use crate::records::ConnectionRecord;
-        let record = ConnectionRecord::decode(bytes).ok()?;
-        Some(
-            record
-                .encode()
-                .ok()
-                .and_then(|again| ConnectionRecord::decode(&again).ok())
-                .is_some_and(|again| again == record),
-        )
+        confidant_engine::fuzzing::connection_record(bytes)
     }
 }
 
@@ -107,7 +97,7 @@ pub use event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage}
 pub use invitation::{INVITATION_VERSION, Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
 pub use node::{Node, NodeBuilder};
-pub use records::Side;
+pub use confidant_engine::Side;
 pub use transport::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
 };

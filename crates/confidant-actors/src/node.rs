@@ -12,12 +12,12 @@ use crate::error::{HandshakeFailure, NodeError};
 use crate::event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage};
 use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
-use crate::records::{self, ConnectionRecord, Phase, Side};
+use confidant_engine::records::ConnectionRecord;
 use crate::shared::{OutboxItem, Shared};
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
-use confidant_store::{IdentityStore, InboxStore, PreKeyStore, RawStore, StoreError, WriteBatch};
+use confidant_store::{IdentityStore, PreKeyStore, RawStore, StoreError, WriteBatch};
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub struct NodeBuilder {
     store: Option<Arc<dyn RawStore>>,
     suites: Option<SuiteRegistry>,
-    agreement: Option<Arc<dyn crate::shared::Handshaker>>,
+    agreement: Option<Arc<dyn confidant_engine::Handshaker>>,
     transport: Option<Arc<dyn Transport>>,
     config: NodeConfig,
 }
@@ -235,7 +235,7 @@ fn load_or_create_keys(store: &dyn RawStore) -> Result<ResponderKeys, NodeError>
 fn run_node(
     store: Arc<dyn RawStore>,
     registry: SuiteRegistry,
-    agreement: Arc<dyn crate::shared::Handshaker>,
+    agreement: Arc<dyn confidant_engine::Handshaker>,
     transport: Arc<dyn Transport>,
     config: NodeConfig,
     ready: oneshot::Sender<Started>,
@@ -257,9 +257,13 @@ fn run_node(
         let event_capacity = config.event_capacity;
         let shared = Arc::new(Shared {
             store,
-            registry: Arc::new(registry),
-            agreement,
-            keys,
+            engine: Arc::new(confidant_engine::Context {
+                registry: Arc::new(registry),
+                agreement,
+                keys,
+                config: config.protocol(),
+                random: Arc::new(crate::config::SystemRandom),
+            }),
             blocking_permits: Arc::new(tokio::sync::Semaphore::new(config.blocking_threads)),
             joins: crate::shared::Joins::default(),
             config,
@@ -456,83 +460,28 @@ impl Inbound {
         }
     }
 
-    /// The encoded bundle with a stored one-time pre-key (`None` if the key
-    /// is gone: its handshake finished).
-    async fn bundle_for(&self, key_id: u32, binding: Vec<u8>) -> Option<Vec<u8>> {
-        let shared = Arc::clone(&self.shared);
-        let bundle = self
-            .shared
-            .blocking(move || crate::connection::stored_bundle(&shared, key_id, &binding))
-            .await
-            .ok()?
-            .ok()??;
-        Some(confidant_core::wire::encode_envelope(
-            confidant_core::wire::envelope::Body::Bundle(bundle),
-        ))
-    }
-
     /// At start: send again the handshake steps that may not have left
-    /// before a crash, and replay unacknowledged inbox entries.
+    /// before a crash, and replay unacknowledged inbox entries (the
+    /// engine's [`resume`](confidant_engine::setup::resume) says which).
     async fn resume(&mut self) -> Result<(), NodeError> {
-        let store = Arc::clone(&self.shared.store);
-        let (records, inbox) = self
+        let shared = Arc::clone(&self.shared);
+        let resumed = self
             .shared
-            .blocking(move || -> Result<_, StoreError> {
-                Ok((ConnectionRecord::all(&*store)?, store.inbox()?))
-            })
+            .blocking(move || confidant_engine::setup::resume(&shared.engine, &*shared.store))
             .await??;
-        // What a crash may have kept from leaving: the steps of handshakes
-        // and resets whose answer has not come yet. The other side refuses
-        // or ignores copies of what it already has.
-        let mut again = Vec::new();
-        for (id, record) in records {
-            let mut envelopes = Vec::new();
-            match (&record.phase, record.side) {
-                // A reset asked for and not answered yet: the request again,
-                // with the nonce the answer must be bound to.
-                (Phase::Established, Side::Invitee)
-                    if record.reset_requested && record.reset_bundle_key.is_none() =>
-                {
-                    if let Some(nonce) = record.reset_nonce.clone()
-                        && let Ok(request) =
-                            crate::connection::signed_reset_request(&self.shared, &id, Some(nonce))
-                    {
-                        envelopes.push(confidant_core::wire::encode_envelope(
-                            confidant_core::wire::envelope::Body::Reset(request),
-                        ));
-                    }
-                }
-                _ if record.pending_initial.is_some() => {
-                    envelopes.extend(record.pending_initial.clone());
-                }
-                (Phase::BundleSent { one_time_pre_key }, Side::Inviter) => {
-                    let binding = crate::connection::invitation_binding(
-                        &id,
-                        record.invitation_token.as_deref(),
-                    );
-                    envelopes.extend(self.bundle_for(*one_time_pre_key, binding).await);
-                }
-                _ => {}
-            }
-            if record.side == Side::Inviter
-                && let (Some(key), Some(nonce)) =
-                    (record.reset_one_time_pre_key, record.reset_nonce.as_deref())
-            {
-                let binding = crate::connection::reset_binding(&id, nonce);
-                envelopes.extend(self.bundle_for(key, binding).await);
-            }
-            for envelope in envelopes {
-                again.push(crate::transport::Outgoing {
-                    connection_id: id.clone(),
-                    envelope,
-                });
-            }
-        }
+        let again: Vec<_> = resumed
+            .again
+            .into_iter()
+            .map(|(connection_id, envelope)| crate::transport::Outgoing {
+                connection_id,
+                envelope,
+            })
+            .collect();
         if !again.is_empty() {
             tracing::info!(count = again.len(), "handshake steps sent again at start");
             self.shared.send_and_forget(again)?;
         }
-        for entry in inbox {
+        for entry in resumed.inbox {
             let event = Event::Message(IncomingMessage {
                 connection_id: entry.connection_id,
                 sequence: entry.sequence,
@@ -610,11 +559,7 @@ impl Node {
         let token = relay.token.clone();
         run_on_node(&parts.hub, async move {
             shared
-                .blocking(move || {
-                    let mut batch = WriteBatch::new();
-                    records::put_invitation(&mut batch, &token);
-                    store.commit(batch)
-                })
+                .blocking(move || store.commit(confidant_engine::setup::invitation_created(&token)))
                 .await
         })
         .await???;
@@ -656,22 +601,10 @@ impl Node {
             // concurrently; this is ordering, not a lock.
             let _joining = shared.joins.start();
             let connection_id = transport.join(&token).await?;
-            let record = ConnectionRecord {
-                side: Side::Invitee,
-                peer_identity: Some(identity),
-                phase: Phase::AwaitingBundle { greeting },
-                pending_initial: None,
-                reset_requested: false,
-                reset_one_time_pre_key: None,
-                invitation_token: Some(token.clone()),
-                reset_nonce: None,
-                reset_bundle_key: None,
-            };
             let id = connection_id.clone();
             shared
                 .blocking(move || -> Result<(), NodeError> {
-                    let mut batch = WriteBatch::new();
-                    record.insert(&mut batch, &id)?;
+                    let batch = confidant_engine::setup::joined(&id, identity, &token, greeting)?;
                     match store.commit(batch) {
                         Ok(_) => Ok(()),
                         Err(StoreError::AlreadyExists { .. }) => {

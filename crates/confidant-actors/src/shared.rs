@@ -1,107 +1,14 @@
-//! What every actor of a node shares: the store, the suites, the key
-//! agreement, the node's keys, its configuration and the outbox.
+//! What every actor of a node shares: the store, the engine's context (the
+//! suites, the key agreement, the node's keys, the protocol's settings),
+//! the node's configuration and the outbox.
 
 use crate::config::NodeConfig;
-use crate::error::{HandshakeFailure, NodeError};
+use crate::error::NodeError;
 use crate::transport::{Outgoing, TransportError};
-use confidant_core::wire::{InitialMessage, PreKeyBundle};
-use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
-use confidant_session::handshake::{self, InitiatorPolicy, Responded, ResponderPolicy};
-use confidant_session::{Session, SessionConfig};
+use confidant_engine::Context;
 use confidant_store::RawStore;
-use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// A key agreement over X3DH's key types, with its error type erased, so
-/// actors need no type parameter.
-pub(crate) trait Handshaker: Send + Sync + 'static {
-    fn bundle(
-        &self,
-        keys: &ResponderKeys,
-        suites: &[SuiteId],
-        binding: &[u8],
-    ) -> Result<PreKeyBundle, HandshakeFailure>;
-
-    #[allow(clippy::too_many_arguments)]
-    fn initiate(
-        &self,
-        identity: &IdentityKeyPair,
-        expected: &[u8],
-        bundle: &PreKeyBundle,
-        binding: &[u8],
-        registry: &SuiteRegistry,
-        connection_id: ConnectionId,
-        first: &[u8],
-        config: SessionConfig,
-    ) -> Result<(Session, InitialMessage), HandshakeFailure>;
-
-    fn respond(
-        &self,
-        keys: &ResponderKeys,
-        initial: &InitialMessage,
-        policy: ResponderPolicy<'_>,
-        registry: &SuiteRegistry,
-        connection_id: ConnectionId,
-        config: SessionConfig,
-    ) -> Result<Responded, HandshakeFailure>;
-}
-
-impl<K> Handshaker for K
-where
-    K: KeyAgreement<ResponderKeys = ResponderKeys, InitiatorKeys = IdentityKeyPair>,
-{
-    fn bundle(
-        &self,
-        keys: &ResponderKeys,
-        suites: &[SuiteId],
-        binding: &[u8],
-    ) -> Result<PreKeyBundle, HandshakeFailure> {
-        KeyAgreement::bundle(self, keys, suites, binding)
-            .map_err(|error| HandshakeFailure::from_key_agreement(&error))
-    }
-
-    fn initiate(
-        &self,
-        identity: &IdentityKeyPair,
-        expected: &[u8],
-        bundle: &PreKeyBundle,
-        binding: &[u8],
-        registry: &SuiteRegistry,
-        connection_id: ConnectionId,
-        first: &[u8],
-        config: SessionConfig,
-    ) -> Result<(Session, InitialMessage), HandshakeFailure> {
-        handshake::initiate(
-            self,
-            identity,
-            expected,
-            bundle,
-            InitiatorPolicy {
-                binding,
-                require_one_time_pre_key: true,
-            },
-            registry,
-            connection_id,
-            first,
-            config,
-        )
-        .map_err(HandshakeFailure::from)
-    }
-
-    fn respond(
-        &self,
-        keys: &ResponderKeys,
-        initial: &InitialMessage,
-        policy: ResponderPolicy<'_>,
-        registry: &SuiteRegistry,
-        connection_id: ConnectionId,
-        config: SessionConfig,
-    ) -> Result<Responded, HandshakeFailure> {
-        handshake::respond(self, keys, initial, policy, registry, connection_id, config)
-            .map_err(HandshakeFailure::from)
-    }
-}
 
 /// Envelopes for the transport, sent in order by the outbox task.
 pub(crate) struct OutboxItem {
@@ -111,11 +18,8 @@ pub(crate) struct OutboxItem {
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn RawStore>,
-    pub(crate) registry: Arc<SuiteRegistry>,
-    pub(crate) agreement: Arc<dyn Handshaker>,
-    /// The node's identity and current signed pre-key, without one-time
-    /// pre-keys (those are added per handshake).
-    pub(crate) keys: ResponderKeys,
+    /// What the connections' engines share.
+    pub(crate) engine: Arc<Context>,
     pub(crate) config: NodeConfig,
     pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
     /// The node thread's runtime: every blocking store call runs on its
@@ -178,10 +82,6 @@ impl Drop for JoinGuard<'_> {
 }
 
 impl Shared {
-    pub(crate) fn identity(&self) -> &IdentityKeyPair {
-        self.keys.identity()
-    }
-
     /// Queues envelopes for the transport; the receiver resolves when the
     /// relay has them.
     pub(crate) fn send(

@@ -13,9 +13,8 @@
 use async_trait::async_trait;
 use confidant_core::ConnectionId;
 
-/// The relay's number for one delivery, used to acknowledge or release it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeliveryId(pub u64);
+/// The relay's number for a delivery (the engine's type).
+pub use confidant_engine::DeliveryId;
 
 /// What the relay delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]

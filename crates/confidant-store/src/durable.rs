@@ -129,6 +129,36 @@ impl DurableSession {
         ))
     }
 
+    /// Stages a newly established session into `batch` (its snapshot and
+    /// first counter reservation), for a caller that commits the batch
+    /// itself (the connection engine). Use the returned session only once
+    /// that commit has succeeded; drop it if the commit failed.
+    pub fn stage_new(
+        session: Session,
+        batch: &mut WriteBatch,
+        block: u64,
+    ) -> Result<Self, StoreError> {
+        if block == 0 {
+            return Err(StoreError::Inconsistent(
+                "reservation block must be at least 1",
+            ));
+        }
+        let reservation = CounterReservation {
+            epoch: session.send_epoch(),
+            reserved_until: session.next_send_counter(),
+        };
+        batch.put_session(&session.snapshot())?;
+        batch.put_reservation(session.connection_id(), reservation);
+        Ok(Self {
+            session,
+            reservation,
+            block,
+            dirty: false,
+            staged: false,
+            poisoned: false,
+        })
+    }
+
     /// Loads a connection's session, resuming its sending counter above the
     /// durable reservation. `None` if the connection has no session.
     pub fn load<S: RawStore + ?Sized>(
@@ -231,6 +261,92 @@ impl DurableSession {
         store.commit(batch)?;
         self.reservation = reservation;
         Ok(())
+    }
+
+    /// The reservation to commit before the next seal, if the next counter
+    /// is not durably reserved yet (see [`DurableSession::seal_commits`]).
+    /// Commit it (with [`WriteBatch::put_reservation`]), then report it with
+    /// [`DurableSession::reserved`]; only then seal with
+    /// [`DurableSession::seal_reserved`].
+    pub fn reservation_due(&self) -> Option<CounterReservation> {
+        if !self.seal_commits() {
+            return None;
+        }
+        let next = self.session.next_send_counter();
+        Some(CounterReservation {
+            epoch: self.session.send_epoch(),
+            reserved_until: next
+                .saturating_add(self.block)
+                .min(self.session.hard_limit()),
+        })
+    }
+
+    /// A reservation from [`DurableSession::reservation_due`] was committed.
+    pub fn reserved(&mut self, reservation: CounterReservation) {
+        if reservation.epoch == self.session.send_epoch()
+            && (reservation.epoch != self.reservation.epoch
+                || reservation.reserved_until > self.reservation.reserved_until)
+        {
+            self.reservation = reservation;
+        }
+    }
+
+    /// Seals `plaintext` in place if its counter is durably reserved; an
+    /// error (and nothing sealed) if a reservation is due first.
+    pub fn seal_reserved(&mut self, plaintext: Vec<u8>) -> Result<EncryptedMessage, StoreError> {
+        self.check()?;
+        if self.seal_commits() {
+            return Err(StoreError::Inconsistent(
+                "the next counter is not reserved; commit the reservation first",
+            ));
+        }
+        self.session
+            .seal_vec(plaintext)
+            .map_err(|error| StoreError::Session(error.to_string()))
+    }
+
+    /// Moves the sending direction to the next epoch in memory and stages
+    /// the new epoch and its first reservation into `batch`. Until the
+    /// caller reports the commit with [`DurableSession::key_update_committed`]
+    /// nothing seals (the session is poisoned until then); if the commit
+    /// failed, drop this session and load it again.
+    ///
+    /// Refused while received messages are not committed, as
+    /// [`DurableSession::update_sending_key`].
+    pub fn stage_key_update(
+        &mut self,
+        batch: &mut WriteBatch,
+        request_peer_update: bool,
+    ) -> Result<(KeyUpdate, CounterReservation), StoreError> {
+        self.check()?;
+        if self.dirty || self.staged {
+            return Err(StoreError::Inconsistent(
+                "received messages are not committed yet; commit them before a key update",
+            ));
+        }
+        let update = self
+            .session
+            .update_sending_key(request_peer_update)
+            .map_err(|error| StoreError::Session(error.to_string()))?;
+        let next = self.session.next_send_counter();
+        let reservation = CounterReservation {
+            epoch: self.session.send_epoch(),
+            reserved_until: next
+                .saturating_add(self.block)
+                .min(self.session.hard_limit()),
+        };
+        // Poisoned until the commit is reported: the session in memory is
+        // ahead of the store.
+        self.poisoned = true;
+        batch.put_session(&self.session.snapshot())?;
+        batch.put_reservation(self.session.connection_id(), reservation);
+        Ok((update, reservation))
+    }
+
+    /// The batch of [`DurableSession::stage_key_update`] was committed.
+    pub fn key_update_committed(&mut self, reservation: CounterReservation) {
+        self.poisoned = false;
+        self.reservation = reservation;
     }
 
     /// Seals `plaintext`, first reserving counters durably if needed.

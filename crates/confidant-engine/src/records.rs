@@ -146,7 +146,8 @@ impl std::fmt::Debug for ConnectionRecord {
 }
 
 impl ConnectionRecord {
-    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    /// The stored form: a version byte, then postcard.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let mut bytes = Zeroizing::new(vec![RECORD_VERSION]);
         let body = Zeroizing::new(
             postcard::to_allocvec(self)
@@ -156,7 +157,9 @@ impl ConnectionRecord {
         Ok(bytes)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+    /// Reads a stored record (this version or version 1); an error, never a
+    /// panic, for bytes that are not one.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         match bytes.split_first() {
             Some((&RECORD_VERSION, body)) => postcard::from_bytes(body)
                 .map_err(|error| StoreError::Corrupt(format!("connection record: {error}"))),
@@ -170,7 +173,8 @@ impl ConnectionRecord {
         }
     }
 
-    pub(crate) fn put(&self, batch: &mut WriteBatch, id: &ConnectionId) -> Result<(), StoreError> {
+    /// Adds the record to `batch`, replacing the stored one.
+    pub fn put(&self, batch: &mut WriteBatch, id: &ConnectionId) -> Result<(), StoreError> {
         batch.push(WriteOp::Put {
             table: Table::Connections,
             key: id.as_bytes().to_vec(),
@@ -182,7 +186,7 @@ impl ConnectionRecord {
     /// Adds the record of a new connection: the batch fails with
     /// [`StoreError::AlreadyExists`] if `id` has a record already, so an id
     /// that the relay assigns can never replace another connection.
-    pub(crate) fn insert(
+    pub fn insert(
         &self,
         batch: &mut WriteBatch,
         id: &ConnectionId,
@@ -195,7 +199,8 @@ impl ConnectionRecord {
         Ok(())
     }
 
-    pub(crate) fn load<S: RawStore + ?Sized>(
+    /// The stored record of connection `id`.
+    pub fn load<S: RawStore + ?Sized>(
         store: &S,
         id: &ConnectionId,
     ) -> Result<Option<Self>, StoreError> {
@@ -206,7 +211,7 @@ impl ConnectionRecord {
     }
 
     /// Every connection record, by connection id.
-    pub(crate) fn all<S: RawStore + ?Sized>(
+    pub fn all<S: RawStore + ?Sized>(
         store: &S,
     ) -> Result<Vec<(ConnectionId, Self)>, StoreError> {
         store
@@ -224,7 +229,7 @@ impl ConnectionRecord {
 }
 
 /// An invitation this node created, kept until it is used.
-pub(crate) fn put_invitation(batch: &mut WriteBatch, token: &str) {
+pub fn put_invitation(batch: &mut WriteBatch, token: &str) {
     batch.push(WriteOp::Put {
         table: Table::Invitations,
         key: token.as_bytes().to_vec(),
@@ -232,14 +237,17 @@ pub(crate) fn put_invitation(batch: &mut WriteBatch, token: &str) {
     });
 }
 
-pub(crate) fn delete_invitation(batch: &mut WriteBatch, token: &str) {
+/// Adds the deletion of an invitation's token to `batch`.
+pub fn delete_invitation(batch: &mut WriteBatch, token: &str) {
     batch.push(WriteOp::Delete {
         table: Table::Invitations,
         key: token.as_bytes().to_vec(),
     });
 }
 
-pub(crate) fn has_invitation<S: RawStore + ?Sized>(
+/// Whether the invitation with `token` is stored (issued here and not
+/// used yet).
+pub fn has_invitation<S: RawStore + ?Sized>(
     store: &S,
     token: &str,
 ) -> Result<bool, StoreError> {
