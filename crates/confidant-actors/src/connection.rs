@@ -180,7 +180,10 @@ impl Handler<Process> for ConnectionActor {
 /// the error.
 #[derive(Message)]
 #[rtype(result = "Result<(), NodeError>")]
-pub(crate) struct Committed(pub(crate) CommitId, pub(crate) Result<Range<u64>, StoreError>);
+pub(crate) struct Committed(
+    pub(crate) CommitId,
+    pub(crate) Result<Range<u64>, StoreError>,
+);
 
 impl Handler<Committed> for ConnectionActor {
     type Result = AtomicResponse<Self, Result<(), NodeError>>;
@@ -350,9 +353,7 @@ impl ConnState {
         let effects = self.engine()?.send(plaintexts);
         let effects = self.drive(effects).await?;
         match effects.outcome {
-            Some(Ok(())) => self
-                .dispatch(effects.send, true)?
-                .ok_or(NodeError::Stopped),
+            Some(Ok(())) => self.dispatch(effects.send, true)?.ok_or(NodeError::Stopped),
             other => {
                 // Nothing sealed by a failed request leaves; protocol steps
                 // already durable (a key update) do.
@@ -364,10 +365,9 @@ impl ConnState {
                 self.dispatch(controls, false)?;
                 Err(match other {
                     Some(Err(error)) => error.into(),
-                    _ if self.crashed => NodeError::Crashed(format!(
-                        "a task of connection {} panicked",
-                        self.id
-                    )),
+                    _ if self.crashed => {
+                        NodeError::Crashed(format!("a task of connection {} panicked", self.id))
+                    }
                     _ => NodeError::Crashed("the send did not finish".into()),
                 })
             }

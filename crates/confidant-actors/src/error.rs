@@ -3,8 +3,8 @@
 use crate::invitation::InvitationError;
 use crate::transport::TransportError;
 use confidant_core::ConnectionId;
-use confidant_store::StoreError;
 pub use confidant_engine::HandshakeFailure;
+use confidant_store::StoreError;
 
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,6 @@ pub enum NodeError {
     #[error("the node is shut down")]
     Stopped,
 }
-
 
 impl From<confidant_engine::EngineError> for NodeError {
     fn from(error: confidant_engine::EngineError) -> Self {

@@ -33,4 +33,3 @@ impl futures_core::Stream for Events {
         self.receiver.poll_recv(cx)
     }
 }
-

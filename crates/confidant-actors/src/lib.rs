@@ -91,13 +91,13 @@ pub mod fuzzing {
     }
 }
 
+pub use confidant_engine::Side;
 pub use config::NodeConfig;
 pub use error::{HandshakeFailure, NodeError};
 pub use event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage};
 pub use invitation::{INVITATION_VERSION, Invitation, InvitationError};
 pub use memory_transport::{MemoryRelay, MemoryTransport};
 pub use node::{Node, NodeBuilder};
-pub use confidant_engine::Side;
 pub use transport::{
     Delivery, DeliveryId, Outgoing, Payload, RelayInvitation, Transport, TransportError,
 };

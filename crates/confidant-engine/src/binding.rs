@@ -158,7 +158,7 @@ pub(crate) fn new_one_time_pre_key(
             return Ok(OneTimePreKey::new(id, *secret));
         }
     }
-    Err(EngineError::Store(confidant_store::StoreError::Inconsistent(
-        "no free one-time pre-key id found",
-    )))
+    Err(EngineError::Store(
+        confidant_store::StoreError::Inconsistent("no free one-time pre-key id found"),
+    ))
 }

@@ -213,7 +213,9 @@ struct Round {
 
 /// What a commit's success brings about.
 enum Then {
-    Round { record: Option<ConnectionRecord> },
+    Round {
+        record: Option<ConnectionRecord>,
+    },
     Reserve {
         reservation: CounterReservation,
         remaining: VecDeque<Vec<u8>>,
@@ -688,11 +690,7 @@ impl Connection {
                 .extend(items.into_iter().map(|(delivery, _)| delivery));
             return effects;
         }
-        if self
-            .session
-            .as_ref()
-            .is_some_and(DurableSession::is_staged)
-        {
+        if self.session.as_ref().is_some_and(DurableSession::is_staged) {
             // The previous round's commit has not been reported.
             effects
                 .release
@@ -773,7 +771,9 @@ impl Connection {
         {
             tracing::warn!(connection = %self.id, %error, "staging failed; deliveries released");
             effects.release.append(&mut round.on_commit);
-            round.drafts.retain(|draft| matches!(draft, Report::Event(_)));
+            round
+                .drafts
+                .retain(|draft| matches!(draft, Report::Event(_)));
             Self::publish(effects, round.drafts, None);
             self.after_failure();
             return;
@@ -826,7 +826,12 @@ impl Connection {
         }
     }
 
-    fn on_message(&mut self, delivery: DeliveryId, message: EncryptedMessage, effects: &mut Effects) {
+    fn on_message(
+        &mut self,
+        delivery: DeliveryId,
+        message: EncryptedMessage,
+        effects: &mut Effects,
+    ) {
         let Some(round) = self.round.as_mut() else {
             effects.release.push(delivery);
             return;
@@ -1266,7 +1271,9 @@ impl Connection {
         // connection, and its bundle is bound to the request's nonce.
         let signer: Option<[u8; 32]> = match (record.peer_identity, &record.phase) {
             (Some(peer), _) => Some(peer),
-            (None, Phase::BundleSent { .. }) => <[u8; 32]>::try_from(reset.identity_key.as_slice()).ok(),
+            (None, Phase::BundleSent { .. }) => {
+                <[u8; 32]>::try_from(reset.identity_key.as_slice()).ok()
+            }
             (None, _) => None,
         };
         let Some(signer) = signer else {

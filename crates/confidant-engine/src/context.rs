@@ -84,7 +84,10 @@ pub struct Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("identity_key", &hex::encode(self.keys.identity_public_key().to_bytes()))
+            .field(
+                "identity_key",
+                &hex::encode(self.keys.identity_public_key().to_bytes()),
+            )
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -191,4 +194,3 @@ where
             .map_err(HandshakeFailure::from)
     }
 }
-

@@ -186,11 +186,7 @@ impl ConnectionRecord {
     /// Adds the record of a new connection: the batch fails with
     /// [`StoreError::AlreadyExists`] if `id` has a record already, so an id
     /// that the relay assigns can never replace another connection.
-    pub fn insert(
-        &self,
-        batch: &mut WriteBatch,
-        id: &ConnectionId,
-    ) -> Result<(), StoreError> {
+    pub fn insert(&self, batch: &mut WriteBatch, id: &ConnectionId) -> Result<(), StoreError> {
         batch.push(WriteOp::Insert {
             table: Table::Connections,
             key: id.as_bytes().to_vec(),
@@ -211,9 +207,7 @@ impl ConnectionRecord {
     }
 
     /// Every connection record, by connection id.
-    pub fn all<S: RawStore + ?Sized>(
-        store: &S,
-    ) -> Result<Vec<(ConnectionId, Self)>, StoreError> {
+    pub fn all<S: RawStore + ?Sized>(store: &S) -> Result<Vec<(ConnectionId, Self)>, StoreError> {
         store
             .entries(Table::Connections)?
             .into_iter()
@@ -247,10 +241,7 @@ pub fn delete_invitation(batch: &mut WriteBatch, token: &str) {
 
 /// Whether the invitation with `token` is stored (issued here and not
 /// used yet).
-pub fn has_invitation<S: RawStore + ?Sized>(
-    store: &S,
-    token: &str,
-) -> Result<bool, StoreError> {
+pub fn has_invitation<S: RawStore + ?Sized>(store: &S, token: &str) -> Result<bool, StoreError> {
     Ok(store.get(Table::Invitations, token.as_bytes())?.is_some())
 }
 
