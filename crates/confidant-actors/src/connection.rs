@@ -291,17 +291,8 @@ impl ConnState {
             let Some(step) = step else {
                 break;
             };
-            let store = Arc::clone(&self.shared.store);
-            let batch = step.batch;
-            let outcome = match self
-                .off_thread(move || store.commit(batch).map(|committed| committed.inbox))
-                .await
-            {
-                Ok(outcome) => outcome,
-                // A panicking commit: the state is dropped (see
-                // `off_thread`); the request reports the crash.
-                Err(error) => return Err(error),
-            };
+            // With whatever else the node is storing now (group commit).
+            let outcome = self.shared.committer.commit(step.batch).await;
             let Some(engine) = self.engine.as_mut() else {
                 return Ok(out);
             };

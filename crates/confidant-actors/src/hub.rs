@@ -19,9 +19,7 @@ use actix::dev::Request;
 use actix::prelude::*;
 use confidant_core::ConnectionId;
 use confidant_engine::{Item, Report};
-use confidant_store::{RawStore, StoreError, WriteBatch, WriteOp};
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -91,10 +89,6 @@ where
 
 pub(crate) struct Hub {
     shared: Arc<Shared>,
-    /// Connections whose last commit failed: committed on their own until
-    /// one succeeds, so a connection whose changes cannot be stored does not
-    /// fail every group commit.
-    suspects: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
     /// Connections whose actor crashed in a round: they get one delivery
     /// per round until one goes through.
     crashing: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
@@ -107,7 +101,6 @@ impl Hub {
     pub(crate) fn new(shared: Arc<Shared>, workers: Vec<ArbiterHandle>) -> Self {
         Self {
             shared,
-            suspects: Arc::default(),
             crashing: Arc::default(),
             slots: HashMap::new(),
             workers,
@@ -368,7 +361,6 @@ impl Handler<Round> for Hub {
             });
         }
         let shared = Arc::clone(&self.shared);
-        let suspects = Arc::clone(&self.suspects);
         let crashing = Arc::clone(&self.crashing);
         Box::pin(async move {
             let results = futures_util::future::join_all(requests).await;
@@ -402,52 +394,22 @@ impl Handler<Round> for Hub {
                     }
                 }
             }
-            let batches: Vec<(WriteBatch, bool)> = {
-                let suspects = suspects
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                to_commit
-                    .iter_mut()
-                    .map(|(id, _, processed)| {
-                        let batch = processed
-                            .round
-                            .as_mut()
-                            .map(|round| std::mem::take(&mut round.batch))
-                            .unwrap_or_default();
-                        (batch, suspects.contains(id))
-                    })
-                    .collect()
-            };
-            let store = Arc::clone(&shared.store);
-            let results = match shared
-                .blocking(move || group_commit(&*store, batches))
-                .await
-            {
-                Ok(results) => results,
-                Err(error) => {
-                    let message = error.to_string();
-                    to_commit
-                        .iter()
-                        .map(|_| Err(StoreError::Io(message.clone())))
-                        .collect()
-                }
-            };
-            {
-                let mut suspects = suspects
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for ((id, _, _), result) in to_commit.iter().zip(&results) {
-                    match result {
-                        Ok(Some(_)) => {
-                            suspects.remove(id);
-                        }
-                        Ok(None) => {}
-                        Err(_) => {
-                            suspects.insert(id.clone());
-                        }
+            // Every connection's round in one transaction (the node's
+            // committer groups them, with whatever else is waiting).
+            let commits = to_commit.iter_mut().map(|(_, _, processed)| {
+                let batch = processed
+                    .round
+                    .as_mut()
+                    .map(|round| std::mem::take(&mut round.batch));
+                let shared = Arc::clone(&shared);
+                async move {
+                    match batch {
+                        Some(batch) => shared.committer.commit(batch).await.map(Some),
+                        None => Ok(None),
                     }
                 }
-            }
+            });
+            let results = futures_util::future::join_all(commits).await;
             for ((_, addr, processed), result) in to_commit.into_iter().zip(results) {
                 let Processed {
                     round,
@@ -487,65 +449,4 @@ impl Handler<Round> for Hub {
             outcome
         })
     }
-}
-
-fn inbox_appends(batch: &WriteBatch) -> u64 {
-    batch
-        .ops()
-        .iter()
-        .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
-        .count() as u64
-}
-
-/// Commits the round: every batch not marked suspect in one transaction,
-/// each suspect (its connection's last commit failed) on its own. If the
-/// shared transaction fails, every batch in it fails (and its connections
-/// become suspects, to be committed on their own next time), so that one
-/// connection whose changes cannot be stored holds back the others for one
-/// round at most. `Ok(None)`: nothing to commit.
-fn group_commit(
-    store: &dyn RawStore,
-    batches: Vec<(WriteBatch, bool)>,
-) -> Vec<Result<Option<Range<u64>>, StoreError>> {
-    let mut results: Vec<Result<Option<Range<u64>>, StoreError>> =
-        batches.iter().map(|_| Ok(None)).collect();
-    let mut merged = WriteBatch::new();
-    let mut in_merged: Vec<(usize, u64)> = Vec::new();
-    for (index, (batch, suspect)) in batches.into_iter().enumerate() {
-        if batch.is_empty() {
-            continue;
-        }
-        if suspect {
-            if let Some(result) = results.get_mut(index) {
-                *result = store.commit(batch).map(|committed| Some(committed.inbox));
-            }
-        } else {
-            in_merged.push((index, inbox_appends(&batch)));
-            merged.append(batch);
-        }
-    }
-    if in_merged.is_empty() {
-        return results;
-    }
-    match store.commit(merged) {
-        Ok(committed) => {
-            let mut next = committed.inbox.start;
-            for (index, count) in in_merged {
-                if let Some(result) = results.get_mut(index) {
-                    *result = Ok(Some(next..next + count));
-                }
-                next += count;
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, "group commit failed; its connections commit on their own next time");
-            let message = error.to_string();
-            for (index, _) in in_merged {
-                if let Some(result) = results.get_mut(index) {
-                    *result = Err(StoreError::Io(format!("group commit failed: {message}")));
-                }
-            }
-        }
-    }
-    results
 }

@@ -68,6 +68,7 @@
 //! `docs/architecture.md` describes the actors, who owns which state and
 //! how a message travels.
 
+mod committer;
 mod config;
 mod connection;
 mod error;

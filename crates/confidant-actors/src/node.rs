@@ -255,7 +255,13 @@ fn run_node(
         let (outbox_sender, outbox) = mpsc::unbounded_channel();
         let identity_key = keys.identity_public_key().to_bytes();
         let event_capacity = config.event_capacity;
+        let committer = crate::committer::Committer::start(
+            Arc::clone(&store),
+            tokio::runtime::Handle::current(),
+            2,
+        );
         let shared = Arc::new(Shared {
+            committer,
             store,
             engine: Arc::new(confidant_engine::Context {
                 registry: Arc::new(registry),
@@ -555,14 +561,14 @@ impl Node {
         )
         .await??;
         let shared = self.shared()?;
-        let store = Arc::clone(&shared.store);
         let token = relay.token.clone();
         run_on_node(&parts.hub, async move {
             shared
-                .blocking(move || store.commit(confidant_engine::setup::invitation_created(&token)))
+                .committer
+                .commit(confidant_engine::setup::invitation_created(&token))
                 .await
         })
-        .await???;
+        .await??;
         Ok(Invitation {
             relay: relay.relay,
             token: relay.token,
@@ -590,7 +596,6 @@ impl Node {
         let parts = self.parts();
         let transport = Arc::clone(&parts.transport);
         let shared = self.shared()?;
-        let store = Arc::clone(&shared.store);
         let token = invitation.token.clone();
         let identity = invitation.identity_key;
         let greeting = greeting.into();
@@ -601,21 +606,18 @@ impl Node {
             // concurrently; this is ordering, not a lock.
             let _joining = shared.joins.start();
             let connection_id = transport.join(&token).await?;
-            let id = connection_id.clone();
-            shared
-                .blocking(move || -> Result<(), NodeError> {
-                    let batch = confidant_engine::setup::joined(&id, identity, &token, greeting)?;
-                    match store.commit(batch) {
-                        Ok(_) => Ok(()),
-                        Err(StoreError::AlreadyExists { .. }) => {
-                            tracing::error!(connection = %id, "the relay answered a join with the id of an existing connection; refused");
-                            Err(NodeError::ConnectionIdTaken(id))
-                        }
-                        Err(error) => Err(error.into()),
-                    }
-                })
-                .await??;
-            Ok(connection_id)
+            let batch =
+                confidant_engine::setup::joined(&connection_id, identity, &token, greeting)?;
+            // Stored with the other joins and steps in flight (group
+            // commit).
+            match shared.committer.commit(batch).await {
+                Ok(_) => Ok(connection_id),
+                Err(StoreError::AlreadyExists { .. }) => {
+                    tracing::error!(connection = %connection_id, "the relay answered a join with the id of an existing connection; refused");
+                    Err(NodeError::ConnectionIdTaken(connection_id))
+                }
+                Err(error) => Err(error.into()),
+            }
         })
         .await?
     }
@@ -658,20 +660,14 @@ impl Node {
             return Ok(());
         }
         let shared = self.shared()?;
-        let store = Arc::clone(&shared.store);
-        let sequences = sequences.to_vec();
+        let mut batch = WriteBatch::new();
+        for &sequence in sequences {
+            batch.delete_inbox(sequence);
+        }
         run_on_node(&self.parts().hub, async move {
-            shared
-                .blocking(move || {
-                    let mut batch = WriteBatch::new();
-                    for sequence in sequences {
-                        batch.delete_inbox(sequence);
-                    }
-                    store.commit(batch)
-                })
-                .await
+            shared.committer.commit(batch).await
         })
-        .await???;
+        .await??;
         Ok(())
     }
 

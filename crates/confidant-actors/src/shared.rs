@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn RawStore>,
     /// What the connections' engines share.
     pub(crate) engine: Arc<Context>,
+    /// Every change the node stores goes through it (group commit).
+    pub(crate) committer: crate::committer::Committer,
     pub(crate) config: NodeConfig,
     pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
     /// The node thread's runtime: every blocking store call runs on its

@@ -579,8 +579,7 @@ fn through_nodes(
     println!(
         "a round of {handshakes} handshakes (medians over rounds): the issuer's create_invitation \
          calls, all at once, {:.0} ms; then the holder's accept_invitation calls, all at once, \
-         {:.0} ms (a node holds its delivery gate, exclusively, across each join call and its \
-         durable commit, so one node's accepts run one at a time); then until every connection \
+         {:.0} ms (they run concurrently; each join is its own durable commit); then until every connection \
          is reported on both nodes, {:.0} ms",
         median_ms(|round| round.invite),
         median_ms(|round| round.accept),
