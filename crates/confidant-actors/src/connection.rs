@@ -23,7 +23,7 @@ use crate::transport::{DeliveryId, Outgoing, TransportError};
 use actix::prelude::*;
 use confidant_core::ConnectionId;
 use confidant_engine::{Commit, CommitId, CommitKind, Connection, Effects, Item, Outbound};
-use confidant_store::StoreError;
+use confidant_store::{SendResume, StoreError};
 use futures_util::FutureExt as _;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
@@ -64,6 +64,11 @@ pub(crate) struct ConnState {
     /// How many joins had ended when the record was loaded (see
     /// [`Joins`](crate::shared::Joins)).
     joins_ended_at_load: u64,
+    /// Where the previous actor of this connection, in this process, let
+    /// the sending counter go when it stopped idle: the first load goes on
+    /// from there without a reservation commit (see
+    /// [`SendResume`](confidant_store::SendResume)). Used once.
+    resume: Option<SendResume>,
 }
 
 impl ConnState {
@@ -79,6 +84,7 @@ impl ConnState {
             crashed: false,
             in_flight,
             joins_ended_at_load: 0,
+            resume: None,
         }
     }
 }
@@ -89,9 +95,11 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    pub(crate) fn new(id: ConnectionId, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(id: ConnectionId, shared: Arc<Shared>, resume: Option<SendResume>) -> Self {
+        let mut state = ConnState::new(id, shared, None);
+        state.resume = resume;
         Self {
-            state: Some(Box::new(ConnState::new(id, shared, None))),
+            state: Some(Box::new(state)),
         }
     }
 
@@ -212,16 +220,25 @@ impl Handler<Reset> for ConnectionActor {
     }
 }
 
-/// Stop if idle (nothing staged, no key update waiting). Answers whether it
-/// stopped.
+/// How an actor answered [`StopIfIdle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub(crate) enum Stopped {
+    /// Busy: it goes on.
+    Busy,
+    /// Stopped; where its sending counter stands, for the next actor of
+    /// the connection in this process.
+    Stopped(Option<SendResume>),
+}
+
+/// Stop if idle (nothing staged, no key update waiting).
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Stopped")]
 pub(crate) struct StopIfIdle;
 
 impl Handler<StopIfIdle> for ConnectionActor {
-    type Result = bool;
+    type Result = Stopped;
 
-    fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> Stopped {
         let busy = self.state.as_ref().is_some_and(|state| {
             state.in_flight.is_some()
                 || state
@@ -230,10 +247,16 @@ impl Handler<StopIfIdle> for ConnectionActor {
                     .is_some_and(|engine| !engine.is_idle())
         });
         if busy {
-            return false;
+            return Stopped::Busy;
         }
+        // The actor stops here: its engine seals nothing more. (An actor
+        // that never loaded keeps the point it was given.)
+        let point = self.state.as_ref().and_then(|state| match &state.engine {
+            Some(engine) => engine.resume_point(),
+            None => state.resume,
+        });
         ctx.stop();
-        true
+        Stopped::Stopped(point)
     }
 }
 
@@ -254,8 +277,12 @@ impl ConnState {
         self.joins_ended_at_load = self.shared.joins.ended();
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
+        // The point is given to one load only, whatever comes of it.
+        let resume = self.resume.take();
         let (engine, effects) = self
-            .off_thread(move || Connection::load(Arc::clone(&shared.engine), &*shared.store, id))
+            .off_thread(move || {
+                Connection::load_resuming(Arc::clone(&shared.engine), &*shared.store, id, resume)
+            })
             .await?
             .map_err(NodeError::Store)?;
         self.engine = Some(engine);

@@ -9,8 +9,9 @@
 //! per connection (two would each hold a session and could reuse counters).
 
 use crate::connection::{
-    Committed, ConnectionActor, Process, Processed, Reset, SendMessages, StopIfIdle,
+    Committed, ConnectionActor, Process, Processed, Reset, SendMessages, StopIfIdle, Stopped,
 };
+use confidant_store::SendResume;
 use crate::error::NodeError;
 use crate::event::Event;
 use crate::shared::Shared;
@@ -93,6 +94,11 @@ pub(crate) struct Hub {
     /// per round until one goes through.
     crashing: Arc<std::sync::Mutex<HashSet<ConnectionId>>>,
     slots: HashMap<ConnectionId, Slot>,
+    /// Where each connection whose actor stopped idle let its sending
+    /// counter go, for its next actor: a wake-up then needs no reservation
+    /// commit. In memory only, so a crash forgets them all (and sealing
+    /// resumes above the durable reservations).
+    resume: HashMap<ConnectionId, SendResume>,
     workers: Vec<ArbiterHandle>,
     next_worker: usize,
 }
@@ -103,6 +109,7 @@ impl Hub {
             shared,
             crashing: Arc::default(),
             slots: HashMap::new(),
+            resume: HashMap::new(),
             workers,
             next_worker: 0,
         }
@@ -110,15 +117,16 @@ impl Hub {
 
     fn spawn_actor(&mut self, id: &ConnectionId) -> Addr<ConnectionActor> {
         let shared = Arc::clone(&self.shared);
+        let resume = self.resume.remove(id);
         let id = id.clone();
         let Some(worker) = self
             .workers
             .get(self.next_worker % self.workers.len().max(1))
         else {
-            return ConnectionActor::new(id, shared).start();
+            return ConnectionActor::new(id, shared, resume).start();
         };
         self.next_worker = self.next_worker.wrapping_add(1);
-        ConnectionActor::start_in_arbiter(worker, move |_| ConnectionActor::new(id, shared))
+        ConnectionActor::start_in_arbiter(worker, move |_| ConnectionActor::new(id, shared, resume))
     }
 
     fn target(&mut self, id: &ConnectionId) -> Target {
@@ -191,14 +199,26 @@ impl Hub {
             ctx.spawn(
                 addr.send(StopIfIdle)
                     .into_actor(self)
-                    .map(move |answer, hub, _| hub.after_stop(&id, answer.unwrap_or(true))),
+                    .map(move |answer, hub, _| {
+                        // A mailbox error: it is gone, with nothing to resume.
+                        hub.after_stop(&id, answer.unwrap_or(Stopped::Stopped(None)));
+                    }),
             );
         }
     }
 
-    fn after_stop(&mut self, id: &ConnectionId, stopped: bool) {
+    fn after_stop(&mut self, id: &ConnectionId, answer: Stopped) {
         let Some(slot) = self.slots.remove(id) else {
             return;
+        };
+        let stopped = match answer {
+            Stopped::Busy => false,
+            Stopped::Stopped(point) => {
+                if let Some(point) = point {
+                    self.resume.insert(id.clone(), point);
+                }
+                true
+            }
         };
         let SlotState::Stopping(old, waiters) = slot.state else {
             self.slots.insert(id.clone(), slot);

@@ -38,7 +38,7 @@ use confidant_session::handshake::ResponderPolicy;
 use confidant_session::{KeyStatus, OpenError};
 use confidant_store::{
     CounterReservation, DurableSession, InboxEntry, PreKeyStore, RawStore, ReceiveError,
-    StoreError, WriteBatch,
+    SendResume, StoreError, WriteBatch,
 };
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -328,14 +328,28 @@ impl Connection {
         store: &dyn RawStore,
         id: ConnectionId,
     ) -> Result<(Self, Effects), StoreError> {
+        Self::load_resuming(context, store, id, None)
+    }
+
+    /// [`Connection::load`], going on from where this process let the
+    /// connection go ([`Connection::resume_point`]): the first send after
+    /// a wake-up then needs no reservation commit. A stale or mismatched
+    /// point is ignored (sealing resumes above the durable reservation).
+    pub fn load_resuming(
+        context: Arc<Context>,
+        store: &dyn RawStore,
+        id: ConnectionId,
+        resume: Option<SendResume>,
+    ) -> Result<(Self, Effects), StoreError> {
         let record = ConnectionRecord::load(store, &id)?;
         let session = match &record {
             Some(record) if record.phase == Phase::Established => {
-                match DurableSession::load(
+                match DurableSession::load_resuming(
                     store,
                     &context.registry,
                     &id,
                     context.config.reservation_block,
+                    resume,
                 ) {
                     Ok(Some(session)) => Ok(Some(session)),
                     Ok(None) => Err("the session is missing".to_owned()),
@@ -402,6 +416,18 @@ impl Connection {
             && self.round.is_none()
             && !self.update_wanted
             && !self.session.as_ref().is_some_and(DurableSession::is_staged)
+    }
+
+    /// Where the sending counter stands, for a driver about to drop this
+    /// idle connection: kept in the driver's memory (never stored) and
+    /// given to the next [`Connection::load_resuming`] of this connection,
+    /// once. `None` unless idle, established and not stale. Give this
+    /// connection no more input after taking it.
+    pub fn resume_point(&self) -> Option<SendResume> {
+        if self.stale || !self.is_idle() {
+            return None;
+        }
+        self.session.as_ref().and_then(DurableSession::resume_point)
     }
 
     /// Whether a step commit is waiting for its outcome.

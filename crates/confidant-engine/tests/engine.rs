@@ -578,3 +578,49 @@ fn a_join_with_an_unknown_token_creates_nothing() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_resume_point_saves_the_reservation_and_is_never_trusted_after_a_crash() {
+    let mut sim = Sim::new(small_context);
+    sim.connect();
+    assert!(matches!(sim.send(INVITEE, b"reserves"), Some(Ok(()))));
+    let engine = sim.parties[INVITEE].engine.take().unwrap();
+    let point = engine.resume_point().expect("idle and established");
+    let (epoch, next) = engine.send_position().unwrap();
+    assert_eq!((point.epoch, point.next_counter), (epoch, next));
+    drop(engine);
+
+    // Woken in the same process: it goes on where it stopped, with no
+    // commit before the message.
+    let p = &mut sim.parties[INVITEE];
+    let (mut engine, effects) =
+        Connection::load_resuming(Arc::clone(&p.context), &p.store, sim.id.clone(), Some(point))
+            .unwrap();
+    assert!(effects.commits.is_empty());
+    assert_eq!(engine.send_position(), Some((epoch, next)));
+    let effects = engine.send(vec![b"woken".to_vec()]);
+    assert!(effects.commits.is_empty(), "a reservation was committed");
+    assert!(matches!(effects.outcome, Some(Ok(()))));
+    p.engine = Some(engine);
+    assert!(matches!(sim.run(INVITEE, effects), Some(Ok(()))));
+    sim.sent[INVITEE].push(b"woken".to_vec());
+
+    // After a crash the point is gone: sealing resumes above the durable
+    // reservation, past every counter the point allowed.
+    let p = &mut sim.parties[INVITEE];
+    let (engine, _) = Connection::load(Arc::clone(&p.context), &p.store, sim.id.clone()).unwrap();
+    let (_, after_crash) = engine.send_position().unwrap();
+    assert_eq!(after_crash, point.reserved_until);
+    // A point that no longer matches the store (the reservation moved on)
+    // is ignored.
+    let stale = confidant_store::SendResume {
+        reserved_until: point.reserved_until + 1,
+        ..point
+    };
+    let (engine, _) =
+        Connection::load_resuming(Arc::clone(&p.context), &p.store, sim.id.clone(), Some(stale))
+            .unwrap();
+    assert_eq!(engine.send_position().unwrap().1, point.reserved_until);
+    sim.settle();
+    assert_exactly_once(&sim);
+}

@@ -31,6 +31,24 @@ use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_session::{KeyUpdateReceived, OpenError, Session};
 use zeroize::Zeroizing;
 
+/// Where a session's sending counter stood when its holder let it go
+/// cleanly: the next counter, in an epoch whose durable reservation runs to
+/// `reserved_until`. Kept in the memory of the process only (never
+/// stored): a process that dies forgets it, so after a crash sealing
+/// resumes above the reservation, as always. Within one process it lets the
+/// next [`DurableSession::load_resuming`] go on at `next_counter` without a
+/// new reservation, since no counter from there to `reserved_until` was
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendResume {
+    /// The sending epoch.
+    pub epoch: u32,
+    /// The next counter to seal with.
+    pub next_counter: u64,
+    /// The durable reservation's end when it was let go.
+    pub reserved_until: u64,
+}
+
 /// Default number of counters reserved per durable commit.
 pub const DEFAULT_RESERVATION_BLOCK: u64 = 65_536;
 
@@ -167,6 +185,21 @@ impl DurableSession {
         connection_id: &ConnectionId,
         block: u64,
     ) -> Result<Option<Self>, StoreError> {
+        Self::load_resuming(store, registry, connection_id, block, None)
+    }
+
+    /// [`DurableSession::load`], going on from `resume` (where this
+    /// process let the session go, see [`SendResume`]) if it still matches
+    /// the store: the same epoch and the same reservation, with the stored
+    /// counter not past it. Otherwise (or with `None`) sealing resumes
+    /// above the durable reservation. Give each `resume` to one load only.
+    pub fn load_resuming<S: RawStore + ?Sized>(
+        store: &S,
+        registry: &SuiteRegistry,
+        connection_id: &ConnectionId,
+        block: u64,
+        resume: Option<SendResume>,
+    ) -> Result<Option<Self>, StoreError> {
         if block == 0 {
             return Err(StoreError::Inconsistent(
                 "reservation block must be at least 1",
@@ -186,7 +219,16 @@ impl DurableSession {
             ));
         }
         let mut session = confidant_session::Session::restore(&snapshot, registry)?;
-        session.advance_send_counter(reservation.reserved_until);
+        let resume_at = resume
+            .filter(|resume| {
+                resume.epoch == reservation.epoch
+                    && resume.epoch == session.send_epoch()
+                    && resume.reserved_until == reservation.reserved_until
+                    && session.next_send_counter() <= resume.next_counter
+                    && resume.next_counter <= reservation.reserved_until
+            })
+            .map_or(reservation.reserved_until, |resume| resume.next_counter);
+        session.advance_send_counter(resume_at);
         Ok(Some(Self {
             session,
             reservation,
@@ -217,6 +259,22 @@ impl DurableSession {
     /// The durable reservation.
     pub fn reservation(&self) -> CounterReservation {
         self.reservation
+    }
+
+    /// Where the sending counter stands, for a later
+    /// [`DurableSession::load_resuming`] in this process; `None` if nothing
+    /// is reserved in the current epoch (or the session is poisoned).
+    /// Seal nothing more with this session after taking it.
+    pub fn resume_point(&self) -> Option<SendResume> {
+        let next_counter = self.session.next_send_counter();
+        (!self.poisoned
+            && self.reservation.epoch == self.session.send_epoch()
+            && next_counter <= self.reservation.reserved_until)
+            .then_some(SendResume {
+                epoch: self.reservation.epoch,
+                next_counter,
+                reserved_until: self.reservation.reserved_until,
+            })
     }
 
     fn check(&self) -> Result<(), StoreError> {

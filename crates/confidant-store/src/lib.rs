@@ -35,7 +35,9 @@ mod store;
 #[cfg(feature = "redb")]
 pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
-pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received};
+pub use durable::{
+    DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received, SendResume,
+};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use records::{
