@@ -421,3 +421,86 @@ fn the_receiver_delivers_every_message_exactly_once_across_sigkills() {
     drop(store);
     assert_store_opens(&receiver_store);
 }
+
+/// The runtime's cheap wake-up: a node whose connection actor stops idle
+/// after every message goes on from where the stopped actor let its
+/// counter go, without a reservation commit; killed with SIGKILL at random
+/// points, it never reuses a counter (the point lives in the process's
+/// memory only, so a restart resumes above the durable reservation).
+#[test]
+fn a_node_waking_idle_connections_never_reuses_a_counter_across_sigkills() {
+    let sender = env!("CARGO_BIN_EXE_wake_sender");
+    let kills = setting("CONFIDANT_CRASH_WAKE_KILLS", 40);
+    let steps = setting("CONFIDANT_CRASH_WAKE_STEPS", 12);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("node.redb");
+    let wire = dir.path().join("wire");
+    let mut random = Random::from_clock();
+    run_to_completion(sender, &["setup".as_ref(), store.as_os_str()]);
+
+    let mut mid_run = 0;
+    let mut startup = None;
+    for _ in 0..kills {
+        let target = random.below(steps as u64 + 1) as usize;
+        let run = kill_after(
+            sender,
+            &["run".as_ref(), store.as_os_str(), wire.as_os_str()],
+            target,
+            startup,
+            &mut random,
+        );
+        mid_run += usize::from(run.mid_run);
+        startup = run.startup.or(startup);
+    }
+    crash::repair_wire(&wire).unwrap();
+    let before_final = crash::read_wire(&wire).unwrap().len();
+    let until = (before_final + 40).to_string();
+    let output = Command::new(sender)
+        .args([
+            "run".as_ref(),
+            store.as_os_str(),
+            wire.as_os_str(),
+            "--until".as_ref(),
+            until.as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (wakes, contiguous) = stdout
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("wakes ")?;
+            let (wakes, contiguous) = rest.split_once(" contiguous ")?;
+            Some((
+                wakes.parse::<usize>().ok()?,
+                contiguous.parse::<usize>().ok()?,
+            ))
+        })
+        .expect("the final run reports its wakes");
+
+    // The initial message is sent again at each start (the peer never
+    // answered); the rest are sealed under the session.
+    let envelopes: Vec<Body> = crash::read_wire(&wire)
+        .unwrap()
+        .into_iter()
+        .filter(|body| !matches!(body, Body::Initial(_)))
+        .collect();
+    assert_kills_count("waking sender", mid_run, kills);
+    let counters = assert_no_counter_twice(&envelopes);
+    println!(
+        "waking sender: {} envelopes over {kills} kills, {counters} (epoch, counter) pairs, \
+         none twice; in the final run {contiguous} of {wakes} wake-ups went on at the next \
+         counter",
+        envelopes.len()
+    );
+    // Every wake of a stopped actor went on at the next counter: no
+    // reservation was taken (a fresh load would skip to the end of the
+    // reservation block).
+    assert!(wakes >= 20, "too few wake-ups to tell: {wakes}");
+    assert_eq!(contiguous, wakes, "a wake-up skipped counters");
+}

@@ -11,7 +11,6 @@
 use crate::connection::{
     Committed, ConnectionActor, Process, Processed, Reset, SendMessages, StopIfIdle, Stopped,
 };
-use confidant_store::SendResume;
 use crate::error::NodeError;
 use crate::event::Event;
 use crate::shared::Shared;
@@ -20,6 +19,7 @@ use actix::dev::Request;
 use actix::prelude::*;
 use confidant_core::ConnectionId;
 use confidant_engine::{Item, Report};
+use confidant_store::SendResume;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

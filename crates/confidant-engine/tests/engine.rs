@@ -593,9 +593,13 @@ fn a_resume_point_saves_the_reservation_and_is_never_trusted_after_a_crash() {
     // Woken in the same process: it goes on where it stopped, with no
     // commit before the message.
     let p = &mut sim.parties[INVITEE];
-    let (mut engine, effects) =
-        Connection::load_resuming(Arc::clone(&p.context), &p.store, sim.id.clone(), Some(point))
-            .unwrap();
+    let (mut engine, effects) = Connection::load_resuming(
+        Arc::clone(&p.context),
+        &p.store,
+        sim.id.clone(),
+        Some(point),
+    )
+    .unwrap();
     assert!(effects.commits.is_empty());
     assert_eq!(engine.send_position(), Some((epoch, next)));
     let effects = engine.send(vec![b"woken".to_vec()]);
@@ -617,9 +621,13 @@ fn a_resume_point_saves_the_reservation_and_is_never_trusted_after_a_crash() {
         reserved_until: point.reserved_until + 1,
         ..point
     };
-    let (engine, _) =
-        Connection::load_resuming(Arc::clone(&p.context), &p.store, sim.id.clone(), Some(stale))
-            .unwrap();
+    let (engine, _) = Connection::load_resuming(
+        Arc::clone(&p.context),
+        &p.store,
+        sim.id.clone(),
+        Some(stale),
+    )
+    .unwrap();
     assert_eq!(engine.send_position().unwrap().1, point.reserved_until);
     sim.settle();
     assert_exactly_once(&sim);

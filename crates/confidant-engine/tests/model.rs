@@ -167,9 +167,9 @@ proptest! {
             }
         }
         sim.settle();
-        for receiver in 0..2 {
+        for (receiver, expected) in expected.iter().enumerate() {
             let stored = sim.stored(receiver);
-            for text in &expected[receiver] {
+            for text in expected {
                 prop_assert_eq!(
                     stored.iter().filter(|stored| *stored == text).count(),
                     1,

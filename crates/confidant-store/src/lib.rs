@@ -35,9 +35,7 @@ mod store;
 #[cfg(feature = "redb")]
 pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
-pub use durable::{
-    DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received, SendResume,
-};
+pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received, SendResume};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use records::{

@@ -24,11 +24,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
+/// A key (as a hash) and a nonce.
+type KeyAndNonce = (u64, Vec<u8>);
+
 /// Every (key, nonce) a [`Recording`] cipher sealed with, across all
 /// parties of a test run.
-static SEALED: Mutex<Option<HashSet<(u64, Vec<u8>)>>> = Mutex::new(None);
+static SEALED: Mutex<Option<HashSet<KeyAndNonce>>> = Mutex::new(None);
 /// (key, nonce) pairs sealed twice.
-static REUSED: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
+static REUSED: Mutex<Vec<KeyAndNonce>> = Mutex::new(Vec::new());
 
 /// AES-256-GCM that records every (key, nonce) it seals with: a reuse is
 /// caught at the cipher itself, whatever the layers above believe.
