@@ -312,7 +312,10 @@ impl ConnState {
     /// returns everything else the engine asked for along the way.
     async fn drive(&mut self, mut effects: Effects) -> Result<Effects, NodeError> {
         let mut out = Effects::default();
-        for _ in 0..1024 {
+        // Ends: each step's outcome either finishes what asked for it or
+        // asks for the next step of a finite request (one reservation per
+        // block of counters, one key update per epoch).
+        loop {
             let step = effects.take_step();
             out.append(effects);
             let Some(step) = step else {

@@ -764,3 +764,39 @@ async fn a_slow_join_holds_back_neither_other_handshakes_nor_deliveries() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
 }
+
+/// A burst that needs more reservation commits than any fixed bound (one
+/// counter per reservation here) is sealed to the end, and the connection
+/// takes requests afterwards: the actor carries out every step its engine
+/// asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_needing_many_reservations_is_sent_whole() {
+    let relay = MemoryRelay::new();
+    let config = NodeConfig::default().with_reservation_block(1);
+    let (issuer, issuer_seen) = start(
+        &relay,
+        "issuer",
+        Arc::new(MemoryStore::new()),
+        config.clone(),
+    )
+    .await;
+    let (holder, holder_seen) = start(&relay, "holder", Arc::new(MemoryStore::new()), config).await;
+    let id = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1)
+        .await
+        .remove(0);
+    let burst: Vec<Vec<u8>> = (0..1500)
+        .map(|n| format!("burst {n}").into_bytes())
+        .collect();
+    holder.send_many(&id, burst).await.unwrap();
+    holder.send(&id, "after the burst").await.unwrap();
+    wait_until("the burst and the message after it", WAIT, || {
+        issuer_seen.texts(&id).len() == 1502
+    })
+    .await;
+    let texts = issuer_seen.texts(&id);
+    assert_eq!(texts[1], "burst 0");
+    assert_eq!(texts[1500], "burst 1499");
+    assert_eq!(texts[1501], "after the burst");
+    issuer.shutdown().await.unwrap();
+    holder.shutdown().await.unwrap();
+}
