@@ -632,3 +632,24 @@ fn a_resume_point_saves_the_reservation_and_is_never_trusted_after_a_crash() {
     sim.settle();
     assert_exactly_once(&sim);
 }
+
+#[test]
+fn a_damaged_connection_record_is_a_clear_error_never_a_panic() {
+    let mut sim = Sim::new(small_context);
+    sim.connect();
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Put {
+        table: Table::Connections,
+        key: sim.id.as_bytes().to_vec(),
+        value: zeroize::Zeroizing::new(vec![0xFF; 9]),
+    });
+    let p = &mut sim.parties[INVITER];
+    p.store.apply(batch).unwrap();
+    let loaded = Connection::load(Arc::clone(&p.context), &p.store, sim.id.clone());
+    let error = loaded.err().expect("a damaged record must not load");
+    assert!(
+        matches!(error, confidant_store::StoreError::Corrupt(_)),
+        "{error:?}"
+    );
+    assert_eq!(p.store.engine_commits(), 0);
+}
