@@ -646,7 +646,9 @@ fn a_damaged_connection_record_is_a_clear_error_never_a_panic() {
     let p = &mut sim.parties[INVITER];
     p.store.apply(batch).unwrap();
     let loaded = Connection::load(Arc::clone(&p.context), &p.store, sim.id.clone());
-    let error = loaded.err().expect("a damaged record must not load");
+    let Err(error) = loaded else {
+        panic!("a damaged record must not load");
+    };
     assert!(
         matches!(error, confidant_store::StoreError::Corrupt(_)),
         "{error:?}"
