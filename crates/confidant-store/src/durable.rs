@@ -299,25 +299,12 @@ impl DurableSession {
     /// Makes sure the next counter is durably reserved in the current
     /// sending epoch.
     fn reserve<S: RawStore + ?Sized>(&mut self, store: &S) -> Result<(), StoreError> {
-        let next = self.session.next_send_counter();
-        if self.reservation.epoch == self.session.send_epoch()
-            && next < self.reservation.reserved_until
-        {
-            return Ok(());
+        if let Some(reservation) = self.reservation_due() {
+            let mut batch = WriteBatch::new();
+            batch.put_reservation(self.session.connection_id(), reservation);
+            store.commit(batch)?;
+            self.reservation = reservation;
         }
-        let limit = self.session.hard_limit();
-        if next >= limit {
-            // Nothing to reserve: the session refuses to seal anyway.
-            return Ok(());
-        }
-        let reservation = CounterReservation {
-            epoch: self.session.send_epoch(),
-            reserved_until: next.saturating_add(self.block).min(limit),
-        };
-        let mut batch = WriteBatch::new();
-        batch.put_reservation(self.session.connection_id(), reservation);
-        store.commit(batch)?;
-        self.reservation = reservation;
         Ok(())
     }
 
@@ -443,35 +430,12 @@ impl DurableSession {
         store: &S,
         request_peer_update: bool,
     ) -> Result<KeyUpdate, StoreError> {
-        self.check()?;
-        if self.dirty || self.staged {
-            return Err(StoreError::Inconsistent(
-                "received messages are not committed yet; commit them before a key update",
-            ));
-        }
-        let update = self
-            .session
-            .update_sending_key(request_peer_update)
-            .map_err(|error| StoreError::Session(error.to_string()))?;
-        let next = self.session.next_send_counter();
-        let reservation = CounterReservation {
-            epoch: self.session.send_epoch(),
-            reserved_until: next
-                .saturating_add(self.block)
-                .min(self.session.hard_limit()),
-        };
         let mut batch = WriteBatch::new();
-        let result = batch.put_session(&self.session.snapshot()).and_then(|()| {
-            batch.put_reservation(self.session.connection_id(), reservation);
-            store.commit(batch)
-        });
-        if let Err(error) = result {
-            // The announcement never leaves; the session in memory is ahead
-            // of the store.
-            self.poisoned = true;
-            return Err(error);
-        }
-        self.reservation = reservation;
+        let (update, reservation) = self.stage_key_update(&mut batch, request_peer_update)?;
+        // On failure the announcement never leaves, and the session stays
+        // poisoned (ahead of the store) until it is loaded again.
+        store.commit(batch)?;
+        self.key_update_committed(reservation);
         Ok(update)
     }
 
