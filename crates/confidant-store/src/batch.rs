@@ -6,7 +6,7 @@
 use crate::error::StoreError;
 use crate::records::{
     self, CounterReservation, IDENTITY_KEY, InboxEntry, Table, encode_identity,
-    encode_one_time_pre_key, encode_signed_pre_key, id_key, inbox_key,
+    encode_one_time_pre_key, encode_signed_pre_key, id_key,
 };
 use confidant_core::ConnectionId;
 use confidant_session::SessionSnapshot;
@@ -49,6 +49,12 @@ pub enum WriteOp {
     AppendInbox {
         /// The encoded entry.
         value: Zeroizing<Vec<u8>>,
+    },
+    /// Remove the inbox entry with this sequence number, wherever the store
+    /// keeps it (no error if there is none).
+    DeleteInbox {
+        /// The entry's sequence number.
+        sequence: u64,
     },
 }
 
@@ -188,7 +194,7 @@ impl WriteBatch {
 
     /// Removes an inbox entry the application has taken.
     pub fn delete_inbox(&mut self, sequence: u64) {
-        self.delete(Table::Inbox, inbox_key(sequence));
+        self.ops.push(WriteOp::DeleteInbox { sequence });
     }
 
     /// Writes the schema version (used by backends when creating a store).

@@ -15,6 +15,9 @@
 //! which secret values are sealed ([`at_rest`] has the format; the
 //! [`redb_store`] module says what is on disk, with and without it).
 //!
+//! The inbox keeps a commit's opened messages in few records ([`inbox`]
+//! says how), while each message keeps its own sequence number.
+//!
 //! [`DurableSession`] binds a session to a store: it never lets a sealed
 //! message out unless its counter is below a durable reservation (reserved
 //! in blocks: one commit per block), and it makes the replay window durable,
@@ -26,6 +29,7 @@ pub mod at_rest;
 mod batch;
 mod durable;
 mod error;
+pub mod inbox;
 mod memory;
 mod records;
 #[cfg(feature = "redb")]
@@ -37,6 +41,7 @@ pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
 pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received, SendResume};
 pub use error::StoreError;
+pub use inbox::{RUN_LIMIT, run_key};
 pub use memory::MemoryStore;
 pub use records::{
     CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key,

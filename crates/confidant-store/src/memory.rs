@@ -3,6 +3,7 @@
 
 use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
+use crate::inbox::{InboxChanges, InboxTables, StoredRun};
 use crate::records::{Table, inbox_key};
 use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
 use std::collections::BTreeMap;
@@ -114,29 +115,10 @@ impl RawStore for MemoryStore {
 
     fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
         let mut inner = self.lock();
-        // The only fallible step is numbering inbox entries: do it first, so
-        // that an error leaves nothing applied. Everything after cannot fail.
-        let appends = batch
-            .ops()
-            .iter()
-            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
-            .count() as u64;
-        let meta = inner.tables.entry(Table::Meta).or_default();
-        let (mut sequence, _) =
-            next_inbox_sequence(meta.get(INBOX_NEXT_KEY).map(|value| value.as_slice()))?;
-        let first = sequence;
-        let after = sequence
-            .checked_add(appends)
-            .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
-        // A lowered `inbox_next` must not overwrite an unread message.
-        let inbox = inner.tables.get(&Table::Inbox);
-        if (sequence..after)
-            .any(|taken| inbox.is_some_and(|records| records.contains_key(&inbox_key(taken))))
-        {
-            return Err(StoreError::Inconsistent(
-                "the next inbox number points at an existing entry",
-            ));
-        }
+        // Check what can fail before anything is applied, so that an error
+        // leaves the store as it was: the inbox numbering (in `begin`) and
+        // the inserts. (Deleting from a run decodes it, which cannot fail
+        // on runs this store wrote itself.)
         for op in batch.ops() {
             if let WriteOp::Insert { table, key, .. } = op
                 && inner
@@ -149,36 +131,107 @@ impl RawStore for MemoryStore {
                 });
             }
         }
-        let meta = inner.tables.entry(Table::Meta).or_default();
+        let tables = &mut inner.tables;
+        let appends = batch
+            .ops()
+            .iter()
+            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
+            .count() as u64;
+        let meta = tables.entry(Table::Meta).or_default();
+        let (first, _) =
+            next_inbox_sequence(meta.get(INBOX_NEXT_KEY).map(|value| value.as_slice()))?;
+        let after = first
+            .checked_add(appends)
+            .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
+        let mut inbox = InboxChanges::begin(&mut MemoryInbox(tables), first, appends)?;
         if appends > 0 {
-            meta.insert(
+            tables.entry(Table::Meta).or_default().insert(
                 INBOX_NEXT_KEY.to_vec(),
                 Zeroizing::new(after.to_be_bytes().to_vec()),
             );
         }
         for op in batch.into_ops() {
             match op {
+                // Inserts were checked above.
                 WriteOp::Put { table, key, value } | WriteOp::Insert { table, key, value } => {
-                    inner.tables.entry(table).or_default().insert(key, value);
+                    tables.entry(table).or_default().insert(key, value);
                 }
                 WriteOp::Delete { table, key } => {
-                    if let Some(records) = inner.tables.get_mut(&table) {
+                    if let Some(records) = tables.get_mut(&table) {
                         records.remove(&key);
                     }
                 }
                 WriteOp::AppendInbox { value } => {
-                    inner
-                        .tables
-                        .entry(Table::Inbox)
-                        .or_default()
-                        .insert(inbox_key(sequence), value);
-                    sequence += 1;
+                    inbox.append(value);
+                }
+                WriteOp::DeleteInbox { sequence } => {
+                    inbox.delete(&mut MemoryInbox(tables), sequence)?;
                 }
             }
         }
+        let numbers = inbox.finish(&mut MemoryInbox(tables))?;
         inner.commits += 1;
-        Ok(Committed {
-            inbox: first..after,
-        })
+        Ok(Committed { inbox: numbers })
+    }
+}
+
+/// The inbox tables of a memory store, for [`InboxChanges`].
+struct MemoryInbox<'t>(&'t mut Tables);
+
+impl InboxTables for MemoryInbox<'_> {
+    type Error = StoreError;
+
+    fn remove_single(&mut self, sequence: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .get_mut(&Table::Inbox)
+            .and_then(|records| records.remove(&inbox_key(sequence)))
+            .is_some())
+    }
+
+    fn last_single(&mut self) -> Result<Option<u64>, StoreError> {
+        self.0
+            .get(&Table::Inbox)
+            .and_then(|records| records.keys().next_back())
+            .map(|key| {
+                <[u8; 8]>::try_from(key.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("malformed inbox key".into()))
+            })
+            .transpose()
+    }
+
+    fn last_run(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .get(&Table::InboxRuns)
+            .and_then(|records| records.keys().next_back().cloned()))
+    }
+
+    fn run_at_or_before(&mut self, sequence: u64) -> Result<Option<StoredRun>, StoreError> {
+        Ok(self.0.get(&Table::InboxRuns).and_then(|records| {
+            records
+                .range(..=crate::inbox::run_key(sequence, u64::MAX))
+                .next_back()
+                .map(|(key, value)| (key.clone(), value.clone()))
+        }))
+    }
+
+    fn put_run(&mut self, key: &[u8], value: &[u8], new: bool) -> Result<(), StoreError> {
+        let records = self.0.entry(Table::InboxRuns).or_default();
+        let replaced = records.insert(key.to_vec(), Zeroizing::new(value.to_vec()));
+        if new && replaced.is_some() {
+            return Err(StoreError::Inconsistent(
+                "the next inbox number points at an existing entry",
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove_run(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        if let Some(records) = self.0.get_mut(&Table::InboxRuns) {
+            records.remove(key);
+        }
+        Ok(())
     }
 }

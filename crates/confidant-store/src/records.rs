@@ -25,9 +25,13 @@ pub enum Table {
     Sessions,
     /// Counter reservations by connection id. Not secret.
     Counters,
-    /// Opened messages waiting for the application, by sequence number.
-    /// Secret (plaintext).
+    /// Opened messages waiting for the application, one record per
+    /// message by sequence number: how schema version 1 stored them. Read
+    /// and deleted, no longer written. Secret (plaintext).
     Inbox,
+    /// Opened messages waiting for the application, in runs (see
+    /// [`crate::inbox`]). Secret (plaintext).
+    InboxRuns,
     /// The runtime's record of each connection (role, handshake state, the
     /// peer's identity key), by connection id. Sealed at rest: it can hold
     /// a greeting waiting to be sent.
@@ -39,7 +43,7 @@ pub enum Table {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Identity,
         Table::SignedPreKeys,
@@ -49,6 +53,7 @@ impl Table {
         Table::Inbox,
         Table::Connections,
         Table::Invitations,
+        Table::InboxRuns,
     ];
 
     /// The table's name in the file.
@@ -63,6 +68,7 @@ impl Table {
             Table::Inbox => "inbox",
             Table::Connections => "connections",
             Table::Invitations => "invitations",
+            Table::InboxRuns => "inbox_runs",
         }
     }
 
@@ -83,6 +89,7 @@ impl Table {
                 | Table::OneTimePreKeys
                 | Table::Sessions
                 | Table::Inbox
+                | Table::InboxRuns
                 | Table::Connections
                 | Table::Invitations
         )

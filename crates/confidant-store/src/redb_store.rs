@@ -16,7 +16,8 @@
 //! | `one_time_pre_keys` | id, `u32` | id ‖ secret (32) |
 //! | `sessions` | connection id (UTF-8) | a session snapshot ([`confidant_session::SessionSnapshot::to_bytes`]) |
 //! | `counters` | connection id (UTF-8) | epoch `u32` ‖ first unreserved counter `u64` |
-//! | `inbox` | sequence number, `u64` | connection id length (1) ‖ connection id ‖ epoch `u32` ‖ counter `u64` ‖ plaintext |
+//! | `inbox` | sequence number, `u64` | schema 1 only (read and deleted, no longer written): connection id length (1) ‖ connection id ‖ epoch `u32` ‖ counter `u64` ‖ plaintext |
+//! | `inbox_runs` | first sequence number `u64` ‖ end `u64` | a run of opened messages: for each, sequence `u64` ‖ length `u32` ‖ the `inbox` value above ([`crate::inbox`]) |
 //! | `connections` | connection id (UTF-8) | the runtime's connection record (encoded by `confidant-actors`) |
 //! | `invitations` | invitation token (UTF-8) | the runtime's invitation record (encoded by `confidant-actors`) |
 //!
@@ -25,7 +26,7 @@
 //! opened messages waiting in the inbox. Whoever can read the file (or a
 //! backup of it) can impersonate the node and read those messages. With a
 //! [`KeyEncryptionKey`] in [`StoreOptions`], the values of the secret tables
-//! (identity, pre-keys, sessions, inbox, connections, invitations) and of `counters` (for integrity)
+//! (identity, pre-keys, sessions, inbox and inbox runs, connections, invitations) and of `counters` (for integrity)
 //! are sealed with AES-256-GCM (format in [`crate::at_rest`]); keys and
 //! `confidant_meta` stay in plaintext. redb's page cache holds the file's bytes in memory, and it is
 //! not wiped: ciphertext with a KEK, plaintext without.
@@ -35,8 +36,9 @@
 //! Opening checks, in this order: that redb can open the file (by default
 //! with a full integrity check, see [`StoreOptions::verify_on_open`]); that
 //! `confidant_meta` holds a schema version ([`StoreError::NotAStore`]
-//! otherwise) equal to [`SCHEMA_VERSION`] ([`StoreError::SchemaMismatch`]
-//! otherwise); and that the key-encryption key matches the key check
+//! otherwise) equal to [`SCHEMA_VERSION`], or 1, which is upgraded in place
+//! in one durable commit ([`StoreError::SchemaMismatch`] otherwise, so a
+//! file of a newer build is refused); and that the key-encryption key matches the key check
 //! ([`StoreError::KeyRequired`], [`StoreError::WrongKey`],
 //! [`StoreError::NotEncrypted`]). A file that another handle has open is
 //! [`StoreError::AlreadyOpen`].
@@ -74,6 +76,7 @@
 use crate::at_rest::{self, KeyEncryptionKey};
 use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
+use crate::inbox::{InboxChanges, InboxTables, StoredRun, run_key};
 use crate::memory::{INBOX_NEXT_KEY, next_inbox_sequence};
 use crate::records::{KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key};
 use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
@@ -247,6 +250,7 @@ fn table_index(table: Table) -> usize {
         Table::Inbox => 6,
         Table::Connections => 7,
         Table::Invitations => 8,
+        Table::InboxRuns => 9,
     }
 }
 
@@ -309,7 +313,9 @@ fn open_error(path: &Path, error: std::io::Error) -> StoreError {
 }
 
 /// Checks the schema version and the key check of an opened file.
-fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(), StoreError> {
+/// Returns the version found: [`SCHEMA_VERSION`], or 1 (which
+/// [`upgrade`] brings to it).
+fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<u32, StoreError> {
     let txn = database.begin_read().map_err(from_redb)?;
     let meta = match txn.open_table(definition(Table::Meta)) {
         Ok(meta) => meta,
@@ -328,7 +334,7 @@ fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(),
     let found = <[u8; 4]>::try_from(version.value())
         .map(u32::from_be_bytes)
         .map_err(|_| StoreError::Corrupt("malformed schema version".into()))?;
-    if found != SCHEMA_VERSION {
+    if found != SCHEMA_VERSION && found != 1 {
         return Err(StoreError::SchemaMismatch {
             found,
             supported: SCHEMA_VERSION,
@@ -336,10 +342,35 @@ fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(),
     }
     let check = meta.get(KEY_CHECK_KEY).map_err(from_redb)?;
     match (check, kek) {
-        (Some(record), Some(kek)) => at_rest::verify_key_check(kek, record.value()),
-        (Some(_), None) => Err(StoreError::KeyRequired),
-        (None, Some(_)) => Err(StoreError::NotEncrypted),
-        (None, None) => Ok(()),
+        (Some(record), Some(kek)) => at_rest::verify_key_check(kek, record.value())?,
+        (Some(_), None) => return Err(StoreError::KeyRequired),
+        (None, Some(_)) => return Err(StoreError::NotEncrypted),
+        (None, None) => {}
+    }
+    Ok(found)
+}
+
+/// Brings a schema-1 file to [`SCHEMA_VERSION`] in one durable commit:
+/// version 2 adds the table of inbox runs; version 1's inbox records stay
+/// and are still read (see [`crate::inbox`]).
+fn upgrade(database: &Database) -> Result<(), StoreError> {
+    let mut txn = database.begin_write().map_err(from_redb)?;
+    txn.set_two_phase_commit(true);
+    let written = (|| {
+        for table in Table::ALL {
+            txn.open_table(definition(table)).map_err(from_redb)?;
+        }
+        let mut meta = txn.open_table(definition(Table::Meta)).map_err(from_redb)?;
+        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_be_bytes().as_slice())
+            .map_err(from_redb)?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => txn.commit().map_err(from_redb),
+        Err(error) => {
+            let _ = txn.abort();
+            Err(error)
+        }
     }
 }
 
@@ -350,7 +381,9 @@ fn open_checked(
 ) -> Result<Database, StoreError> {
     guarded("opening the store", || {
         let database = open()?;
-        check_meta(&database, kek)?;
+        if check_meta(&database, kek)? != SCHEMA_VERSION {
+            upgrade(&database)?;
+        }
         Ok(database)
     })
 }
@@ -717,7 +750,7 @@ impl RedbStore {
     /// Applies every change of `ops` in `txn`, numbering inbox entries as
     /// [`crate::MemoryStore`] does.
     fn write_ops(&self, txn: &WriteTransaction, ops: Vec<WriteOp>) -> Result<Committed, RedbOr> {
-        let mut tables: [Option<redb::Table<'_, &[u8], &[u8]>>; TABLES] = Default::default();
+        let mut tables: OpenTables<'_> = Default::default();
 
         // Number the inbox entries first, as the reference store does: a
         // malformed counter fails the batch before anything is written.
@@ -730,15 +763,23 @@ impl RedbStore {
             .get(INBOX_NEXT_KEY)
             .map_err(RedbOr::redb)?
             .map(|value| value.value().to_vec());
-        let (mut sequence, _) = next_inbox_sequence(current.as_deref())?;
-        let first = sequence;
-        let after = sequence
+        let (first, _) = next_inbox_sequence(current.as_deref())?;
+        let after = first
             .checked_add(appends)
             .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
         if appends > 0 {
             meta.insert(INBOX_NEXT_KEY, after.to_be_bytes().as_slice())
                 .map_err(RedbOr::redb)?;
         }
+        let mut inbox = InboxChanges::begin(
+            &mut RedbInbox {
+                store: self,
+                txn,
+                tables: &mut tables,
+            },
+            first,
+            appends,
+        )?;
 
         for op in ops {
             match op {
@@ -768,34 +809,121 @@ impl RedbStore {
                         .map_err(RedbOr::redb)?;
                 }
                 WriteOp::AppendInbox { value } => {
-                    let key = inbox_key(sequence);
-                    let stored = self.seal(Table::Inbox, &key, &value)?;
-                    let replaced = open_table(txn, &mut tables, Table::Inbox)?
-                        .insert(key.as_slice(), stored.as_ref())
-                        .map_err(RedbOr::redb)?
-                        .is_some();
-                    if replaced {
-                        // A lowered `inbox_next` (a damaged or tampered
-                        // file) must not overwrite an unread message.
-                        return Err(StoreError::Inconsistent(
-                            "the next inbox number points at an existing entry",
-                        )
-                        .into());
-                    }
-                    sequence += 1;
+                    inbox.append(value);
+                }
+                WriteOp::DeleteInbox { sequence } => {
+                    let mut access = RedbInbox {
+                        store: self,
+                        txn,
+                        tables: &mut tables,
+                    };
+                    inbox.delete(&mut access, sequence)?;
                 }
             }
         }
-        Ok(Committed {
-            inbox: first..after,
-        })
+        let numbers = inbox.finish(&mut RedbInbox {
+            store: self,
+            txn,
+            tables: &mut tables,
+        })?;
+        Ok(Committed { inbox: numbers })
+    }
+}
+
+/// The tables of a write transaction, each opened once, when first used.
+type OpenTables<'txn> = [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; TABLES];
+
+/// The inbox tables of a redb write transaction, for [`InboxChanges`];
+/// values are sealed and opened as the store's key says.
+struct RedbInbox<'s, 't, 'txn> {
+    store: &'s RedbStore,
+    txn: &'txn WriteTransaction,
+    tables: &'t mut OpenTables<'txn>,
+}
+
+impl<'txn> RedbInbox<'_, '_, 'txn> {
+    fn table(
+        &mut self,
+        table: Table,
+    ) -> Result<&mut redb::Table<'txn, &'static [u8], &'static [u8]>, RedbOr> {
+        open_table(self.txn, self.tables, table)
+    }
+}
+
+impl InboxTables for RedbInbox<'_, '_, '_> {
+    type Error = RedbOr;
+
+    fn remove_single(&mut self, sequence: u64) -> Result<bool, RedbOr> {
+        Ok(self
+            .table(Table::Inbox)?
+            .remove(inbox_key(sequence).as_slice())
+            .map_err(RedbOr::redb)?
+            .is_some())
+    }
+
+    fn last_single(&mut self) -> Result<Option<u64>, RedbOr> {
+        let Some((key, _)) = self.table(Table::Inbox)?.last().map_err(RedbOr::redb)? else {
+            return Ok(None);
+        };
+        let sequence = <[u8; 8]>::try_from(key.value())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("malformed inbox key".into()))?;
+        Ok(Some(sequence))
+    }
+
+    fn last_run(&mut self) -> Result<Option<Vec<u8>>, RedbOr> {
+        Ok(self
+            .table(Table::InboxRuns)?
+            .last()
+            .map_err(RedbOr::redb)?
+            .map(|(key, _)| key.value().to_vec()))
+    }
+
+    fn run_at_or_before(&mut self, sequence: u64) -> Result<Option<StoredRun>, RedbOr> {
+        let bound = run_key(sequence, u64::MAX);
+        let found = self
+            .table(Table::InboxRuns)?
+            .range::<&[u8]>(..=bound.as_slice())
+            .map_err(RedbOr::redb)?
+            .next_back()
+            .transpose()
+            .map_err(RedbOr::redb)?
+            .map(|(key, stored)| (key.value().to_vec(), stored.value().to_vec()));
+        let Some((key, stored)) = found else {
+            return Ok(None);
+        };
+        let value = self.store.unseal(Table::InboxRuns, &key, &stored)?;
+        Ok(Some((key, value)))
+    }
+
+    fn put_run(&mut self, key: &[u8], value: &[u8], new: bool) -> Result<(), RedbOr> {
+        let stored = self.store.seal(Table::InboxRuns, key, value)?;
+        let replaced = self
+            .table(Table::InboxRuns)?
+            .insert(key, stored.as_ref())
+            .map_err(RedbOr::redb)?
+            .is_some();
+        if new && replaced {
+            return Err(StoreError::Inconsistent(
+                "the next inbox number points at an existing entry",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn remove_run(&mut self, key: &[u8]) -> Result<(), RedbOr> {
+        self.table(Table::InboxRuns)?
+            .remove(key)
+            .map_err(RedbOr::redb)?;
+        Ok(())
     }
 }
 
 /// The table `table` of `txn`, opened once per transaction.
 fn open_table<'t, 'txn>(
     txn: &'txn WriteTransaction,
-    tables: &'t mut [Option<redb::Table<'txn, &'static [u8], &'static [u8]>>; TABLES],
+    tables: &'t mut OpenTables<'txn>,
     table: Table,
 ) -> Result<&'t mut redb::Table<'txn, &'static [u8], &'static [u8]>, RedbOr> {
     let Some(slot) = tables.get_mut(table_index(table)) else {

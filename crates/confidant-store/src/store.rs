@@ -3,6 +3,7 @@
 
 use crate::batch::WriteBatch;
 use crate::error::StoreError;
+use crate::inbox::{Run, parse_run_key};
 use crate::records::{
     CounterReservation, IDENTITY_KEY, InboxEntry, Table, decode_identity, decode_one_time_pre_key,
     decode_signed_pre_key, id_key,
@@ -12,8 +13,10 @@ use confidant_session::SessionSnapshot;
 use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey, X3dhError};
 use zeroize::Zeroizing;
 
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes and reads. Version 2 keeps the
+/// inbox in runs ([`crate::inbox`]); a version-1 file is upgraded in place
+/// when opened (nothing is rewritten: its inbox records are still read).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A record: its key and its value (wiped when dropped).
 pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
@@ -197,7 +200,8 @@ impl<S: RawStore + ?Sized> CounterStore for S {
 
 impl<S: RawStore + ?Sized> InboxStore for S {
     fn inbox(&self) -> Result<Vec<InboxEntry>, StoreError> {
-        self.entries(Table::Inbox)?
+        let mut entries = self
+            .entries(Table::Inbox)?
             .into_iter()
             .map(|(key, bytes)| {
                 let sequence = key
@@ -207,6 +211,12 @@ impl<S: RawStore + ?Sized> InboxStore for S {
                     .map_err(|_| StoreError::Corrupt("malformed inbox key".into()))?;
                 InboxEntry::decode(sequence, &bytes)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, bytes) in self.entries(Table::InboxRuns)? {
+            let (first, end) = parse_run_key(&key)?;
+            entries.extend(Run::decode(first, end, &bytes)?.into_entries()?);
+        }
+        entries.sort_by_key(|entry| entry.sequence);
+        Ok(entries)
     }
 }

@@ -13,9 +13,9 @@ use confidant_core::{AgreedSecret, ConnectionId, Role};
 use confidant_session::{Session, SessionConfig, SessionSnapshot};
 use confidant_store::{
     CounterReservation, CounterStore, IdentityStore, InboxEntry, InboxStore, KEY_CHECK_KEY,
-    KeyEncryptionKey, MemoryStore, PreKeyStore, RawStore, RedbStore, SCHEMA_VERSION,
+    KeyEncryptionKey, MemoryStore, PreKeyStore, RUN_LIMIT, RawStore, RedbStore, SCHEMA_VERSION,
     SCHEMA_VERSION_KEY, SessionStore, StoreError, StoreOptions, Table, WriteBatch, WriteOp,
-    inbox_key,
+    inbox_key, run_key,
 };
 use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, SignedPreKey};
 use std::sync::Arc;
@@ -238,7 +238,124 @@ fn inbox_numbering<S: RawStore>(store: &S) {
     batch.push_inbox(&entry("conn-in", 5, b"sixth"));
     store.commit(batch).unwrap();
     assert_eq!(sequences(store), vec![6]);
-    assert!(store.get(Table::Inbox, &inbox_key(6)).unwrap().is_some());
+    // Stored as a run of one, under its numbers.
+    assert!(
+        store
+            .get(Table::InboxRuns, &run_key(6, 7))
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.get(Table::Inbox, &inbox_key(6)).unwrap().is_none());
+}
+
+/// A commit's entries are stored in runs (consecutive entries of one
+/// connection, at most `RUN_LIMIT`), each message keeping its own number;
+/// acknowledging part of a run rewrites it, the rest of it removes it.
+fn inbox_runs<S: RawStore>(store: &S) {
+    let runs_before = store.entries(Table::InboxRuns).unwrap();
+    let inbox_before = sequences(store);
+    let mut batch = WriteBatch::new();
+    let long = RUN_LIMIT as u64 + 6;
+    for i in 0..long {
+        batch.push_inbox(&entry("conn-a", i, format!("a{i}").as_bytes()));
+    }
+    batch.push_inbox(&entry("conn-b", 0, b"b0"));
+    batch.push_inbox(&entry("conn-b", 1, b"b1"));
+    batch.push_inbox(&entry("conn-a", long, b"a-last"));
+    let numbers = store.commit(batch).unwrap().inbox;
+    let first = numbers.start;
+    assert_eq!(numbers.end, first + long + 3);
+    let runs = |store: &S| -> Vec<Vec<u8>> {
+        store
+            .entries(Table::InboxRuns)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !runs_before.iter().any(|(old, _)| old == key))
+            .collect()
+    };
+    let limit = RUN_LIMIT as u64;
+    assert_eq!(
+        runs(store),
+        vec![
+            run_key(first, first + limit),
+            run_key(first + limit, first + long),
+            run_key(first + long, first + long + 2),
+            run_key(first + long + 2, first + long + 3),
+        ]
+    );
+    // Every message has its own number, in the order it was pushed.
+    let inbox = store.inbox().unwrap();
+    let ours: Vec<&InboxEntry> = inbox
+        .iter()
+        .filter(|e| numbers.contains(&e.sequence))
+        .collect();
+    assert_eq!(ours.len(), (long + 3) as usize);
+    for (i, entry) in ours.iter().enumerate() {
+        assert_eq!(entry.sequence, first + i as u64);
+    }
+    assert_eq!(ours[3].plaintext.as_slice(), b"a3");
+    assert_eq!(ours[long as usize + 1].plaintext.as_slice(), b"b1");
+    assert_eq!(ours[long as usize + 1].connection_id, connection("conn-b"));
+    assert_eq!(ours[long as usize + 2].plaintext.as_slice(), b"a-last");
+
+    // Part of two runs acknowledged: both rewritten, nothing else touched.
+    let untouched = store
+        .get(Table::InboxRuns, &run_key(first + limit, first + long))
+        .unwrap();
+    let mut batch = WriteBatch::new();
+    for sequence in [first + 3, first + 10, first + long] {
+        batch.delete_inbox(sequence);
+    }
+    store.commit(batch).unwrap();
+    assert_eq!(runs(store).len(), 4);
+    assert_eq!(
+        store
+            .get(Table::InboxRuns, &run_key(first + limit, first + long))
+            .unwrap(),
+        untouched
+    );
+    let left: Vec<u64> = sequences(store)
+        .into_iter()
+        .filter(|sequence| numbers.contains(sequence))
+        .collect();
+    assert_eq!(left.len(), (long + 3 - 3) as usize);
+    assert!(!left.contains(&(first + 3)) && !left.contains(&(first + long)));
+    assert!(left.contains(&(first + 4)) && left.contains(&(first + long + 1)));
+    let entry_4 = store.inbox().unwrap();
+    let entry_4 = entry_4.iter().find(|e| e.sequence == first + 4).unwrap();
+    assert_eq!(entry_4.plaintext.as_slice(), b"a4");
+
+    // The rest of the first run: its record goes. Numbers that are gone
+    // or were never given change nothing.
+    let mut batch = WriteBatch::new();
+    for sequence in first..first + limit {
+        batch.delete_inbox(sequence);
+    }
+    store.commit(batch).unwrap();
+    assert_eq!(runs(store).len(), 3);
+    assert!(
+        store
+            .get(Table::InboxRuns, &run_key(first, first + limit))
+            .unwrap()
+            .is_none()
+    );
+    let before = dump(store);
+    let mut batch = WriteBatch::new();
+    batch.delete_inbox(first + 3);
+    batch.delete_inbox(numbers.end + 100);
+    batch.delete_inbox(0);
+    store.commit(batch).unwrap();
+    assert_eq!(dump(store), before);
+
+    // Everything acknowledged: the store is as before, numbers not reused.
+    let mut batch = WriteBatch::new();
+    for sequence in numbers.clone() {
+        batch.delete_inbox(sequence);
+    }
+    store.commit(batch).unwrap();
+    assert_eq!(store.entries(Table::InboxRuns).unwrap(), runs_before);
+    assert_eq!(sequences(store), inbox_before);
 }
 
 /// An insert whose key is taken fails the whole batch, and nothing of it is
@@ -396,6 +513,7 @@ fn suite<S: RawStore>(store: &S) {
     sessions_and_reservations(store);
     batch_is_atomic_and_complete(store);
     inbox_numbering(store);
+    inbox_runs(store);
     raw_entries_are_in_key_order(store);
     an_insert_never_replaces_a_record(store);
     a_lowered_inbox_number_never_overwrites_a_message(store);

@@ -286,27 +286,28 @@ fn the_schema_version_is_written_and_checked() {
     }
 
     // A newer schema is refused, never misread.
-    rewrite_meta(&path, SCHEMA_VERSION_KEY, &2u32.to_be_bytes());
+    let newer = SCHEMA_VERSION + 1;
+    rewrite_meta(&path, SCHEMA_VERSION_KEY, &newer.to_be_bytes());
     let error = RedbStore::open(&path, StoreOptions::new()).unwrap_err();
     assert!(
         matches!(
             error,
             StoreError::SchemaMismatch {
-                found: 2,
+                found,
                 supported: SCHEMA_VERSION
-            }
+            } if found == newer
         ),
         "{error:?}"
     );
     let error = RedbStore::open_or_create(&path, StoreOptions::new()).unwrap_err();
-    assert!(matches!(error, StoreError::SchemaMismatch { found: 2, .. }));
+    assert!(matches!(error, StoreError::SchemaMismatch { found, .. } if found == newer));
 
     // A malformed version is corruption.
     rewrite_meta(&path, SCHEMA_VERSION_KEY, &[0, 1]);
     let error = RedbStore::open(&path, StoreOptions::new()).unwrap_err();
     assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
 
-    // Back to version 1: the data was never touched.
+    // Back to this build's version: the data was never touched.
     rewrite_meta(&path, SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes());
     check_filled(&RedbStore::open(&path, StoreOptions::new()).unwrap());
 }
@@ -1091,4 +1092,77 @@ fn a_small_page_cache_still_reads_back_everything() {
         key.public_key(),
         confidant_x3dh::OneTimePreKey::new(1999, [199; 32]).public_key()
     );
+}
+
+/// A file of schema version 1 (one inbox record per message, no table of
+/// runs) opens: it is upgraded in place, its messages keep their numbers,
+/// are read beside the new runs and are deleted when acknowledged.
+#[test]
+fn a_schema_1_file_is_upgraded_and_keeps_its_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let store = RedbStore::create(&path, StoreOptions::new()).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put_identity(&IdentityKeyPair::from_seed(IDENTITY_SEED));
+    store.commit(batch).unwrap();
+    drop(store);
+    // What a schema-1 build left: two messages, numbered 1 and 2.
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        let inbox: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbox");
+        {
+            let mut table = txn.open_table(inbox).unwrap();
+            for (sequence, text) in [(1u64, &b"old one"[..]), (2, b"old two")] {
+                let mut value = vec![6];
+                value.extend_from_slice(b"conn-a");
+                value.extend_from_slice(&0u32.to_be_bytes());
+                value.extend_from_slice(&(sequence - 1).to_be_bytes());
+                value.extend_from_slice(text);
+                table
+                    .insert(sequence.to_be_bytes().as_slice(), value.as_slice())
+                    .unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(b"inbox_next".as_slice(), 3u64.to_be_bytes().as_slice())
+                .unwrap();
+            meta.insert(SCHEMA_VERSION_KEY, 1u32.to_be_bytes().as_slice())
+                .unwrap();
+        }
+        let runs: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbox_runs");
+        assert!(txn.delete_table(runs).unwrap());
+        txn.commit().unwrap();
+    }
+
+    let store = RedbStore::open(&path, StoreOptions::new()).unwrap();
+    let inbox = store.inbox().unwrap();
+    assert_eq!(inbox.len(), 2);
+    assert_eq!((inbox[0].sequence, inbox[1].sequence), (1, 2));
+    assert_eq!(inbox[1].plaintext.as_slice(), b"old two");
+    assert_eq!(inbox[1].counter, 1);
+    // New messages go into runs and are numbered on.
+    let mut batch = WriteBatch::new();
+    batch.push_inbox(&inbox_entry(b"new"));
+    assert_eq!(store.commit(batch).unwrap().inbox, 3..4);
+    let mut batch = WriteBatch::new();
+    batch.delete_inbox(1);
+    store.commit(batch).unwrap();
+    let inbox = store.inbox().unwrap();
+    assert_eq!(
+        inbox.iter().map(|entry| entry.sequence).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(inbox[1].plaintext.as_slice(), b"new");
+    drop(store);
+
+    // The file now says version 2, and the old record 1 is gone from it.
+    let database = redb::Database::open(&path).unwrap();
+    let txn = database.begin_read().unwrap();
+    let version = txn.open_table(META).unwrap();
+    let version = version.get(SCHEMA_VERSION_KEY).unwrap().unwrap();
+    assert_eq!(version.value(), SCHEMA_VERSION.to_be_bytes());
+    let inbox: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbox");
+    let inbox = txn.open_table(inbox).unwrap();
+    assert!(inbox.get(1u64.to_be_bytes().as_slice()).unwrap().is_none());
+    assert!(inbox.get(2u64.to_be_bytes().as_slice()).unwrap().is_some());
 }
