@@ -104,12 +104,18 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(shared: Arc<Shared>, workers: Vec<ArbiterHandle>) -> Self {
+    /// `resume`: the points the last clean shutdown stored, already
+    /// deleted from the store.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        workers: Vec<ArbiterHandle>,
+        resume: HashMap<ConnectionId, SendResume>,
+    ) -> Self {
         Self {
             shared,
             crashing: Arc::default(),
             slots: HashMap::new(),
-            resume: HashMap::new(),
+            resume,
             workers,
             next_worker: 0,
         }
@@ -298,6 +304,43 @@ impl Handler<Active> for Hub {
                 SlotState::Running(addr) | SlotState::Stopping(addr, _) => addr.connected(),
             })
             .count()
+    }
+}
+
+/// At a clean shutdown: stop every idle actor and give every resume point
+/// (theirs, and those of connections stopped earlier), for the store. An
+/// actor that is busy keeps running and gives none: its connection
+/// reserves anew after the restart.
+#[derive(Message)]
+#[rtype(result = "Vec<(ConnectionId, SendResume)>")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for Hub {
+    type Result = ResponseFuture<Vec<(ConnectionId, SendResume)>>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        let mut points: Vec<(ConnectionId, SendResume)> = self.resume.drain().collect();
+        let running: Vec<(ConnectionId, Addr<ConnectionActor>)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, slot)| match &slot.state {
+                SlotState::Running(addr) if addr.connected() => Some((id.clone(), addr.clone())),
+                _ => None,
+            })
+            .collect();
+        Box::pin(async move {
+            let answers = futures_util::future::join_all(
+                running
+                    .into_iter()
+                    .map(|(id, addr)| async move { (id, addr.send(StopIfIdle).await) }),
+            )
+            .await;
+            points.extend(answers.into_iter().filter_map(|(id, answer)| match answer {
+                Ok(Stopped::Stopped(Some(point))) => Some((id, point)),
+                _ => None,
+            }));
+            points
+        })
     }
 }
 

@@ -10,14 +10,14 @@
 use crate::config::{NodeConfig, default_offer};
 use crate::error::{HandshakeFailure, NodeError};
 use crate::event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessage};
-use crate::hub::{Active, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
+use crate::hub::{Active, Drain, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
 use crate::shared::{OutboxItem, Shared};
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
 use confidant_engine::records::ConnectionRecord;
-use confidant_store::{IdentityStore, PreKeyStore, RawStore, StoreError, WriteBatch};
+use confidant_store::{IdentityStore, PreKeyStore, RawStore, SendResume, StoreError, WriteBatch};
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -231,6 +231,23 @@ fn load_or_create_keys(store: &dyn RawStore) -> Result<ResponderKeys, NodeError>
         .map_err(|error| NodeError::Store(StoreError::Corrupt(format!("stored keys: {error}"))))
 }
 
+/// Reads the resume points a clean shutdown stored and deletes them in one
+/// durable commit; gives them only once that commit succeeded.
+fn take_resume_points(
+    store: &dyn RawStore,
+) -> Result<std::collections::HashMap<ConnectionId, SendResume>, NodeError> {
+    let (points, delete) = confidant_engine::setup::stored_resume_points(store)?;
+    if delete.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    store.commit(delete)?;
+    tracing::debug!(
+        count = points.len(),
+        "sending counters resume where the last clean shutdown left them"
+    );
+    Ok(points.into_iter().collect())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_node(
     store: Arc<dyn RawStore>,
@@ -243,6 +260,16 @@ fn run_node(
 ) {
     let keys = match load_or_create_keys(&*store) {
         Ok(keys) => keys,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    // Where the last clean shutdown left each sending counter: trusted
+    // only once deleted from the store, before anything is sealed (a crash
+    // from here on must not find them again).
+    let resume = match take_resume_points(&*store) {
+        Ok(resume) => resume,
         Err(error) => {
             let _ = ready.send(Err(error));
             return;
@@ -276,7 +303,7 @@ fn run_node(
             outbox: outbox_sender,
             runtime: tokio::runtime::Handle::current(),
         });
-        let hub = Hub::new(Arc::clone(&shared), handles).start();
+        let hub = Hub::new(Arc::clone(&shared), handles, resume).start();
         let (stop, stop_receiver) = watch::channel(false);
         let (events_sender, events_receiver) = mpsc::channel(event_capacity);
         let (inbound_done_sender, inbound_done) = oneshot::channel();
@@ -735,10 +762,32 @@ impl Node {
             .lock()
             .ok()
             .and_then(|mut shared| shared.take());
-        if let Some(shared) = shared
-            && let Ok(flushed) = shared.send(Vec::new())
-        {
-            let _ = flushed.await;
+        if let Some(shared) = shared {
+            if let Ok(flushed) = shared.send(Vec::new()) {
+                let _ = flushed.await;
+            }
+            // Where each idle connection's counter stands, so that the
+            // next start wakes it without a reservation commit. Best
+            // effort: without them, connections reserve anew.
+            if let Ok(points) = parts.hub.send(Drain).await
+                && !points.is_empty()
+            {
+                let batch = confidant_engine::setup::stopped_cleanly(&points);
+                let committer = Arc::clone(&shared);
+                match run_on_node(&parts.hub, async move {
+                    committer.committer.commit(batch).await
+                })
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "resume points not stored; connections reserve anew after the restart");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "resume points not stored; connections reserve anew after the restart");
+                    }
+                }
+            }
         }
         parts.hub.do_send(Shutdown);
         let done = self.inner.done.lock().ok().and_then(|mut done| done.take());

@@ -800,3 +800,58 @@ async fn a_burst_needing_many_reservations_is_sent_whole() {
     issuer.shutdown().await.unwrap();
     holder.shutdown().await.unwrap();
 }
+
+/// A clean shutdown stores where each idle connection's sending counter
+/// stands; the next start deletes those points before sealing anything and
+/// wakes the connection there, without a reservation commit. A node that
+/// goes away without a shutdown stores none, so the connection then
+/// resumes above its durable reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_wakes_connections_without_a_reservation_commit() {
+    use confidant_store::CounterStore;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = MemoryRelay::new();
+    let (issuer, issuer_seen) = in_memory(&relay, "issuer").await;
+    let store = redb(&dir.path().join("holder.redb"), Durability::Durable);
+    let (holder, holder_seen) =
+        start(&relay, "holder", Arc::clone(&store), NodeConfig::default()).await;
+    let connections = connect(&issuer, &issuer_seen, &holder, &holder_seen, 1).await;
+    let id = &connections[0];
+    holder.send(id, "before").await.unwrap();
+    let reserved = store.reservation(id).unwrap().unwrap();
+    assert!(store.resume_points().unwrap().is_empty());
+    holder.shutdown().await.unwrap();
+    let points = store.resume_points().unwrap();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(&points[0].0, id);
+    assert_eq!(points[0].1.reserved_until, reserved.reserved_until);
+    assert_eq!(points[0].1.epoch, reserved.epoch);
+
+    // Started again: the point is gone from the store before anything is
+    // sealed, and the wake-up seals from it, under the same reservation.
+    let (holder, _holder_seen) =
+        start(&relay, "holder", Arc::clone(&store), NodeConfig::default()).await;
+    assert!(store.resume_points().unwrap().is_empty());
+    holder.send(id, "after a clean restart").await.unwrap();
+    wait_until("delivered after the clean restart", WAIT, || {
+        issuer_seen.texts(id).last().map(String::as_str) == Some("after a clean restart")
+    })
+    .await;
+    assert_eq!(store.reservation(id).unwrap().unwrap(), reserved);
+
+    // Gone without a shutdown (as after a crash): no point is stored, and
+    // the next wake-up reserves above the durable reservation; the
+    // receiver takes it (a reused counter would be refused as a replay).
+    drop(holder);
+    assert!(store.resume_points().unwrap().is_empty());
+    let (holder, _holder_seen) =
+        start(&relay, "holder", Arc::clone(&store), NodeConfig::default()).await;
+    holder.send(id, "after a crash").await.unwrap();
+    wait_until("delivered after the unclean stop", WAIT, || {
+        issuer_seen.texts(id).last().map(String::as_str) == Some("after a crash")
+    })
+    .await;
+    assert!(store.reservation(id).unwrap().unwrap().reserved_until > reserved.reserved_until);
+    holder.shutdown().await.unwrap();
+    issuer.shutdown().await.unwrap();
+}

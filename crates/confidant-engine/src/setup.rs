@@ -1,5 +1,6 @@
 //! What a node does outside any one connection's state: storing an
-//! invitation, the record of a join, and what to send again at start.
+//! invitation, the record of a join, what to send again at start, and the
+//! resume points that carry sending counters across a clean restart.
 
 use crate::binding::{invitation_binding, reset_binding, signed_reset_request, stored_bundle};
 use crate::context::Context;
@@ -7,7 +8,10 @@ use crate::error::EngineError;
 use crate::records::{self, ConnectionRecord, Phase, Side};
 use confidant_core::ConnectionId;
 use confidant_core::wire::{self, envelope::Body};
-use confidant_store::{InboxEntry, InboxStore, RawStore, StoreError, WriteBatch};
+use confidant_store::{
+    CounterStore, InboxEntry, InboxStore, RawStore, SendResume, StoreError, Table, WriteBatch,
+    WriteOp,
+};
 
 /// The changes that store a new invitation's token (used once, by the
 /// first join).
@@ -98,4 +102,45 @@ pub fn resume(context: &Context, store: &dyn RawStore) -> Result<Resumed, Engine
     }
     resumed.inbox = store.inbox()?;
     Ok(resumed)
+}
+
+/// The changes a node commits as it shuts down cleanly: where each
+/// connection's sending counter stands (`points`, from connections that
+/// sealed nothing since), so that waking it after the restart needs no
+/// reservation commit. Give only points of sessions that seal nothing more
+/// in this process.
+pub fn stopped_cleanly(points: &[(ConnectionId, SendResume)]) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (connection_id, point) in points {
+        batch.put_resume_point(connection_id, *point);
+    }
+    batch
+}
+
+/// At start: the resume points the last clean shutdown stored, and the
+/// batch that deletes them all. **Commit the batch before anything is
+/// sealed**, and use the points only once it is durable: a point is true
+/// only until its session seals again, so one left in the store would be
+/// trusted again after a crash and counters would be reused. Points that
+/// cannot be read are deleted and not given (their connections reserve
+/// anew, as after a crash).
+pub fn stored_resume_points(
+    store: &dyn RawStore,
+) -> Result<(Vec<(ConnectionId, SendResume)>, WriteBatch), StoreError> {
+    let stored = store.entries(Table::ResumePoints)?;
+    let mut batch = WriteBatch::new();
+    if stored.is_empty() {
+        return Ok((Vec::new(), batch));
+    }
+    let points = store.resume_points().unwrap_or_else(|error| {
+        tracing::warn!(%error, "stored resume points unreadable; their connections reserve anew");
+        Vec::new()
+    });
+    for (key, _) in stored {
+        batch.push(WriteOp::Delete {
+            table: Table::ResumePoints,
+            key,
+        });
+    }
+    Ok((points, batch))
 }

@@ -5,7 +5,7 @@
 
 use crate::error::StoreError;
 use crate::records::{
-    self, CounterReservation, IDENTITY_KEY, InboxEntry, Table, encode_identity,
+    self, CounterReservation, IDENTITY_KEY, InboxEntry, SendResume, Table, encode_identity,
     encode_one_time_pre_key, encode_signed_pre_key, id_key,
 };
 use confidant_core::ConnectionId;
@@ -183,6 +183,21 @@ impl WriteBatch {
             connection_id.as_bytes().to_vec(),
             Zeroizing::new(reservation.encode()),
         );
+    }
+
+    /// Records where a connection's sending counter stands as its node
+    /// shuts down cleanly (see [`SendResume`]).
+    pub fn put_resume_point(&mut self, connection_id: &ConnectionId, point: SendResume) {
+        self.put(
+            Table::ResumePoints,
+            connection_id.as_bytes().to_vec(),
+            Zeroizing::new(point.encode()),
+        );
+    }
+
+    /// Removes a connection's stored resume point.
+    pub fn delete_resume_point(&mut self, connection_id: &ConnectionId) {
+        self.delete(Table::ResumePoints, connection_id.as_bytes().to_vec());
     }
 
     /// Appends an opened message to the inbox.

@@ -24,30 +24,12 @@
 
 use crate::batch::WriteBatch;
 use crate::error::StoreError;
-use crate::records::{CounterReservation, InboxEntry};
+use crate::records::{CounterReservation, InboxEntry, SendResume};
 use crate::store::{Committed, CounterStore, RawStore, SessionStore};
 use confidant_core::wire::{EncryptedMessage, KeyUpdate};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_session::{KeyUpdateReceived, OpenError, Session};
 use zeroize::Zeroizing;
-
-/// Where a session's sending counter stood when its holder let it go
-/// cleanly: the next counter, in an epoch whose durable reservation runs to
-/// `reserved_until`. Kept in the memory of the process only (never
-/// stored): a process that dies forgets it, so after a crash sealing
-/// resumes above the reservation, as always. Within one process it lets the
-/// next [`DurableSession::load_resuming`] go on at `next_counter` without a
-/// new reservation, since no counter from there to `reserved_until` was
-/// used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendResume {
-    /// The sending epoch.
-    pub epoch: u32,
-    /// The next counter to seal with.
-    pub next_counter: u64,
-    /// The durable reservation's end when it was let go.
-    pub reserved_until: u64,
-}
 
 /// Default number of counters reserved per durable commit.
 pub const DEFAULT_RESERVATION_BLOCK: u64 = 65_536;

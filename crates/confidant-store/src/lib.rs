@@ -39,12 +39,12 @@ mod store;
 #[cfg(feature = "redb")]
 pub use at_rest::KeyEncryptionKey;
 pub use batch::{WriteBatch, WriteOp};
-pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received, SendResume};
+pub use durable::{DEFAULT_RESERVATION_BLOCK, DurableSession, ReceiveError, Received};
 pub use error::StoreError;
 pub use inbox::{RUN_LIMIT, run_key};
 pub use memory::MemoryStore;
 pub use records::{
-    CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key,
+    CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, SendResume, Table, inbox_key,
 };
 #[cfg(feature = "redb")]
 pub use redb_store::{Durability, RedbStore, StoreOptions};

@@ -32,6 +32,11 @@ pub enum Table {
     /// Opened messages waiting for the application, in runs (see
     /// [`crate::inbox`]). Secret (plaintext).
     InboxRuns,
+    /// Where each connection's sending counter stood when the node last
+    /// shut down cleanly ([`SendResume`]), by connection id; deleted at the
+    /// next start. Not secret, but sealed at rest with a key, as the
+    /// reservations are: a raised point would make counters be reused.
+    ResumePoints,
     /// The runtime's record of each connection (role, handshake state, the
     /// peer's identity key), by connection id. Sealed at rest: it can hold
     /// a greeting waiting to be sent.
@@ -43,7 +48,7 @@ pub enum Table {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Meta,
         Table::Identity,
         Table::SignedPreKeys,
@@ -54,6 +59,7 @@ impl Table {
         Table::Connections,
         Table::Invitations,
         Table::InboxRuns,
+        Table::ResumePoints,
     ];
 
     /// The table's name in the file.
@@ -69,6 +75,7 @@ impl Table {
             Table::Connections => "connections",
             Table::Invitations => "invitations",
             Table::InboxRuns => "inbox_runs",
+            Table::ResumePoints => "resume_points",
         }
     }
 
@@ -77,7 +84,7 @@ impl Table {
     /// which are not secret but must not be lowered by someone who can write
     /// the file (that would make the next start reuse counters).
     pub fn is_sealed_at_rest(self) -> bool {
-        self.is_secret() || self == Table::Counters
+        self.is_secret() || matches!(self, Table::Counters | Table::ResumePoints)
     }
 
     /// Whether the table's values are secret.
@@ -206,6 +213,54 @@ impl CounterReservation {
             epoch: u32::from_be_bytes(take(bytes, &mut at, what)?),
             reserved_until: u64::from_be_bytes(take(bytes, &mut at, what)?),
         })
+    }
+}
+
+/// Where a session's sending counter stood when its holder let it go
+/// cleanly: the next counter, in an epoch whose durable reservation runs to
+/// `reserved_until`. It lets the next
+/// [`DurableSession::load_resuming`](crate::DurableSession::load_resuming)
+/// go on at `next_counter` without a new reservation, since no counter from
+/// there to `reserved_until` was used.
+///
+/// A point is true only until the session seals again, so it must never
+/// outlive a crash: the runtime keeps points in memory, and stores them
+/// ([`Table::ResumePoints`]) only when a node shuts down cleanly, deleting
+/// them durably at its next start before anything is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendResume {
+    /// The sending epoch.
+    pub epoch: u32,
+    /// The next counter to seal with.
+    pub next_counter: u64,
+    /// The durable reservation's end when it was let go.
+    pub reserved_until: u64,
+}
+
+impl SendResume {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(20);
+        bytes.extend_from_slice(&self.epoch.to_be_bytes());
+        bytes.extend_from_slice(&self.next_counter.to_be_bytes());
+        bytes.extend_from_slice(&self.reserved_until.to_be_bytes());
+        bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let what = "resume point";
+        if bytes.len() != 20 {
+            return Err(corrupt(what));
+        }
+        let mut at = 0;
+        let point = Self {
+            epoch: u32::from_be_bytes(take(bytes, &mut at, what)?),
+            next_counter: u64::from_be_bytes(take(bytes, &mut at, what)?),
+            reserved_until: u64::from_be_bytes(take(bytes, &mut at, what)?),
+        };
+        if point.next_counter > point.reserved_until {
+            return Err(corrupt(what));
+        }
+        Ok(point)
     }
 }
 

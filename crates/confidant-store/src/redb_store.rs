@@ -251,6 +251,7 @@ fn table_index(table: Table) -> usize {
         Table::Connections => 7,
         Table::Invitations => 8,
         Table::InboxRuns => 9,
+        Table::ResumePoints => 10,
     }
 }
 

@@ -5,8 +5,8 @@ use crate::batch::WriteBatch;
 use crate::error::StoreError;
 use crate::inbox::{Run, parse_run_key};
 use crate::records::{
-    CounterReservation, IDENTITY_KEY, InboxEntry, Table, decode_identity, decode_one_time_pre_key,
-    decode_signed_pre_key, id_key,
+    CounterReservation, IDENTITY_KEY, InboxEntry, SendResume, Table, decode_identity,
+    decode_one_time_pre_key, decode_signed_pre_key, id_key,
 };
 use confidant_core::ConnectionId;
 use confidant_session::SessionSnapshot;
@@ -90,6 +90,9 @@ pub trait CounterStore {
         &self,
         connection_id: &ConnectionId,
     ) -> Result<Option<CounterReservation>, StoreError>;
+
+    /// The resume points the last clean shutdown stored, by connection.
+    fn resume_points(&self) -> Result<Vec<(ConnectionId, SendResume)>, StoreError>;
 }
 
 /// Opened messages waiting for the application.
@@ -195,6 +198,19 @@ impl<S: RawStore + ?Sized> CounterStore for S {
         self.get(Table::Counters, connection_id.as_bytes())?
             .map(|bytes| CounterReservation::decode(&bytes))
             .transpose()
+    }
+
+    fn resume_points(&self) -> Result<Vec<(ConnectionId, SendResume)>, StoreError> {
+        self.entries(Table::ResumePoints)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let id = String::from_utf8(key)
+                    .ok()
+                    .and_then(|id| ConnectionId::new(id).ok())
+                    .ok_or_else(|| StoreError::Corrupt("malformed connection id".into()))?;
+                Ok((id, SendResume::decode(&bytes)?))
+            })
+            .collect()
     }
 }
 

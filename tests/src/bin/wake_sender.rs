@@ -15,6 +15,11 @@
 //! C sealed with the counter right after the previous message's (no
 //! reservation was skipped: the actor went on where the stopped one let
 //! go).
+//!
+//! Every [`RESTART_EVERY`] messages the node shuts down cleanly and starts
+//! again in the same process, on the same store: the send after that is a
+//! wake-up too, which must go on at the next counter from the resume point
+//! the shutdown stored (and a kill can land anywhere in between).
 
 use async_trait::async_trait;
 use confidant_actors::{
@@ -32,6 +37,9 @@ use std::time::Duration;
 
 /// The actors' idle timeout: short, so that they stop between messages.
 const IDLE: Duration = Duration::from_millis(10);
+
+/// How often the node shuts down cleanly and starts again.
+const RESTART_EVERY: u64 = 5;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -156,7 +164,7 @@ async fn run(store_path: &Path, wire_path: &Path, until: Option<usize>) -> Resul
         written: AtomicUsize::new(written),
         last: Mutex::new(None),
     });
-    let node = start(store, ForwardTo(Arc::clone(&transport))).await?;
+    let mut node = start(Arc::clone(&store), ForwardTo(Arc::clone(&transport))).await?;
     let connection = node
         .connections()
         .await?
@@ -168,6 +176,10 @@ async fn run(store_path: &Path, wire_path: &Path, until: Option<usize>) -> Resul
     let pid = std::process::id();
     let mut sequence = 0u64;
     while until.is_none_or(|until| transport.written.load(Ordering::SeqCst) < until) {
+        if sequence % RESTART_EVERY == RESTART_EVERY - 1 {
+            node.shutdown().await?;
+            node = start(Arc::clone(&store), ForwardTo(Arc::clone(&transport))).await?;
+        }
         // Wait (bounded) until the connection's actor has stopped idle.
         let mut stopped = false;
         for _ in 0..500 {
