@@ -13,7 +13,7 @@ use confidant_core::ConnectionId;
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -196,6 +196,10 @@ impl SignedClient {
         /// `SendMessage`.
         send_message, "SendMessage", proto::SendMessageRequest, proto::SendMessageResponse);
     signed_call!(
+        /// `SendMessages`: many envelopes in one signed request, answered
+        /// per envelope.
+        send_messages, "SendMessages", proto::SendMessagesRequest, proto::SendMessagesResponse);
+    signed_call!(
         /// `GetMessagesPaginated`.
         get_messages_paginated, "GetMessagesPaginated",
         proto::GetMessagesPaginatedRequest, proto::GetMessagesPaginatedResponse);
@@ -279,7 +283,18 @@ impl Failover {
 
 /// Retries `call` on transient errors with exponential backoff, moving to
 /// the next connector instance after each.
-async fn retry<T, F, Fut>(what: &str, failover: &Failover, mut call: F) -> Result<T, TransportError>
+async fn retry<T, F, Fut>(what: &str, failover: &Failover, call: F) -> Result<T, TransportError>
+where
+    F: FnMut(SignedClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    retry_status(what, failover, call)
+        .await
+        .map_err(|status| to_transport(&status))
+}
+
+/// [`retry`], giving the last status itself.
+async fn retry_status<T, F, Fut>(what: &str, failover: &Failover, mut call: F) -> Result<T, Status>
 where
     F: FnMut(SignedClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
@@ -297,7 +312,7 @@ where
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 attempt += 1;
             }
-            Err(status) => return Err(to_transport(&status)),
+            Err(status) => return Err(status),
         }
     }
 }
@@ -319,6 +334,9 @@ struct Inner {
     /// node.
     buffer: Arc<Semaphore>,
     buffer_bytes: usize,
+    /// Set once a connector answered `SendMessages` with UNIMPLEMENTED:
+    /// sends are single `SendMessage` calls from then on.
+    no_batches: AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -342,7 +360,14 @@ type Buffered = (Delivery, OwnedSemaphorePermit);
 ///   connector's stream waits), it drops nothing.
 /// - Sends carry a client message id (the first 16 bytes of the envelope's
 ///   SHA-256), so a retried send is stored once. Each connection's envelopes
-///   are sent in order; different connections' concurrently.
+///   are sent in order; different connections' concurrently. A
+///   connection's envelopes go as `SendMessages` batches (cut by the limits
+///   `GetConnectorInfo` announces, 1000 envelopes and 4 MiB without them),
+///   a retried batch stored once by its client message ids; the first
+///   envelope refused ends the connection's send with the error a
+///   `SendMessage` of it would have given. A connector that answers
+///   `SendMessages` with UNIMPLEMENTED gets one `SendMessage` per envelope
+///   from then on.
 #[derive(Clone)]
 pub struct ConnectorTransport {
     inner: Arc<Inner>,
@@ -439,6 +464,7 @@ impl ConnectorTransport {
                 incoming: tokio::sync::Mutex::new(None),
                 buffer: Arc::new(Semaphore::new(buffer_bytes)),
                 buffer_bytes,
+                no_batches: AtomicBool::new(false),
                 stop,
             }),
         })
@@ -674,6 +700,152 @@ impl Drop for Inner {
     }
 }
 
+/// The batch limits `info` announces, or the defaults where it announces
+/// none (a connector that predates batches).
+fn batch_limits(info: Option<&proto::GetConnectorInfoResponse>) -> (usize, usize) {
+    let announced = |value: Option<u64>, default: usize| match value {
+        Some(0) | None => default,
+        Some(value) => usize::try_from(value).unwrap_or(usize::MAX),
+    };
+    (
+        announced(
+            info.map(|info| info.max_batch_messages),
+            crate::server::DEFAULT_MAX_BATCH_MESSAGES,
+        ),
+        announced(
+            info.map(|info| info.max_batch_bytes),
+            crate::server::DEFAULT_MAX_BATCH_BYTES,
+        ),
+    )
+}
+
+/// Cuts one connection's envelopes, in order, into batches of at most
+/// `max_messages` entries and `max_bytes` of envelopes; an envelope larger
+/// than `max_bytes` is a batch of its own (sent with `SendMessage`).
+fn chunked(envelopes: Vec<Vec<u8>>, max_messages: usize, max_bytes: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut bytes = 0usize;
+    for envelope in envelopes {
+        let fits = chunks.last().is_some_and(|chunk| {
+            chunk.len() < max_messages.max(1) && bytes.saturating_add(envelope.len()) <= max_bytes
+        });
+        if fits {
+            bytes = bytes.saturating_add(envelope.len());
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(envelope);
+            }
+        } else {
+            bytes = envelope.len();
+            chunks.push(vec![envelope]);
+        }
+    }
+    chunks
+}
+
+/// A send's request for `envelope` on `connection_id`, with its client
+/// message id.
+fn send_request(connection_id: &ConnectionId, envelope: Vec<u8>) -> proto::SendMessageRequest {
+    proto::SendMessageRequest {
+        connection_id: connection_id.as_str().to_owned(),
+        client_message_id: client_message_id(&envelope),
+        message: envelope,
+    }
+}
+
+impl Inner {
+    /// Sends one connection's envelopes in order: as `SendMessages`
+    /// batches (cut by the connector's announced limits) while the
+    /// connector has them, else one `SendMessage` each. Stops at the first
+    /// envelope refused (or failed after the retries), which is the error.
+    async fn send_burst(
+        &self,
+        connection_id: &ConnectionId,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<(), TransportError> {
+        let info = self.failover.current().1.connector_info().await.ok();
+        let (max_messages, max_bytes) = batch_limits(info.as_ref());
+        for chunk in chunked(envelopes, max_messages, max_bytes) {
+            let single = chunk.len() == 1
+                && chunk
+                    .first()
+                    .is_some_and(|envelope| envelope.len() > max_bytes);
+            if single || self.no_batches.load(Ordering::Acquire) {
+                self.send_singly(connection_id, chunk).await?;
+                continue;
+            }
+            let request = proto::SendMessagesRequest {
+                messages: chunk
+                    .iter()
+                    .map(|envelope| send_request(connection_id, envelope.clone()))
+                    .collect(),
+            };
+            let answered = retry_status("send batch", &self.failover, |client| {
+                let request = request.clone();
+                async move { client.send_messages(request).await }
+            })
+            .await;
+            let response = match answered {
+                Ok(response) => response,
+                Err(status) if status.code() == Code::Unimplemented => {
+                    // An older connector, or another implementation: it
+                    // stored nothing of the batch.
+                    if !self.no_batches.swap(true, Ordering::AcqRel) {
+                        tracing::info!(
+                            connector = %self.url,
+                            "the connector has no SendMessages; sending one envelope per call"
+                        );
+                    }
+                    self.send_singly(connection_id, chunk).await?;
+                    continue;
+                }
+                Err(status) => return Err(to_transport(&status)),
+            };
+            if response.results.len() != chunk.len() {
+                return Err(TransportError::Refused(format!(
+                    "the connector answered a batch of {} envelopes with {} results",
+                    chunk.len(),
+                    response.results.len()
+                )));
+            }
+            // In order: the first refused entry is the send's error (the
+            // entries after it may be stored; a later send of them is a
+            // retry, stored once by their client message ids).
+            for result in response.results {
+                match result.outcome {
+                    Some(proto::send_result::Outcome::Id(_)) => {}
+                    Some(proto::send_result::Outcome::Refused(refusal)) => {
+                        let code = i32::try_from(refusal.code).map_or(Code::Unknown, Code::from);
+                        return Err(to_transport(&Status::new(code, refusal.message)));
+                    }
+                    None => {
+                        return Err(TransportError::Refused(
+                            "the connector answered a batch entry with no outcome".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `SendMessage` per envelope, in order, each retried.
+    async fn send_singly(
+        &self,
+        connection_id: &ConnectionId,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<(), TransportError> {
+        for envelope in envelopes {
+            let request = send_request(connection_id, envelope);
+            retry("send", &self.failover, |client| {
+                let request = request.clone();
+                async move { client.send_message(request).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The client message id of an envelope.
 pub fn client_message_id(envelope: &[u8]) -> Vec<u8> {
     let digest: [u8; 32] = Sha256::digest(envelope).into();
@@ -741,24 +913,10 @@ impl Transport for ConnectorTransport {
                 })
                 .push(outgoing.envelope);
         }
-        let failover = &self.inner.failover;
+        let inner = &*self.inner;
         let sends = order.into_iter().map(|connection_id| {
             let envelopes = groups.remove(&connection_id).unwrap_or_default();
-            async move {
-                for envelope in envelopes {
-                    let request = proto::SendMessageRequest {
-                        connection_id: connection_id.as_str().to_owned(),
-                        client_message_id: client_message_id(&envelope),
-                        message: envelope,
-                    };
-                    retry("send", failover, |client| {
-                        let request = request.clone();
-                        async move { client.send_message(request).await }
-                    })
-                    .await?;
-                }
-                Ok::<(), TransportError>(())
-            }
+            async move { inner.send_burst(&connection_id, envelopes).await }
         });
         futures_util::future::join_all(sends)
             .await
