@@ -329,10 +329,13 @@ on_both_backends! {
                 .collect()
         };
         transport.send(outgoing(1)).await.unwrap();
+        // The two connections' first batches went side by side: each may
+        // have met UNIMPLEMENTED before the other remembered it.
+        let tried = old.batches.load(Ordering::Acquire);
+        assert!((1..=2).contains(&tried), "{tried}");
         transport.send(outgoing(2)).await.unwrap();
-        // One SendMessages tried (UNIMPLEMENTED, remembered), every
-        // envelope sent with SendMessage.
-        assert_eq!(old.batches.load(Ordering::Acquire), 1);
+        // Remembered: every later envelope sent with SendMessage alone.
+        assert_eq!(old.batches.load(Ordering::Acquire), tried);
         assert_eq!(old.singles.load(Ordering::Acquire), 12);
         let waiting = envelopes(&issuer).await;
         assert_eq!(waiting.len(), 12);
