@@ -360,14 +360,14 @@ type Buffered = (Delivery, OwnedSemaphorePermit);
 ///   connector's stream waits), it drops nothing.
 /// - Sends carry a client message id (the first 16 bytes of the envelope's
 ///   SHA-256), so a retried send is stored once. Each connection's envelopes
-///   are sent in order; different connections' concurrently. A
-///   connection's envelopes go as `SendMessages` batches (cut by the limits
-///   `GetConnectorInfo` announces, 1000 envelopes and 4 MiB without them),
-///   a retried batch stored once by its client message ids; the first
-///   envelope refused ends the connection's send with the error a
-///   `SendMessage` of it would have given. A connector that answers
-///   `SendMessages` with UNIMPLEMENTED gets one `SendMessage` per envelope
-///   from then on.
+///   are sent in order. They go as `SendMessages` batches, entries of
+///   several connections sharing one (cut by the limits `GetConnectorInfo`
+///   announces, 1000 envelopes and 4 MiB without them), a retried batch
+///   stored once by its client message ids; a connection's first envelope
+///   refused ends that connection's send with the error a `SendMessage` of
+///   it would have given (the other connections go on). A connector that
+///   answers `SendMessages` with UNIMPLEMENTED gets one `SendMessage` per
+///   envelope from then on, different connections' concurrently.
 #[derive(Clone)]
 pub struct ConnectorTransport {
     inner: Arc<Inner>,
@@ -719,25 +719,44 @@ fn batch_limits(info: Option<&proto::GetConnectorInfoResponse>) -> (usize, usize
     )
 }
 
-/// Cuts one connection's envelopes, in order, into batches of at most
-/// `max_messages` entries and `max_bytes` of envelopes; an envelope larger
-/// than `max_bytes` is a batch of its own (sent with `SendMessage`).
-fn chunked(envelopes: Vec<Vec<u8>>, max_messages: usize, max_bytes: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+/// One batch to send: entries of one or more connections (each
+/// connection's in its order), or one envelope too large for a batch.
+enum Chunk {
+    Batch(Vec<(usize, Vec<u8>)>),
+    Single(usize, Vec<u8>),
+}
+
+/// Cuts the connections' envelopes (`bursts[c]` for connection `c`, in
+/// order) into batches of at most `max_messages` entries and `max_bytes`
+/// of envelopes, connection after connection, so that each connection's
+/// envelopes keep their order across batches; an envelope larger than
+/// `max_bytes` goes alone, with `SendMessage`, in its place.
+fn chunked(bursts: Vec<Vec<Vec<u8>>>, max_messages: usize, max_bytes: usize) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut current: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut bytes = 0usize;
-    for envelope in envelopes {
-        let fits = chunks.last().is_some_and(|chunk| {
-            chunk.len() < max_messages.max(1) && bytes.saturating_add(envelope.len()) <= max_bytes
-        });
-        if fits {
-            bytes = bytes.saturating_add(envelope.len());
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(envelope);
+    for (connection, envelopes) in bursts.into_iter().enumerate() {
+        for envelope in envelopes {
+            if envelope.len() > max_bytes {
+                if !current.is_empty() {
+                    chunks.push(Chunk::Batch(std::mem::take(&mut current)));
+                    bytes = 0;
+                }
+                chunks.push(Chunk::Single(connection, envelope));
+                continue;
             }
-        } else {
-            bytes = envelope.len();
-            chunks.push(vec![envelope]);
+            if current.len() >= max_messages.max(1)
+                || bytes.saturating_add(envelope.len()) > max_bytes
+            {
+                chunks.push(Chunk::Batch(std::mem::take(&mut current)));
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(envelope.len());
+            current.push((connection, envelope));
         }
+    }
+    if !current.is_empty() {
+        chunks.push(Chunk::Batch(current));
     }
     chunks
 }
@@ -753,30 +772,53 @@ fn send_request(connection_id: &ConnectionId, envelope: Vec<u8>) -> proto::SendM
 }
 
 impl Inner {
-    /// Sends one connection's envelopes in order: as `SendMessages`
-    /// batches (cut by the connector's announced limits) while the
-    /// connector has them, else one `SendMessage` each. Stops at the first
-    /// envelope refused (or failed after the retries), which is the error.
-    async fn send_burst(
+    /// Sends the connections' envelopes (`bursts[c]` on `connections[c]`)
+    /// as `SendMessages` batches cut by the connector's announced limits,
+    /// entries of several connections sharing a batch, each connection's
+    /// in order. A connection's first envelope refused (or failed after
+    /// the retries) is its error, and none of its later envelopes is sent;
+    /// the other connections go on. Once the connector answers
+    /// UNIMPLEMENTED, what is left goes with [`Inner::send_singly`].
+    async fn send_batched(
         &self,
-        connection_id: &ConnectionId,
-        envelopes: Vec<Vec<u8>>,
-    ) -> Result<(), TransportError> {
+        connections: &[ConnectionId],
+        bursts: Vec<Vec<Vec<u8>>>,
+    ) -> Vec<Result<(), TransportError>> {
         let info = self.failover.current().1.connector_info().await.ok();
         let (max_messages, max_bytes) = batch_limits(info.as_ref());
-        for chunk in chunked(envelopes, max_messages, max_bytes) {
-            let single = chunk.len() == 1
-                && chunk
-                    .first()
-                    .is_some_and(|envelope| envelope.len() > max_bytes);
-            if single || self.no_batches.load(Ordering::Acquire) {
-                self.send_singly(connection_id, chunk).await?;
+        let mut outcome: Vec<Result<(), TransportError>> =
+            connections.iter().map(|_| Ok(())).collect();
+        let failed = |outcome: &[Result<(), TransportError>], connection: usize| {
+            outcome.get(connection).is_some_and(Result::is_err)
+        };
+        let mut chunks = chunked(bursts, max_messages, max_bytes).into_iter();
+        while let Some(chunk) = chunks.next() {
+            let entries: Vec<(usize, Vec<u8>)> = match chunk {
+                Chunk::Single(connection, envelope) => {
+                    if !failed(&outcome, connection)
+                        && let Some(id) = connections.get(connection)
+                        && let Err(error) = self.send_singly(id, vec![envelope]).await
+                        && let Some(slot) = outcome.get_mut(connection)
+                    {
+                        *slot = Err(error);
+                    }
+                    continue;
+                }
+                Chunk::Batch(entries) => entries
+                    .into_iter()
+                    .filter(|(connection, _)| !failed(&outcome, *connection))
+                    .collect(),
+            };
+            if entries.is_empty() {
                 continue;
             }
             let request = proto::SendMessagesRequest {
-                messages: chunk
+                messages: entries
                     .iter()
-                    .map(|envelope| send_request(connection_id, envelope.clone()))
+                    .filter_map(|(connection, envelope)| {
+                        let id = connections.get(*connection)?;
+                        Some(send_request(id, envelope.clone()))
+                    })
                     .collect(),
             };
             let answered = retry_status("send batch", &self.failover, |client| {
@@ -784,8 +826,17 @@ impl Inner {
                 async move { client.send_messages(request).await }
             })
             .await;
-            let response = match answered {
-                Ok(response) => response,
+            let results = match answered {
+                Ok(response) if response.results.len() == entries.len() => response.results,
+                Ok(response) => {
+                    let error = TransportError::Refused(format!(
+                        "the connector answered a batch of {} envelopes with {} results",
+                        entries.len(),
+                        response.results.len()
+                    ));
+                    fail_all(&mut outcome, &entries, &error);
+                    continue;
+                }
                 Err(status) if status.code() == Code::Unimplemented => {
                     // An older connector, or another implementation: it
                     // stored nothing of the batch.
@@ -795,40 +846,70 @@ impl Inner {
                             "the connector has no SendMessages; sending one envelope per call"
                         );
                     }
-                    self.send_singly(connection_id, chunk).await?;
+                    let mut rest: Vec<Vec<Vec<u8>>> =
+                        connections.iter().map(|_| Vec::new()).collect();
+                    let left = entries
+                        .into_iter()
+                        .chain(chunks.flat_map(|chunk| match chunk {
+                            Chunk::Batch(entries) => entries,
+                            Chunk::Single(connection, envelope) => vec![(connection, envelope)],
+                        }));
+                    for (connection, envelope) in left {
+                        if let Some(burst) = rest.get_mut(connection) {
+                            burst.push(envelope);
+                        }
+                    }
+                    let singles = connections.iter().zip(rest).enumerate().map(
+                        |(connection, (id, burst))| {
+                            let skip = failed(&outcome, connection) || burst.is_empty();
+                            async move {
+                                if skip {
+                                    Ok(())
+                                } else {
+                                    self.send_singly(id, burst).await
+                                }
+                            }
+                        },
+                    );
+                    let singles = futures_util::future::join_all(singles).await;
+                    for (slot, result) in outcome.iter_mut().zip(singles) {
+                        if slot.is_ok() {
+                            *slot = result;
+                        }
+                    }
+                    return outcome;
+                }
+                Err(status) => {
+                    fail_all(&mut outcome, &entries, &to_transport(&status));
                     continue;
                 }
-                Err(status) => return Err(to_transport(&status)),
             };
-            if response.results.len() != chunk.len() {
-                return Err(TransportError::Refused(format!(
-                    "the connector answered a batch of {} envelopes with {} results",
-                    chunk.len(),
-                    response.results.len()
-                )));
-            }
-            // In order: the first refused entry is the send's error (the
-            // entries after it may be stored; a later send of them is a
-            // retry, stored once by their client message ids).
-            for result in response.results {
-                match result.outcome {
-                    Some(proto::send_result::Outcome::Id(_)) => {}
+            // In order: a connection's first refused entry is its error (its
+            // entries after it in this batch may be stored; a later send of
+            // them is a retry, stored once by their client message ids).
+            for ((connection, _), result) in entries.iter().zip(results) {
+                let error = match result.outcome {
+                    Some(proto::send_result::Outcome::Id(_)) => continue,
                     Some(proto::send_result::Outcome::Refused(refusal)) => {
                         let code = i32::try_from(refusal.code).map_or(Code::Unknown, Code::from);
-                        return Err(to_transport(&Status::new(code, refusal.message)));
+                        to_transport(&Status::new(code, refusal.message))
                     }
-                    None => {
-                        return Err(TransportError::Refused(
-                            "the connector answered a batch entry with no outcome".into(),
-                        ));
-                    }
+                    None => TransportError::Refused(
+                        "the connector answered a batch entry with no outcome".into(),
+                    ),
+                };
+                if let Some(slot) = outcome.get_mut(*connection)
+                    && slot.is_ok()
+                {
+                    *slot = Err(error);
                 }
             }
         }
-        Ok(())
+        outcome
     }
 
-    /// One `SendMessage` per envelope, in order, each retried.
+    /// One `SendMessage` per envelope, in order, each retried; stops at the
+    /// first failure.
     async fn send_singly(
         &self,
         connection_id: &ConnectionId,
@@ -843,6 +924,22 @@ impl Inner {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Marks every connection of `entries` that has not failed yet as failed
+/// with `error`.
+fn fail_all(
+    outcome: &mut [Result<(), TransportError>],
+    entries: &[(usize, Vec<u8>)],
+    error: &TransportError,
+) {
+    for (connection, _) in entries {
+        if let Some(slot) = outcome.get_mut(*connection)
+            && slot.is_ok()
+        {
+            *slot = Err(error.clone());
+        }
     }
 }
 
@@ -900,7 +997,7 @@ impl Transport for ConnectorTransport {
     }
 
     async fn send(&self, envelopes: Vec<Outgoing>) -> Result<(), TransportError> {
-        // Per connection in order; connections side by side.
+        // Per connection in order.
         let mut order: Vec<ConnectionId> = Vec::new();
         let mut groups: std::collections::HashMap<ConnectionId, Vec<Vec<u8>>> =
             std::collections::HashMap::new();
@@ -913,15 +1010,22 @@ impl Transport for ConnectorTransport {
                 })
                 .push(outgoing.envelope);
         }
+        let bursts: Vec<Vec<Vec<u8>>> = order
+            .iter()
+            .map(|connection_id| groups.remove(connection_id).unwrap_or_default())
+            .collect();
         let inner = &*self.inner;
-        let sends = order.into_iter().map(|connection_id| {
-            let envelopes = groups.remove(&connection_id).unwrap_or_default();
-            async move { inner.send_burst(&connection_id, envelopes).await }
-        });
-        futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
+        let outcome = if inner.no_batches.load(Ordering::Acquire) {
+            let sends = order
+                .iter()
+                .zip(bursts)
+                .map(|(connection_id, burst)| inner.send_singly(connection_id, burst));
+            futures_util::future::join_all(sends).await
+        } else {
+            inner.send_batched(&order, bursts).await
+        };
+        // The first failed connection's error, in the order of the burst.
+        outcome.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
     }
 
