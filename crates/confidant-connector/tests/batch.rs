@@ -370,6 +370,44 @@ on_both_backends! {
         connector.stop().await;
     }
 
+    async fn connections_share_batches_and_a_refused_one_stops_alone(place: Place) {
+        let connector = connector_on(Arc::clone(&place), Limits::default()).await;
+        let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+        let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+        let first = connect(&issuer, &holder).await;
+        let revoked = connect(&issuer, &holder).await;
+        let second = connect(&issuer, &holder).await;
+        issuer
+            .revoke_connection(proto::RevokeConnectionRequest { connection_id: revoked.clone() })
+            .await
+            .unwrap();
+        let transport = ConnectorTransport::new(&connector.url, signer(2)).unwrap();
+        let on = |connection: &str, body: &[u8]| Outgoing {
+            connection_id: ConnectionId::new(connection.to_owned()).unwrap(),
+            envelope: body.to_vec(),
+        };
+        let refused = transport
+            .send(vec![
+                on(&first, b"a1"),
+                on(&revoked, b"r1"),
+                on(&second, b"b1"),
+                on(&first, b"a2"),
+                on(&revoked, b"r2"),
+                on(&second, b"b2"),
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, TransportError::Refused(text) if text.contains("revoked")),
+            "{refused:?}"
+        );
+        // The other connections' envelopes were all sent, each in order (in
+        // one batch, connection after connection).
+        let waiting: Vec<Vec<u8>> = envelopes(&issuer).await.into_iter().map(|(_, body)| body).collect();
+        assert_eq!(waiting, [b"a1", b"a2", b"b1", b"b2"].map(|body| body.to_vec()));
+        connector.stop().await;
+    }
+
     async fn a_refused_entry_is_the_error_a_single_send_gives(place: Place) {
         let limits = Limits { max_message_len: 100, ..Limits::default() };
         let connector = connector_on(Arc::clone(&place), limits).await;
