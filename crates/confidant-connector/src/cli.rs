@@ -179,6 +179,8 @@ where
         max_streams_per_key = service_limits.max_streams_per_party,
         max_streams = service_limits.max_streams,
         refusal_logs_per_second = service_limits.refusal_logs_per_second,
+        max_batch_messages = service_limits.max_batch_messages,
+        max_batch_bytes = service_limits.max_batch_bytes,
         "connector started"
     );
     match &args.tls_cert {
