@@ -531,6 +531,54 @@ on_both_backends! {
         assert_eq!(store.pending(&key(3)).await.unwrap(), 11);
     }
 
+    async fn a_revocation_raced_with_batches_leaves_nothing_on_its_connection(place: Place) {
+        let store = place.open(Limits::default()).await;
+        let doomed = connect_parties(&*store, "doomed", 2, 1).await;
+        let kept = connect_parties(&*store, "kept", 3, 1).await;
+        let mut tasks = Vec::new();
+        for round in 0..4u8 {
+            let store = Arc::clone(&store);
+            let (doomed, kept) = (doomed.clone(), kept.clone());
+            tasks.push(tokio::spawn(async move {
+                let entries = (0..10u8)
+                    .map(|index| {
+                        let connection = if index % 2 == 0 { &doomed } else { &kept };
+                        entry(connection, &[round, index], Some(&[round, index]))
+                    })
+                    .collect();
+                store.send_batch(verified(1), entries, now_ms()).await.unwrap()
+            }));
+        }
+        let revoke = {
+            let store = Arc::clone(&store);
+            let doomed = doomed.clone();
+            tokio::spawn(async move { store.revoke(verified(2), doomed, now_ms()).await })
+        };
+        for task in futures_util::future::join_all(tasks).await {
+            for (index, result) in task.unwrap().into_iter().enumerate() {
+                match result {
+                    Ok(_) => {}
+                    Err(MailboxError::Revoked) if index % 2 == 0 => {}
+                    other => panic!("entry {index}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(revoke.await.unwrap().unwrap(), key(1));
+        // Nothing of the revoked connection waits for its recipient (2),
+        // its sender (1) has the notice, the kept one has everything, and
+        // the counts match what waits.
+        let for_two = store.messages_after(&key(2), 0, 1000, usize::MAX).await.unwrap();
+        assert!(for_two.iter().all(|message| message.connection_id != doomed), "{for_two:?}");
+        assert_eq!(store.pending(&key(2)).await.unwrap(), u64::try_from(for_two.len()).unwrap());
+        let for_one = store.messages_after(&key(1), 0, 1000, usize::MAX).await.unwrap();
+        assert_eq!(for_one.len(), 1, "{for_one:?}");
+        assert_eq!(for_one[0].content, Content::ConnectionRevoked);
+        assert_eq!(store.pending(&key(1)).await.unwrap(), 1);
+        let for_three = store.messages_after(&key(3), 0, 1000, usize::MAX).await.unwrap();
+        assert_eq!(for_three.len(), 21, "the notice and twenty messages");
+        assert_eq!(store.pending(&key(3)).await.unwrap(), 21);
+    }
+
     async fn an_audience_is_generated_once_and_can_be_pinned(place: Place) {
         let generated = place.open(Limits::default()).await.audience();
         assert!(generated.starts_with("confidant-connector:"), "{generated}");
