@@ -494,6 +494,17 @@ impl Connector for Service {
         Ok(response)
     }
 
+    async fn send_messages(
+        &self,
+        _request: Request<proto::SendMessagesRequest>,
+    ) -> Result<Response<proto::SendMessagesResponse>, Status> {
+        // Clients fall back to SendMessage, whose envelopes are recorded
+        // (and tampered with) one by one above.
+        Err(Status::unimplemented(
+            "the hostile relay forwards single sends only",
+        ))
+    }
+
     async fn get_messages_paginated(
         &self,
         request: Request<proto::GetMessagesPaginatedRequest>,

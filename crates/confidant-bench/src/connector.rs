@@ -13,7 +13,8 @@
 //!    primitives of one handshake ([`crate::x3dh::Primitives`]), timed as a
 //!    variant of the same rounds.
 //! 3. Relayed messages: 256-byte messages both ways over 256 connections
-//!    (`send_many`; stored by the connector, streamed to the other node,
+//!    (`send_many`; sent by `ConnectorTransport` as `SendMessages`
+//!    batches, stored by the connector, streamed to the other node,
 //!    opened, committed to its inbox, acknowledged to the connector and by
 //!    the application). Target: ≥ 20,000 per second.
 //!
@@ -475,7 +476,8 @@ fn through_nodes(
          (invitation, join, bundle, X3DH, initial message; done when both nodes report Connected \
          and the issuer has acknowledged the greeting); {messages} messages of {MESSAGE_LEN} bytes \
          both ways on {connections_count} connections ({per_direction} per connection each way, \
-         send_many batches of {batch}; each one a signed SendMessage, streamed to the other node, \
+         send_many batches of {batch}; each node's transport sends what waits as signed \
+         SendMessages batches, entries of many connections in one request; streamed to the other node, \
          opened, committed to its inbox, acknowledged to the connector and by the application in \
          batches); first, after a pause of {} ms, the X3DH primitives of {primitive_handshakes} \
          handshakes, on this thread; {rounds} rounds in alternation (a warm-up round first: {:.0} \

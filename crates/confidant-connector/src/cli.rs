@@ -73,6 +73,12 @@ struct Args {
     /// Most refused requests logged per second (the rest are counted).
     #[arg(long, default_value_t = ServiceLimits::default().refusal_logs_per_second)]
     refusal_logs_per_second: u64,
+    /// Most entries in one SendMessages (batch) request.
+    #[arg(long, default_value_t = ServiceLimits::default().max_batch_messages)]
+    max_batch_messages: usize,
+    /// Most bytes of envelopes, added up, in one SendMessages request.
+    #[arg(long, default_value_t = ServiceLimits::default().max_batch_bytes)]
+    max_batch_bytes: usize,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -119,6 +125,8 @@ where
         max_streams_per_party: args.max_streams_per_key,
         max_streams: args.max_streams,
         refusal_logs_per_second: args.refusal_logs_per_second,
+        max_batch_messages: args.max_batch_messages,
+        max_batch_bytes: args.max_batch_bytes,
     };
     let (mailbox, storage): (Arc<dyn MailboxStore>, String) =
         match (&args.database_url, &args.data_dir) {
@@ -171,6 +179,8 @@ where
         max_streams_per_key = service_limits.max_streams_per_party,
         max_streams = service_limits.max_streams,
         refusal_logs_per_second = service_limits.refusal_logs_per_second,
+        max_batch_messages = service_limits.max_batch_messages,
+        max_batch_bytes = service_limits.max_batch_bytes,
         "connector started"
     );
     match &args.tls_cert {

@@ -13,7 +13,7 @@ use confidant_core::ConnectionId;
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -196,6 +196,10 @@ impl SignedClient {
         /// `SendMessage`.
         send_message, "SendMessage", proto::SendMessageRequest, proto::SendMessageResponse);
     signed_call!(
+        /// `SendMessages`: many envelopes in one signed request, answered
+        /// per envelope.
+        send_messages, "SendMessages", proto::SendMessagesRequest, proto::SendMessagesResponse);
+    signed_call!(
         /// `GetMessagesPaginated`.
         get_messages_paginated, "GetMessagesPaginated",
         proto::GetMessagesPaginatedRequest, proto::GetMessagesPaginatedResponse);
@@ -279,7 +283,18 @@ impl Failover {
 
 /// Retries `call` on transient errors with exponential backoff, moving to
 /// the next connector instance after each.
-async fn retry<T, F, Fut>(what: &str, failover: &Failover, mut call: F) -> Result<T, TransportError>
+async fn retry<T, F, Fut>(what: &str, failover: &Failover, call: F) -> Result<T, TransportError>
+where
+    F: FnMut(SignedClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    retry_status(what, failover, call)
+        .await
+        .map_err(|status| to_transport(&status))
+}
+
+/// [`retry`], giving the last status itself.
+async fn retry_status<T, F, Fut>(what: &str, failover: &Failover, mut call: F) -> Result<T, Status>
 where
     F: FnMut(SignedClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
@@ -297,7 +312,7 @@ where
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 attempt += 1;
             }
-            Err(status) => return Err(to_transport(&status)),
+            Err(status) => return Err(status),
         }
     }
 }
@@ -319,6 +334,9 @@ struct Inner {
     /// node.
     buffer: Arc<Semaphore>,
     buffer_bytes: usize,
+    /// Set once a connector answered `SendMessages` with UNIMPLEMENTED:
+    /// sends are single `SendMessage` calls from then on.
+    no_batches: AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -342,7 +360,14 @@ type Buffered = (Delivery, OwnedSemaphorePermit);
 ///   connector's stream waits), it drops nothing.
 /// - Sends carry a client message id (the first 16 bytes of the envelope's
 ///   SHA-256), so a retried send is stored once. Each connection's envelopes
-///   are sent in order; different connections' concurrently.
+///   are sent in order. They go as `SendMessages` batches, entries of
+///   several connections sharing one (cut by the limits `GetConnectorInfo`
+///   announces, 1000 envelopes and 4 MiB without them), a retried batch
+///   stored once by its client message ids; a connection's first envelope
+///   refused ends that connection's send with the error a `SendMessage` of
+///   it would have given (the other connections go on). A connector that
+///   answers `SendMessages` with UNIMPLEMENTED gets one `SendMessage` per
+///   envelope from then on, different connections' concurrently.
 #[derive(Clone)]
 pub struct ConnectorTransport {
     inner: Arc<Inner>,
@@ -439,6 +464,7 @@ impl ConnectorTransport {
                 incoming: tokio::sync::Mutex::new(None),
                 buffer: Arc::new(Semaphore::new(buffer_bytes)),
                 buffer_bytes,
+                no_batches: AtomicBool::new(false),
                 stop,
             }),
         })
@@ -674,6 +700,249 @@ impl Drop for Inner {
     }
 }
 
+/// The batch limits `info` announces, or the defaults where it announces
+/// none (a connector that predates batches).
+fn batch_limits(info: Option<&proto::GetConnectorInfoResponse>) -> (usize, usize) {
+    let announced = |value: Option<u64>, default: usize| match value {
+        Some(0) | None => default,
+        Some(value) => usize::try_from(value).unwrap_or(usize::MAX),
+    };
+    (
+        announced(
+            info.map(|info| info.max_batch_messages),
+            crate::server::DEFAULT_MAX_BATCH_MESSAGES,
+        ),
+        announced(
+            info.map(|info| info.max_batch_bytes),
+            crate::server::DEFAULT_MAX_BATCH_BYTES,
+        ),
+    )
+}
+
+/// One batch to send: entries of one or more connections (each
+/// connection's in its order), or one envelope too large for a batch.
+enum Chunk {
+    Batch(Vec<(usize, Vec<u8>)>),
+    Single(usize, Vec<u8>),
+}
+
+/// Cuts the connections' envelopes (`bursts[c]` for connection `c`, in
+/// order) into batches of at most `max_messages` entries and `max_bytes`
+/// of envelopes, connection after connection, so that each connection's
+/// envelopes keep their order across batches; an envelope larger than
+/// `max_bytes` goes alone, with `SendMessage`, in its place.
+fn chunked(bursts: Vec<Vec<Vec<u8>>>, max_messages: usize, max_bytes: usize) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut current: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    for (connection, envelopes) in bursts.into_iter().enumerate() {
+        for envelope in envelopes {
+            if envelope.len() > max_bytes {
+                if !current.is_empty() {
+                    chunks.push(Chunk::Batch(std::mem::take(&mut current)));
+                    bytes = 0;
+                }
+                chunks.push(Chunk::Single(connection, envelope));
+                continue;
+            }
+            if current.len() >= max_messages.max(1)
+                || bytes.saturating_add(envelope.len()) > max_bytes
+            {
+                chunks.push(Chunk::Batch(std::mem::take(&mut current)));
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(envelope.len());
+            current.push((connection, envelope));
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(Chunk::Batch(current));
+    }
+    chunks
+}
+
+/// A send's request for `envelope` on `connection_id`, with its client
+/// message id.
+fn send_request(connection_id: &ConnectionId, envelope: Vec<u8>) -> proto::SendMessageRequest {
+    proto::SendMessageRequest {
+        connection_id: connection_id.as_str().to_owned(),
+        client_message_id: client_message_id(&envelope),
+        message: envelope,
+    }
+}
+
+impl Inner {
+    /// Sends the connections' envelopes (`bursts[c]` on `connections[c]`)
+    /// as `SendMessages` batches cut by the connector's announced limits,
+    /// entries of several connections sharing a batch, each connection's
+    /// in order. A connection's first envelope refused (or failed after
+    /// the retries) is its error, and none of its later envelopes is sent;
+    /// the other connections go on. Once the connector answers
+    /// UNIMPLEMENTED, what is left goes with [`Inner::send_singly`].
+    async fn send_batched(
+        &self,
+        connections: &[ConnectionId],
+        bursts: Vec<Vec<Vec<u8>>>,
+    ) -> Vec<Result<(), TransportError>> {
+        let info = self.failover.current().1.connector_info().await.ok();
+        let (max_messages, max_bytes) = batch_limits(info.as_ref());
+        let mut outcome: Vec<Result<(), TransportError>> =
+            connections.iter().map(|_| Ok(())).collect();
+        let failed = |outcome: &[Result<(), TransportError>], connection: usize| {
+            outcome.get(connection).is_some_and(Result::is_err)
+        };
+        let mut chunks = chunked(bursts, max_messages, max_bytes).into_iter();
+        while let Some(chunk) = chunks.next() {
+            let entries: Vec<(usize, Vec<u8>)> = match chunk {
+                Chunk::Single(connection, envelope) => {
+                    if !failed(&outcome, connection)
+                        && let Some(id) = connections.get(connection)
+                        && let Err(error) = self.send_singly(id, vec![envelope]).await
+                        && let Some(slot) = outcome.get_mut(connection)
+                    {
+                        *slot = Err(error);
+                    }
+                    continue;
+                }
+                Chunk::Batch(entries) => entries
+                    .into_iter()
+                    .filter(|(connection, _)| !failed(&outcome, *connection))
+                    .collect(),
+            };
+            if entries.is_empty() {
+                continue;
+            }
+            let request = proto::SendMessagesRequest {
+                messages: entries
+                    .iter()
+                    .filter_map(|(connection, envelope)| {
+                        let id = connections.get(*connection)?;
+                        Some(send_request(id, envelope.clone()))
+                    })
+                    .collect(),
+            };
+            let answered = retry_status("send batch", &self.failover, |client| {
+                let request = request.clone();
+                async move { client.send_messages(request).await }
+            })
+            .await;
+            let results = match answered {
+                Ok(response) if response.results.len() == entries.len() => response.results,
+                Ok(response) => {
+                    let error = TransportError::Refused(format!(
+                        "the connector answered a batch of {} envelopes with {} results",
+                        entries.len(),
+                        response.results.len()
+                    ));
+                    fail_all(&mut outcome, &entries, &error);
+                    continue;
+                }
+                Err(status) if status.code() == Code::Unimplemented => {
+                    // An older connector, or another implementation: it
+                    // stored nothing of the batch.
+                    if !self.no_batches.swap(true, Ordering::AcqRel) {
+                        tracing::info!(
+                            connector = %self.url,
+                            "the connector has no SendMessages; sending one envelope per call"
+                        );
+                    }
+                    let mut rest: Vec<Vec<Vec<u8>>> =
+                        connections.iter().map(|_| Vec::new()).collect();
+                    let left = entries
+                        .into_iter()
+                        .chain(chunks.flat_map(|chunk| match chunk {
+                            Chunk::Batch(entries) => entries,
+                            Chunk::Single(connection, envelope) => vec![(connection, envelope)],
+                        }));
+                    for (connection, envelope) in left {
+                        if let Some(burst) = rest.get_mut(connection) {
+                            burst.push(envelope);
+                        }
+                    }
+                    let singles = connections.iter().zip(rest).enumerate().map(
+                        |(connection, (id, burst))| {
+                            let skip = failed(&outcome, connection) || burst.is_empty();
+                            async move {
+                                if skip {
+                                    Ok(())
+                                } else {
+                                    self.send_singly(id, burst).await
+                                }
+                            }
+                        },
+                    );
+                    let singles = futures_util::future::join_all(singles).await;
+                    for (slot, result) in outcome.iter_mut().zip(singles) {
+                        if slot.is_ok() {
+                            *slot = result;
+                        }
+                    }
+                    return outcome;
+                }
+                Err(status) => {
+                    fail_all(&mut outcome, &entries, &to_transport(&status));
+                    continue;
+                }
+            };
+            // In order: a connection's first refused entry is its error (its
+            // entries after it in this batch may be stored; a later send of
+            // them is a retry, stored once by their client message ids).
+            for ((connection, _), result) in entries.iter().zip(results) {
+                let error = match result.outcome {
+                    Some(proto::send_result::Outcome::Id(_)) => continue,
+                    Some(proto::send_result::Outcome::Refused(refusal)) => {
+                        let code = i32::try_from(refusal.code).map_or(Code::Unknown, Code::from);
+                        to_transport(&Status::new(code, refusal.message))
+                    }
+                    None => TransportError::Refused(
+                        "the connector answered a batch entry with no outcome".into(),
+                    ),
+                };
+                if let Some(slot) = outcome.get_mut(*connection)
+                    && slot.is_ok()
+                {
+                    *slot = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// One `SendMessage` per envelope, in order, each retried; stops at the
+    /// first failure.
+    async fn send_singly(
+        &self,
+        connection_id: &ConnectionId,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<(), TransportError> {
+        for envelope in envelopes {
+            let request = send_request(connection_id, envelope);
+            retry("send", &self.failover, |client| {
+                let request = request.clone();
+                async move { client.send_message(request).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Marks every connection of `entries` that has not failed yet as failed
+/// with `error`.
+fn fail_all(
+    outcome: &mut [Result<(), TransportError>],
+    entries: &[(usize, Vec<u8>)],
+    error: &TransportError,
+) {
+    for (connection, _) in entries {
+        if let Some(slot) = outcome.get_mut(*connection)
+            && slot.is_ok()
+        {
+            *slot = Err(error.clone());
+        }
+    }
+}
+
 /// The client message id of an envelope.
 pub fn client_message_id(envelope: &[u8]) -> Vec<u8> {
     let digest: [u8; 32] = Sha256::digest(envelope).into();
@@ -728,7 +997,7 @@ impl Transport for ConnectorTransport {
     }
 
     async fn send(&self, envelopes: Vec<Outgoing>) -> Result<(), TransportError> {
-        // Per connection in order; connections side by side.
+        // Per connection in order.
         let mut order: Vec<ConnectionId> = Vec::new();
         let mut groups: std::collections::HashMap<ConnectionId, Vec<Vec<u8>>> =
             std::collections::HashMap::new();
@@ -741,29 +1010,22 @@ impl Transport for ConnectorTransport {
                 })
                 .push(outgoing.envelope);
         }
-        let failover = &self.inner.failover;
-        let sends = order.into_iter().map(|connection_id| {
-            let envelopes = groups.remove(&connection_id).unwrap_or_default();
-            async move {
-                for envelope in envelopes {
-                    let request = proto::SendMessageRequest {
-                        connection_id: connection_id.as_str().to_owned(),
-                        client_message_id: client_message_id(&envelope),
-                        message: envelope,
-                    };
-                    retry("send", failover, |client| {
-                        let request = request.clone();
-                        async move { client.send_message(request).await }
-                    })
-                    .await?;
-                }
-                Ok::<(), TransportError>(())
-            }
-        });
-        futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
+        let bursts: Vec<Vec<Vec<u8>>> = order
+            .iter()
+            .map(|connection_id| groups.remove(connection_id).unwrap_or_default())
+            .collect();
+        let inner = &*self.inner;
+        let outcome = if inner.no_batches.load(Ordering::Acquire) {
+            let sends = order
+                .iter()
+                .zip(bursts)
+                .map(|(connection_id, burst)| inner.send_singly(connection_id, burst));
+            futures_util::future::join_all(sends).await
+        } else {
+            inner.send_batched(&order, bursts).await
+        };
+        // The first failed connection's error, in the order of the burst.
+        outcome.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The gRPC service.
 
 use crate::auth::{self, AuthError, PartyKey, Verified};
-use crate::mailbox::{Change, Content, MailboxError, MailboxStore, StoredMessage};
+use crate::mailbox::{BatchEntry, Change, Content, MailboxError, MailboxStore, StoredMessage};
 use crate::proto::connector_server::{Connector, ConnectorServer};
 use crate::proto::{self, received_message};
 use base64::Engine as _;
@@ -27,6 +27,15 @@ const STREAM_BUFFER: usize = 4;
 /// the gRPC decoding limit is the largest envelope plus this, the encoding
 /// limit the largest page (or envelope) plus this.
 pub const FIELD_ROOM: usize = 64 * 1024;
+/// Room for each entry of a `SendMessages` request beside its envelope, in
+/// bytes: a connection id (at most 255 bytes), a client message id (at
+/// most 64) and their tags and lengths. The decoding limit admits
+/// `max_batch_bytes` of envelopes, [`FIELD_ROOM`] and this much per entry.
+pub const BATCH_ENTRY_ROOM: usize = 384;
+/// Most entries of a `SendMessages` request, by default.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1000;
+/// Most bytes of envelopes in a `SendMessages` request, by default: 4 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bounds of the service that are not the store's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +47,10 @@ pub struct ServiceLimits {
     /// Most refused requests logged (at `warn`) per second; the others are
     /// counted and the count logged.
     pub refusal_logs_per_second: u64,
+    /// Most entries in one `SendMessages` request.
+    pub max_batch_messages: usize,
+    /// Most bytes of envelopes, added up, in one `SendMessages` request.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for ServiceLimits {
@@ -46,6 +59,8 @@ impl Default for ServiceLimits {
             max_streams_per_party: 16,
             max_streams: 10_000,
             refusal_logs_per_second: 10,
+            max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -211,6 +226,7 @@ pub struct ConnectorService {
     forwarding: std::sync::OnceLock<()>,
     refusals: Arc<RefusalLog>,
     audience: String,
+    limits: ServiceLimits,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -239,16 +255,26 @@ impl ConnectorService {
             streams: Arc::new(Streams::new(limits)),
             forwarding: std::sync::OnceLock::new(),
             refusals: Arc::new(RefusalLog::new(limits.refusal_logs_per_second)),
+            limits,
             shutdown,
         }
     }
 
     /// The tonic server, its gRPC size limits following the store's
-    /// [`Limits`](crate::Limits), wrapped so that a request above the
-    /// decoding limit is answered RESOURCE_EXHAUSTED.
+    /// [`Limits`](crate::Limits) and the batch limits, wrapped so that a
+    /// request above the decoding limit is answered RESOURCE_EXHAUSTED.
     pub fn into_server(self) -> SizeLimited<ConnectorServer<Self>> {
         let limits = self.store.limits();
-        let decoding = limits.max_message_len.saturating_add(FIELD_ROOM);
+        let batch = self
+            .limits
+            .max_batch_bytes
+            .saturating_add(
+                self.limits
+                    .max_batch_messages
+                    .saturating_mul(BATCH_ENTRY_ROOM),
+            )
+            .saturating_add(FIELD_ROOM);
+        let decoding = limits.max_message_len.saturating_add(FIELD_ROOM).max(batch);
         let encoding = limits
             .max_message_len
             .max(limits.max_page_bytes)
@@ -342,12 +368,13 @@ where
 
 /// The name of a connector method, as the refusal log names it.
 fn method_name(path_tail: &str) -> &'static str {
-    const METHODS: [&str; 9] = [
+    const METHODS: [&str; 10] = [
         "GetConnectorInfo",
         "GenerateConnectionToken",
         "GetConnectionTokenInfo",
         "AddConnectionFromToken",
         "SendMessage",
+        "SendMessages",
         "GetMessagesPaginated",
         "GetMessageStream",
         "AcknowledgeMessages",
@@ -384,6 +411,28 @@ fn mailbox_status(error: MailboxError) -> Status {
             Status::unavailable("the connector's storage failed; retry later")
         }
     }
+}
+
+/// The checks of one envelope that need neither the store nor the nonce
+/// (a `SendMessage`, or an entry of a `SendMessages`).
+fn check_entry(request: &proto::SendMessageRequest) -> Result<(), Status> {
+    if request.client_message_id.len() > 64 {
+        return Err(Status::invalid_argument(
+            "client_message_id must be at most 64 bytes",
+        ));
+    }
+    if request.message.is_empty() {
+        return Err(Status::invalid_argument("the message is empty"));
+    }
+    Ok(())
+}
+
+/// A batch entry's refusal: the status a `SendMessage` would have answered.
+fn refused(status: &Status) -> proto::send_result::Outcome {
+    proto::send_result::Outcome::Refused(proto::Refusal {
+        code: u32::try_from(i32::from(status.code())).unwrap_or(u32::from(u8::MAX)),
+        message: status.message().to_owned(),
+    })
 }
 
 fn settle<T>(result: Result<T, MailboxError>) -> Result<T, Status> {
@@ -499,14 +548,7 @@ impl ConnectorService {
         verified: Verified,
         request: proto::SendMessageRequest,
     ) -> Result<proto::SendMessageResponse, Status> {
-        if request.client_message_id.len() > 64 {
-            return Err(Status::invalid_argument(
-                "client_message_id must be at most 64 bytes",
-            ));
-        }
-        if request.message.is_empty() {
-            return Err(Status::invalid_argument("the message is empty"));
-        }
+        check_entry(&request)?;
         let client_id =
             (!request.client_message_id.is_empty()).then_some(request.client_message_id);
         let sent = settle(
@@ -527,6 +569,110 @@ impl ConnectorService {
         }
         tracing::debug!(connection = %request.connection_id, id = sent.id, duplicate = sent.duplicate, "message stored");
         Ok(proto::SendMessageResponse { id: sent.id })
+    }
+
+    /// `SendMessages`: the batch's limits, then each entry as
+    /// [`ConnectorService::send`] judges one, all stored in one store call.
+    async fn send_many(
+        &self,
+        verified: Verified,
+        request: proto::SendMessagesRequest,
+    ) -> Result<proto::SendMessagesResponse, Status> {
+        let requests = request.messages;
+        if requests.is_empty() {
+            return Err(Status::invalid_argument(
+                "a batch holds at least one message",
+            ));
+        }
+        if requests.len() > self.limits.max_batch_messages {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} messages exceeds the limit of {} (max_batch_messages)",
+                requests.len(),
+                self.limits.max_batch_messages
+            )));
+        }
+        let bytes = requests
+            .iter()
+            .fold(0usize, |sum, entry| sum.saturating_add(entry.message.len()));
+        if bytes > self.limits.max_batch_bytes {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {bytes} bytes of messages exceeds the limit of {} bytes \
+                 (max_batch_bytes)",
+                self.limits.max_batch_bytes
+            )));
+        }
+        // Entries the service refuses on their own never reach the store;
+        // `places` maps the store's answers back to the batch.
+        let mut results: Vec<Option<proto::send_result::Outcome>> = Vec::new();
+        let mut places = Vec::new();
+        let mut entries = Vec::new();
+        for (place, entry) in requests.into_iter().enumerate() {
+            match check_entry(&entry) {
+                Err(status) => results.push(Some(refused(&status))),
+                Ok(()) => {
+                    results.push(None);
+                    places.push(place);
+                    entries.push(BatchEntry {
+                        connection_id: entry.connection_id,
+                        client_id: (!entry.client_message_id.is_empty())
+                            .then_some(entry.client_message_id),
+                        envelope: entry.message,
+                    });
+                }
+            }
+        }
+        let outcome = if entries.is_empty() {
+            // As for a single send refused by the service: no nonce used.
+            Vec::new()
+        } else {
+            settle(
+                crate::telemetry::committed(
+                    "send_batch",
+                    self.store.send_batch(verified, entries, auth::now_ms()),
+                )
+                .await,
+            )?
+        };
+        if outcome.len() != places.len() {
+            tracing::error!(
+                expected = places.len(),
+                answered = outcome.len(),
+                "the store answered a batch with another number of entries"
+            );
+            return Err(Status::unavailable(
+                "the connector's storage failed; retry later",
+            ));
+        }
+        let mut woken: Vec<crate::auth::PartyKey> = Vec::new();
+        for (place, result) in places.into_iter().zip(outcome) {
+            let answer = match result {
+                Ok(sent) => {
+                    if !sent.duplicate && !woken.contains(&sent.recipient) {
+                        woken.push(sent.recipient);
+                    }
+                    proto::send_result::Outcome::Id(sent.id)
+                }
+                Err(error) => refused(&mailbox_status(error)),
+            };
+            if let Some(slot) = results.get_mut(place) {
+                *slot = Some(answer);
+            }
+        }
+        // Live delivery once per batch: each recipient woken once.
+        for recipient in &woken {
+            self.streams.wake(recipient);
+        }
+        let results: Vec<proto::SendResult> = results
+            .into_iter()
+            .map(|outcome| proto::SendResult { outcome })
+            .collect();
+        let stored = results
+            .iter()
+            .filter(|result| matches!(result.outcome, Some(proto::send_result::Outcome::Id(_))))
+            .count();
+        crate::telemetry::batched(stored, results.len() - stored);
+        tracing::debug!(party = %party_label(&verified.party), entries = results.len(), stored, "batch stored");
+        Ok(proto::SendMessagesResponse { results })
     }
 
     async fn page(
@@ -734,6 +880,8 @@ impl Connector for ConnectorService {
             audience: self.audience.clone(),
             max_message_bytes: u64::try_from(limits.max_message_len).unwrap_or(u64::MAX),
             max_page_bytes: u64::try_from(limits.max_page_bytes).unwrap_or(u64::MAX),
+            max_batch_messages: u64::try_from(self.limits.max_batch_messages).unwrap_or(u64::MAX),
+            max_batch_bytes: u64::try_from(self.limits.max_batch_bytes).unwrap_or(u64::MAX),
         }))
     }
 
@@ -769,6 +917,13 @@ impl Connector for ConnectorService {
         request: Request<proto::SendMessageRequest>,
     ) -> Result<Response<proto::SendMessageResponse>, Status> {
         signed!(self, request, "SendMessage", send)
+    }
+
+    async fn send_messages(
+        &self,
+        request: Request<proto::SendMessagesRequest>,
+    ) -> Result<Response<proto::SendMessagesResponse>, Status> {
+        signed!(self, request, "SendMessages", send_many)
     }
 
     async fn get_messages_paginated(
@@ -895,6 +1050,7 @@ mod tests {
             max_streams_per_party: 2,
             max_streams: 3,
             refusal_logs_per_second: 1,
+            ..ServiceLimits::default()
         }));
         let first = streams.open(&[1; 32]).unwrap();
         let second = streams.open(&[1; 32]).unwrap();

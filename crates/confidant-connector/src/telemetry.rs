@@ -12,6 +12,9 @@ use tokio::sync::watch;
 pub const REQUESTS: &str = "confidant_connector_requests_total";
 /// Requests refused, by `reason`.
 pub const REFUSALS: &str = "confidant_connector_refusals_total";
+/// Entries of `SendMessages` batches answered, by `result` (`stored`, a
+/// duplicate of a retry included, or `refused`).
+pub const BATCHED_MESSAGES: &str = "confidant_connector_batched_messages_total";
 /// Seconds from a write's start to its durable answer, by `operation`.
 pub const COMMIT_SECONDS: &str = "confidant_connector_commit_seconds";
 /// Messages waiting in all mailboxes (sampled every [`SAMPLE_EVERY`]).
@@ -31,6 +34,16 @@ pub(crate) fn request(method: &'static str, result: Result<(), tonic::Code>) {
         Err(code) => format!("{code:?}"),
     };
     metrics::counter!(REQUESTS, "method" => method, "result" => result).increment(1);
+}
+
+/// Counts the entries of an answered batch.
+pub(crate) fn batched(stored: usize, refused: usize) {
+    for (result, count) in [("stored", stored), ("refused", refused)] {
+        if count > 0 {
+            metrics::counter!(BATCHED_MESSAGES, "result" => result)
+                .increment(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
 }
 
 /// Counts a refusal.

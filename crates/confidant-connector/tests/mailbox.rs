@@ -11,7 +11,7 @@
 
 use confidant_connector::MailboxStore as _;
 use confidant_connector::auth::{NONCE_LEN, Verified, now_ms};
-use confidant_connector::mailbox::Content;
+use confidant_connector::mailbox::{BatchEntry, Content};
 use confidant_connector::{Limits, MailboxError, PostgresMailbox, RedbMailbox};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -44,6 +44,33 @@ fn with_nonce(party: u8, nonce: u8, expires_ms: u64) -> Verified {
 
 fn key(party: u8) -> [u8; 32] {
     signer(party).public_key()
+}
+
+fn entry(connection: &str, envelope: &[u8], client_id: Option<&[u8]>) -> BatchEntry {
+    BatchEntry {
+        connection_id: connection.to_owned(),
+        envelope: envelope.to_vec(),
+        client_id: client_id.map(<[u8]>::to_vec),
+    }
+}
+
+/// A connection between `creator` and `joiner`.
+async fn connect_parties(
+    store: &dyn confidant_connector::MailboxStore,
+    token: &str,
+    creator: u8,
+    joiner: u8,
+) -> String {
+    let now = now_ms();
+    store
+        .create_tokens(verified(creator), vec![token.into()], now)
+        .await
+        .unwrap();
+    store
+        .use_token(verified(joiner), token.into(), format!("c-{token}"), now)
+        .await
+        .unwrap()
+        .connection_id
 }
 
 /// A connection between 1 (the token's creator) and 2.
@@ -315,6 +342,243 @@ on_both_backends! {
         assert!(later.id > last, "ids keep growing");
     }
 
+    async fn a_batch_is_judged_entry_by_entry_under_one_nonce(place: Place) {
+        let store = place
+            .open(Limits { max_message_len: 100, max_pending_per_recipient: 5, ..Limits::default() })
+            .await;
+        let connection = connect(&*store, "batch").await;
+        let others = connect_parties(&*store, "batch-others", 1, 3).await;
+        let revoked = connect_parties(&*store, "batch-revoked", 1, 2).await;
+        store.revoke(verified(1), revoked.clone(), now_ms()).await.unwrap();
+        // Party 1 has the notices of "batch" and "batch-others" (the
+        // revocation took that of "batch-revoked"): 3 more fit.
+        assert_eq!(store.pending(&key(1)).await.unwrap(), 2);
+        let nonce = verified(2);
+        let outcome = store
+            .send_batch(
+                nonce,
+                vec![
+                    entry(&connection, b"first", None),
+                    entry("c-none", b"x", None),
+                    entry(&others, b"not mine", None),
+                    entry(&connection, &[0; 101], None),
+                    entry(&connection, b"", None),
+                    entry(&revoked, b"late", None),
+                    entry(&connection, b"second", Some(b"id-2")),
+                    entry(&connection, b"third", None),
+                    entry(&connection, b"one too many", Some(b"id-full")),
+                ],
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.len(), 9, "{outcome:?}");
+        assert_eq!(outcome[1], Err(MailboxError::UnknownConnection));
+        assert_eq!(outcome[2], Err(MailboxError::NotAParty));
+        assert_eq!(outcome[3], Err(MailboxError::TooLarge { len: 101, limit: 100 }));
+        assert!(matches!(outcome[4], Err(MailboxError::Invalid(_))), "{outcome:?}");
+        assert_eq!(outcome[5], Err(MailboxError::Revoked));
+        assert_eq!(outcome[8], Err(MailboxError::MailboxFull { limit: 5 }));
+        let stored: Vec<u64> = [0, 6, 7]
+            .iter()
+            .map(|&place| {
+                let sent = outcome[place].as_ref().unwrap();
+                assert_eq!((sent.recipient, sent.duplicate), (key(1), false));
+                sent.id
+            })
+            .collect();
+        assert!(stored.windows(2).all(|pair| pair[0] < pair[1]), "ids in order: {stored:?}");
+        let waiting = store.messages_after(&key(1), 0, 100, usize::MAX).await.unwrap();
+        let bodies: Vec<_> = waiting.iter().map(|message| message.content.clone()).collect();
+        assert_eq!(
+            bodies[bodies.len() - 3..],
+            [b"first".as_slice(), b"second", b"third"].map(|body| Content::Envelope(body.to_vec()))
+        );
+        assert_eq!(
+            waiting[waiting.len() - 3..].iter().map(|message| message.id).collect::<Vec<_>>(),
+            stored
+        );
+        assert_eq!(store.pending(&key(1)).await.unwrap(), 5);
+        // The one nonce is used, and a replay of it stores nothing.
+        assert_eq!(store.use_nonce(nonce, now_ms()).await, Err(MailboxError::NonceReplayed));
+        let replay = store
+            .send_batch(nonce, vec![entry(&connection, b"again", None)], now_ms())
+            .await;
+        assert_eq!(replay, Err(MailboxError::NonceReplayed));
+        // The client id refused for a full mailbox was not kept.
+        store.acknowledge(verified(1), stored, now_ms()).await.unwrap();
+        let later = store
+            .send_batch(
+                verified(2),
+                vec![entry(&connection, b"another body", Some(b"id-full"))],
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(&later[0], Ok(sent) if !sent.duplicate), "{later:?}");
+        // A batch whose every entry the store refuses still uses its nonce.
+        let refused = verified(2);
+        let outcome = store
+            .send_batch(refused, vec![entry(&connection, &[1; 101], None)], now_ms())
+            .await
+            .unwrap();
+        assert_eq!(outcome, vec![Err(MailboxError::TooLarge { len: 101, limit: 100 })]);
+        assert_eq!(store.use_nonce(refused, now_ms()).await, Err(MailboxError::NonceReplayed));
+    }
+
+    async fn a_retried_batch_stores_nothing_new_and_a_reused_client_id_is_refused(place: Place) {
+        let store = place.open(Limits::default()).await;
+        let connection = connect(&*store, "batch-retry").await;
+        let batch = vec![
+            entry(&connection, b"one", Some(b"a")),
+            entry(&connection, b"two", Some(b"b")),
+            // The same id and body again in the batch: a retry of the first.
+            entry(&connection, b"one", Some(b"a")),
+            entry(&connection, b"three", Some(b"c")),
+        ];
+        let first = store.send_batch(verified(2), batch.clone(), now_ms()).await.unwrap();
+        let first: Vec<_> = first.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            first.iter().map(|sent| sent.duplicate).collect::<Vec<_>>(),
+            [false, false, true, false]
+        );
+        assert_eq!(first[2].id, first[0].id);
+        assert!(first[0].id < first[1].id && first[1].id < first[3].id, "{first:?}");
+        let pending = store.pending(&key(1)).await.unwrap();
+        assert_eq!(pending, 4, "notice and three messages");
+        // The whole batch again (a retry with a fresh nonce): the same ids.
+        let again = store.send_batch(verified(2), batch, now_ms()).await.unwrap();
+        let again: Vec<_> = again.into_iter().map(Result::unwrap).collect();
+        assert!(again.iter().all(|sent| sent.duplicate), "{again:?}");
+        assert_eq!(
+            again.iter().map(|sent| sent.id).collect::<Vec<_>>(),
+            first.iter().map(|sent| sent.id).collect::<Vec<_>>()
+        );
+        assert_eq!(store.pending(&key(1)).await.unwrap(), pending, "nothing new");
+        // A client id reused for another body: that entry alone refused,
+        // within a batch and across a batch and a single send.
+        let mixed = store
+            .send_batch(
+                verified(2),
+                vec![
+                    entry(&connection, b"not two", Some(b"b")),
+                    entry(&connection, b"four", Some(b"d")),
+                    entry(&connection, b"not four", Some(b"d")),
+                ],
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(mixed[0], Err(MailboxError::ClientIdReused));
+        assert!(matches!(&mixed[1], Ok(sent) if !sent.duplicate), "{mixed:?}");
+        assert_eq!(mixed[2], Err(MailboxError::ClientIdReused));
+        let single = store
+            .send(verified(2), connection.clone(), b"four".to_vec(), Some(b"d".to_vec()), now_ms())
+            .await
+            .unwrap();
+        assert_eq!((single.id, single.duplicate), (mixed[1].as_ref().unwrap().id, true));
+        let single = store
+            .send(verified(2), connection, b"not three".to_vec(), Some(b"c".to_vec()), now_ms())
+            .await;
+        assert_eq!(single, Err(MailboxError::ClientIdReused));
+        assert_eq!(store.pending(&key(1)).await.unwrap(), pending + 1);
+    }
+
+    async fn batches_and_single_sends_raced_store_each_client_id_once(place: Place) {
+        let store = place.open(Limits::default()).await;
+        // Party 1 writes to 2 and 3 on two connections: batches that touch
+        // both mailboxes, in both orders, beside single sends of the same
+        // client ids. None may wait for another in a circle (PostgreSQL
+        // would abort one as a deadlock: a storage error here).
+        let to_two = connect_parties(&*store, "race-two", 2, 1).await;
+        let to_three = connect_parties(&*store, "race-three", 3, 1).await;
+        let ids: Vec<Vec<u8>> = (0..20u8).map(|index| vec![index]).collect();
+        let body = |id: &[u8]| [b"body-".as_slice(), id].concat();
+        let mut tasks = Vec::new();
+        for round in 0..6usize {
+            let store = Arc::clone(&store);
+            let (to_two, to_three, ids) = (to_two.clone(), to_three.clone(), ids.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut entries = Vec::new();
+                for (index, id) in ids.iter().enumerate() {
+                    let connection = if index % 2 == 0 { &to_two } else { &to_three };
+                    entries.push(entry(connection, &body(id), Some(id)));
+                }
+                if round % 2 == 1 {
+                    entries.reverse();
+                }
+                if round < 3 {
+                    let outcome = store.send_batch(verified(1), entries, now_ms()).await.unwrap();
+                    outcome.into_iter().map(|sent| sent.unwrap().id).collect::<Vec<_>>()
+                } else {
+                    let mut sent = Vec::new();
+                    for entry in entries {
+                        let one = store
+                            .send(verified(1), entry.connection_id, entry.envelope, entry.client_id, now_ms())
+                            .await
+                            .unwrap();
+                        sent.push(one.id);
+                    }
+                    sent
+                }
+            }));
+        }
+        for task in futures_util::future::join_all(tasks).await {
+            assert_eq!(task.unwrap().len(), 20);
+        }
+        // Each client id stored once: ten messages each, besides a notice.
+        assert_eq!(store.pending(&key(2)).await.unwrap(), 11);
+        assert_eq!(store.pending(&key(3)).await.unwrap(), 11);
+    }
+
+    async fn a_revocation_raced_with_batches_leaves_nothing_on_its_connection(place: Place) {
+        let store = place.open(Limits::default()).await;
+        let doomed = connect_parties(&*store, "doomed", 2, 1).await;
+        let kept = connect_parties(&*store, "kept", 3, 1).await;
+        let mut tasks = Vec::new();
+        for round in 0..4u8 {
+            let store = Arc::clone(&store);
+            let (doomed, kept) = (doomed.clone(), kept.clone());
+            tasks.push(tokio::spawn(async move {
+                let entries = (0..10u8)
+                    .map(|index| {
+                        let connection = if index % 2 == 0 { &doomed } else { &kept };
+                        entry(connection, &[round, index], Some(&[round, index]))
+                    })
+                    .collect();
+                store.send_batch(verified(1), entries, now_ms()).await.unwrap()
+            }));
+        }
+        let revoke = {
+            let store = Arc::clone(&store);
+            let doomed = doomed.clone();
+            tokio::spawn(async move { store.revoke(verified(2), doomed, now_ms()).await })
+        };
+        for task in futures_util::future::join_all(tasks).await {
+            for (index, result) in task.unwrap().into_iter().enumerate() {
+                match result {
+                    Ok(_) => {}
+                    Err(MailboxError::Revoked) if index % 2 == 0 => {}
+                    other => panic!("entry {index}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(revoke.await.unwrap().unwrap(), key(1));
+        // Nothing of the revoked connection waits for its recipient (2),
+        // its sender (1) has the notice, the kept one has everything, and
+        // the counts match what waits.
+        let for_two = store.messages_after(&key(2), 0, 1000, usize::MAX).await.unwrap();
+        assert!(for_two.iter().all(|message| message.connection_id != doomed), "{for_two:?}");
+        assert_eq!(store.pending(&key(2)).await.unwrap(), u64::try_from(for_two.len()).unwrap());
+        let for_one = store.messages_after(&key(1), 0, 1000, usize::MAX).await.unwrap();
+        assert_eq!(for_one.len(), 1, "{for_one:?}");
+        assert_eq!(for_one[0].content, Content::ConnectionRevoked);
+        assert_eq!(store.pending(&key(1)).await.unwrap(), 1);
+        let for_three = store.messages_after(&key(3), 0, 1000, usize::MAX).await.unwrap();
+        assert_eq!(for_three.len(), 21, "the notice and twenty messages");
+        assert_eq!(store.pending(&key(3)).await.unwrap(), 21);
+    }
+
     async fn an_audience_is_generated_once_and_can_be_pinned(place: Place) {
         let generated = place.open(Limits::default()).await.audience();
         assert!(generated.starts_with("confidant-connector:"), "{generated}");
@@ -463,4 +727,40 @@ async fn postgres_a_database_from_a_newer_build_is_refused() {
         text.contains(&format!("version {newer}")) && text.contains("newer"),
         "{text}"
     );
+}
+
+/// PostgreSQL: a database at schema version 1 (before batches) is migrated
+/// to version 2 at start, and batches work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_version_1_database_is_migrated_to_batches() {
+    let Some(Place::Postgres(schema)) =
+        Place::postgres("postgres_a_version_1_database_is_migrated_to_batches").await
+    else {
+        return;
+    };
+    let store = PostgresMailbox::connect(&schema.url(), Limits::default(), None, 2)
+        .await
+        .unwrap();
+    let connection = connect(&store, "v1").await;
+    drop(store);
+    // What a version 1 database lacks.
+    schema
+        .execute(
+            "DROP FUNCTION confidant_send_batch; \
+             DELETE FROM confidant_schema_version WHERE version = 2",
+        )
+        .await;
+    let store = PostgresMailbox::connect(&schema.url(), Limits::default(), None, 2)
+        .await
+        .unwrap();
+    let outcome = store
+        .send_batch(
+            verified(2),
+            vec![entry(&connection, b"after the upgrade", None)],
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(outcome[0].is_ok(), "{outcome:?}");
+    assert_eq!(confidant_connector::mailbox::postgres::SCHEMA_VERSION, 2);
 }

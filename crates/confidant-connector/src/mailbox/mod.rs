@@ -205,6 +205,21 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
+/// One envelope of a batch send ([`MailboxStore::send_batch`]): what one
+/// [`MailboxStore::send`] would take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// Its connection.
+    pub connection_id: String,
+    /// The envelope.
+    pub envelope: Vec<u8>,
+    /// Its client message id, if any.
+    pub client_id: Option<Vec<u8>>,
+}
+
+/// What became of each entry of a batch, in the batch's order.
+pub type BatchOutcome = Vec<Result<Sent, MailboxError>>;
+
 /// A new connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
@@ -260,6 +275,19 @@ pub trait MailboxStore: Send + Sync + 'static {
         client_id: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Result<Sent, MailboxError>;
+    /// Stores many envelopes from `verified.party`, each judged as
+    /// [`MailboxStore::send`] would judge it alone and in the entries'
+    /// order (so a later entry sees what an earlier one stored: a repeated
+    /// client id is a retry of it), under one nonce and in one transaction.
+    /// The stored entries get increasing ids in the entries' order. `Err`:
+    /// nothing is stored (the nonce was refused, or the storage failed);
+    /// `Ok`: one result per entry.
+    async fn send_batch(
+        &self,
+        verified: Verified,
+        entries: Vec<BatchEntry>,
+        now_ms: u64,
+    ) -> Result<BatchOutcome, MailboxError>;
     /// `recipient`'s messages with ids above `after`, oldest first: at most
     /// `limit` of them, and no more than `max_bytes` of
     /// [`StoredMessage::wire_len`] in all, except that the first is

@@ -14,8 +14,8 @@ use super::codec::{
 };
 use super::ops::{self, Redb, RedbResult};
 use super::{
-    Joined, Limits, MailboxError, MailboxStore, SCHEMA_VERSION, Sent, StoredMessage, TokenInfo,
-    check_audience, new_audience, storage, valid_audience,
+    BatchEntry, BatchOutcome, Joined, Limits, MailboxError, MailboxStore, SCHEMA_VERSION, Sent,
+    StoredMessage, TokenInfo, check_audience, new_audience, storage, valid_audience,
 };
 use crate::auth::{PartyKey, Verified};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -333,6 +333,19 @@ impl MailboxStore for RedbMailbox {
                 return Ok(Err(refused));
             }
             ops::send::redb(redb, &connection_id, &envelope, client_id.as_deref())
+        })
+        .await
+    }
+
+    async fn send_batch(
+        &self,
+        verified: Verified,
+        entries: Vec<BatchEntry>,
+        now_ms: u64,
+    ) -> Result<BatchOutcome, MailboxError> {
+        // One job: the whole batch in one write transaction.
+        self.submit(verified, now_ms, move |redb| {
+            ops::send_batch::redb(redb, &entries)
         })
         .await
     }

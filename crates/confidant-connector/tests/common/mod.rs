@@ -212,13 +212,22 @@ pub async fn connector(limits: Limits) -> Connector {
 
 /// A connector over `place`'s mailbox.
 pub async fn connector_on(place: Arc<Place>, limits: Limits) -> Connector {
+    connector_with(place, limits, confidant_connector::ServiceLimits::default()).await
+}
+
+/// A connector over `place`'s mailbox with the service's `service` limits.
+pub async fn connector_with(
+    place: Arc<Place>,
+    limits: Limits,
+    service: confidant_connector::ServiceLimits,
+) -> Connector {
     let mailbox = place.open(limits).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let store = Arc::clone(&mailbox);
     let task = tokio::spawn(async move {
-        confidant_connector::serve(listener, store, async move {
+        confidant_connector::serve_with_limits(listener, store, service, async move {
             let _ = stopped.await;
         })
         .await

@@ -11,6 +11,7 @@ pub(super) mod acknowledge;
 pub(super) mod nonce;
 pub(super) mod revoke;
 pub(super) mod send;
+pub(super) mod send_batch;
 pub(super) mod tokens;
 
 use super::codec::{Fatal, MESSAGES, META, NEXT_ID_KEY, PENDING, encode_message, message_key};
@@ -151,7 +152,7 @@ pub(super) async fn pg_call(
 }
 
 /// The error a PostgreSQL function's refusal code stands for.
-fn refusal(code: &str, limits: Limits) -> MailboxError {
+pub(super) fn refusal(code: &str, limits: Limits) -> MailboxError {
     match code {
         "nonce_replayed" => MailboxError::NonceReplayed,
         "nonce_expired" => MailboxError::NonceExpired,

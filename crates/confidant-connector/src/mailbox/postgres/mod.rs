@@ -25,8 +25,8 @@ pub use schema::SCHEMA_VERSION;
 
 use super::ops::{self, pg_call, pg_id, pg_int, pg_party};
 use super::{
-    Change, Content, Joined, Limits, MailboxError, MailboxStore, Sent, StoredMessage, TokenInfo,
-    cap_page, check_audience, new_audience, storage,
+    BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxError, MailboxStore, Sent,
+    StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
 };
 use crate::auth::{PartyKey, Verified};
 use std::str::FromStr as _;
@@ -371,6 +371,69 @@ impl MailboxStore for PostgresMailbox {
         };
         self.notifier.notify(sent.recipient).await;
         Ok(sent)
+    }
+
+    async fn send_batch(
+        &self,
+        verified: Verified,
+        entries: Vec<BatchEntry>,
+        now_ms: u64,
+    ) -> Result<BatchOutcome, MailboxError> {
+        let prepared = ops::send_batch::Prepared::new(&entries, self.limits);
+        if prepared.is_empty() {
+            // As on redb: the refusals consume the nonce.
+            self.use_nonce(verified, now_ms).await?;
+            return prepared.finish(None, self.limits);
+        }
+        let party = verified.party.as_slice();
+        let nonce = verified.nonce.as_slice();
+        let expires = pg_int(verified.expires_ms)?;
+        let now = pg_int(now_ms)?;
+        let client_expires = pg_int(ops::send::client_id_expiry(now_ms))?;
+        let limit = pg_int(self.limits.max_pending_per_recipient)?;
+        let row = tokio::time::timeout(CALL_TIMEOUT, async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(ops::send_batch::POSTGRES)
+                .await
+                .map_err(storage)?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &party,
+                        &nonce,
+                        &expires,
+                        &now,
+                        &prepared.connections,
+                        &prepared.envelopes,
+                        &prepared.client_ids,
+                        &prepared.digests,
+                        &client_expires,
+                        &limit,
+                    ],
+                )
+                .await
+                .map_err(storage)
+        })
+        .await
+        .map_err(|_| timed_out())??;
+        let outcome = prepared.finish(Some(&row), self.limits)?;
+        // Each recipient told once for the batch (a duplicate too, as for
+        // a single send).
+        let mut recipients: Vec<PartyKey> = outcome
+            .iter()
+            .filter_map(|result| result.as_ref().ok().map(|sent| sent.recipient))
+            .collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        futures_util::future::join_all(
+            recipients
+                .into_iter()
+                .map(|recipient| self.notifier.notify(recipient)),
+        )
+        .await;
+        Ok(outcome)
     }
 
     async fn messages_after(

@@ -5,10 +5,14 @@
 use crate::mailbox::{MailboxError, storage};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each version's SQL, in order. A new version is appended, never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("schema.sql")),
+    // Batch sends: `confidant_send_batch`.
+    (2, include_str!("schema_v2.sql")),
+];
 
 /// The advisory lock the migrations run under ("confidan").
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6964_616e;
