@@ -449,8 +449,13 @@ fn connector_errors_name_their_path_and_address() {
 
     let mut running = ConnectorProcess::start(CONNECTOR, &root.path().join("one")).unwrap();
     let address = running.url().trim_start_matches("http://").to_owned();
+    // The start-up line reaches stderr's reader on its own schedule: the
+    // address on stdout can come first.
+    let logged = wait_until("the start-up line", STEP, || {
+        Ok(running.process().stderr().contains("max_message_bytes="))
+    });
     let startup = running.process().stderr();
-    assert!(startup.contains("max_message_bytes="), "{startup}");
+    assert!(logged.is_ok(), "{startup}");
     assert!(!startup.contains("Limits {"), "{startup}");
     let stderr = fails(
         Process::spawn(

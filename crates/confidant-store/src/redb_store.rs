@@ -355,24 +355,9 @@ fn check_meta(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<u32
 /// version 2 adds the table of inbox runs; version 1's inbox records stay
 /// and are still read (see [`crate::inbox`]).
 fn upgrade(database: &Database) -> Result<(), StoreError> {
-    let mut txn = database.begin_write().map_err(from_redb)?;
-    txn.set_two_phase_commit(true);
-    let written = (|| {
-        for table in Table::ALL {
-            txn.open_table(definition(table)).map_err(from_redb)?;
-        }
-        let mut meta = txn.open_table(definition(Table::Meta)).map_err(from_redb)?;
-        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_be_bytes().as_slice())
-            .map_err(from_redb)?;
-        Ok(())
-    })();
-    match written {
-        Ok(()) => txn.commit().map_err(from_redb),
-        Err(error) => {
-            let _ = txn.abort();
-            Err(error)
-        }
-    }
+    // What creating a store writes, less the key check (an encrypted file
+    // has one already).
+    initialize(database, None)
 }
 
 /// Opens `open()`'s database and checks it, all under the panic guard.
@@ -458,7 +443,8 @@ fn publish(temporary: &Path, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes the meta records and creates every table, in one durable commit.
+/// Writes the meta records and creates every table, in one durable commit
+/// (the key check only with `kek`; tables that exist are kept).
 fn initialize(database: &Database, kek: Option<&KeyEncryptionKey>) -> Result<(), StoreError> {
     let mut txn = database.begin_write().map_err(from_redb)?;
     txn.set_two_phase_commit(true);
