@@ -122,8 +122,9 @@ pub fn stopped_cleanly(points: &[(ConnectionId, SendResume)]) -> WriteBatch {
 /// sealed**, and use the points only once it is durable: a point is true
 /// only until its session seals again, so one left in the store would be
 /// trusted again after a crash and counters would be reused. Points that
-/// cannot be read are deleted and not given (their connections reserve
-/// anew, as after a crash).
+/// cannot be decoded are deleted and not given (their connections reserve
+/// anew, as after a crash); a sealed point that fails to open (a damaged
+/// encrypted file) fails the call, as any damaged record does.
 pub fn stored_resume_points(
     store: &dyn RawStore,
 ) -> Result<(Vec<(ConnectionId, SendResume)>, WriteBatch), StoreError> {
