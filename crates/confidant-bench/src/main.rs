@@ -8,6 +8,7 @@
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
 //! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime, connector or postgres
+//! cargo run --release -p confidant-bench -- --only throughput # the runtime's throughput round alone (for profiling)
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
@@ -188,8 +189,8 @@ fn main() {
     if selected("storage") {
         storage::run(&settings, &mut verdicts);
     }
-    if selected("runtime") {
-        runtime::run(&settings, &mut verdicts);
+    if selected("runtime") || only == "throughput" {
+        runtime::run(&settings, &mut verdicts, only == "throughput");
     }
     if selected("connector") {
         connector::run(&settings, &mut verdicts);

@@ -50,7 +50,9 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 const IDLE_TARGET_BYTES: f64 = 2048.0;
 
 /// Runs the runtime benchmarks and prints their tables.
-pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
+/// With `throughput_only`, only the throughput round runs (`--only
+/// throughput`: for profiling it without the handshakes of the memory run).
+pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>, throughput_only: bool) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,7 +70,7 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
         NodeConfig::default().workers
     );
     let started = Instant::now();
-    if let Err(error) = memory_and_wake(&runtime, settings, verdicts) {
+    if !throughput_only && let Err(error) = memory_and_wake(&runtime, settings, verdicts) {
         println!("memory and wake-up benchmarks stopped: {error}");
     }
     if let Err(error) = throughput(&runtime, settings, verdicts) {
