@@ -773,19 +773,15 @@ impl Node {
                 && !points.is_empty()
             {
                 let batch = confidant_engine::setup::stopped_cleanly(&points);
-                let committer = Arc::clone(&shared);
-                match run_on_node(&parts.hub, async move {
-                    committer.committer.commit(batch).await
-                })
-                .await
-                {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "resume points not stored; connections reserve anew after the restart");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "resume points not stored; connections reserve anew after the restart");
-                    }
+                let stored =
+                    run_on_node(
+                        &parts.hub,
+                        async move { shared.committer.commit(batch).await },
+                    )
+                    .await
+                    .and_then(|committed| committed.map_err(NodeError::Store));
+                if let Err(error) = stored {
+                    tracing::warn!(%error, "resume points not stored; connections reserve anew after the restart");
                 }
             }
         }

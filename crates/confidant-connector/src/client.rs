@@ -855,23 +855,13 @@ impl Inner {
                             Chunk::Single(connection, envelope) => vec![(connection, envelope)],
                         }));
                     for (connection, envelope) in left {
-                        if let Some(burst) = rest.get_mut(connection) {
+                        if !failed(&outcome, connection)
+                            && let Some(burst) = rest.get_mut(connection)
+                        {
                             burst.push(envelope);
                         }
                     }
-                    let singles = connections.iter().zip(rest).enumerate().map(
-                        |(connection, (id, burst))| {
-                            let skip = failed(&outcome, connection) || burst.is_empty();
-                            async move {
-                                if skip {
-                                    Ok(())
-                                } else {
-                                    self.send_singly(id, burst).await
-                                }
-                            }
-                        },
-                    );
-                    let singles = futures_util::future::join_all(singles).await;
+                    let singles = self.send_each_singly(connections, rest).await;
                     for (slot, result) in outcome.iter_mut().zip(singles) {
                         if slot.is_ok() {
                             *slot = result;
@@ -906,6 +896,20 @@ impl Inner {
             }
         }
         outcome
+    }
+
+    /// [`Inner::send_singly`] for each connection's envelopes
+    /// (`bursts[c]` on `connections[c]`), connections side by side.
+    async fn send_each_singly(
+        &self,
+        connections: &[ConnectionId],
+        bursts: Vec<Vec<Vec<u8>>>,
+    ) -> Vec<Result<(), TransportError>> {
+        let sends = connections
+            .iter()
+            .zip(bursts)
+            .map(|(connection_id, burst)| self.send_singly(connection_id, burst));
+        futures_util::future::join_all(sends).await
     }
 
     /// One `SendMessage` per envelope, in order, each retried; stops at the
@@ -1016,11 +1020,7 @@ impl Transport for ConnectorTransport {
             .collect();
         let inner = &*self.inner;
         let outcome = if inner.no_batches.load(Ordering::Acquire) {
-            let sends = order
-                .iter()
-                .zip(bursts)
-                .map(|(connection_id, burst)| inner.send_singly(connection_id, burst));
-            futures_util::future::join_all(sends).await
+            inner.send_each_singly(&order, bursts).await
         } else {
             inner.send_batched(&order, bursts).await
         };

@@ -9,8 +9,8 @@ use crate::records::{self, ConnectionRecord, Phase, Side};
 use confidant_core::ConnectionId;
 use confidant_core::wire::{self, envelope::Body};
 use confidant_store::{
-    CounterStore, InboxEntry, InboxStore, RawStore, SendResume, StoreError, Table, WriteBatch,
-    WriteOp,
+    InboxEntry, InboxStore, RawStore, SendResume, StoreError, Table, WriteBatch, WriteOp,
+    decode_resume_point,
 };
 
 /// The changes that store a new invitation's token (used once, by the
@@ -128,16 +128,15 @@ pub fn stopped_cleanly(points: &[(ConnectionId, SendResume)]) -> WriteBatch {
 pub fn stored_resume_points(
     store: &dyn RawStore,
 ) -> Result<(Vec<(ConnectionId, SendResume)>, WriteBatch), StoreError> {
-    let stored = store.entries(Table::ResumePoints)?;
+    let mut points = Vec::new();
     let mut batch = WriteBatch::new();
-    if stored.is_empty() {
-        return Ok((Vec::new(), batch));
-    }
-    let points = store.resume_points().unwrap_or_else(|error| {
-        tracing::warn!(%error, "stored resume points unreadable; their connections reserve anew");
-        Vec::new()
-    });
-    for (key, _) in stored {
+    for (key, value) in store.entries(Table::ResumePoints)? {
+        match decode_resume_point(&key, &value) {
+            Ok(point) => points.push(point),
+            Err(error) => {
+                tracing::warn!(%error, "a stored resume point is unreadable; its connection reserves anew");
+            }
+        }
         batch.push(WriteOp::Delete {
             table: Table::ResumePoints,
             key,

@@ -27,10 +27,14 @@
 //! Every backend runs this module's logic inside its own write transaction
 //! through [`InboxTables`], so the rules exist once.
 
+use crate::batch::WriteOp;
 use crate::error::StoreError;
 use crate::records::InboxEntry;
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
+
+/// Meta key of the next inbox sequence number (8 bytes, big-endian).
+pub(crate) const INBOX_NEXT_KEY: &[u8] = b"inbox_next";
 
 /// The most entries one run holds. Bounds what one acknowledgement of a
 /// single message rewrites (about 64 messages' bytes).
@@ -173,15 +177,33 @@ pub(crate) struct InboxChanges {
 }
 
 impl InboxChanges {
-    /// Starts a commit whose `appends` entries get the numbers from
-    /// `first` on. Refuses (before anything is written) numbers that an
+    /// Starts a commit of `ops`, numbering its inbox entries from the
+    /// stored next number `current` (the `Meta` record under
+    /// [`INBOX_NEXT_KEY`]; 1 when there is none yet), so that numbers are
+    /// never reused, even after deletions. Returns the next number to store
+    /// when the commit appends entries. Refuses, before anything is
+    /// written, a malformed or exhausted next number and numbers that an
     /// unread message already has: a lowered next number (a damaged or
     /// tampered file) must not overwrite one.
     pub(crate) fn begin<T: InboxTables>(
         tables: &mut T,
-        first: u64,
-        appends: u64,
-    ) -> Result<Self, T::Error> {
+        current: Option<&[u8]>,
+        ops: &[WriteOp],
+    ) -> Result<(Self, Option<[u8; 8]>), T::Error> {
+        let first = match current {
+            None => 1,
+            Some(bytes) => bytes
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("malformed inbox sequence".into()))?,
+        };
+        let exhausted = || StoreError::Inconsistent("inbox sequence numbers exhausted");
+        first.checked_add(1).ok_or_else(exhausted)?;
+        let appends = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
+            .count() as u64;
+        let after = first.checked_add(appends).ok_or_else(exhausted)?;
         if appends > 0 {
             let taken =
                 StoreError::Inconsistent("the next inbox number points at an existing entry");
@@ -194,12 +216,13 @@ impl InboxChanges {
                 return Err(taken.into());
             }
         }
-        Ok(Self {
+        let changes = Self {
             first,
             next: first,
             new: Vec::new(),
             touched: BTreeMap::new(),
-        })
+        };
+        Ok((changes, (appends > 0).then(|| after.to_be_bytes())))
     }
 
     /// Appends an encoded entry; returns its sequence number.

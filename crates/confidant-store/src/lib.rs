@@ -44,7 +44,8 @@ pub use error::StoreError;
 pub use inbox::{RUN_LIMIT, run_key};
 pub use memory::MemoryStore;
 pub use records::{
-    CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, SendResume, Table, inbox_key,
+    CounterReservation, InboxEntry, KEY_CHECK_KEY, SCHEMA_VERSION_KEY, SendResume, Table,
+    decode_resume_point, inbox_key,
 };
 #[cfg(feature = "redb")]
 pub use redb_store::{Durability, RedbStore, StoreOptions};

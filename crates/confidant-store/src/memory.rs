@@ -3,35 +3,14 @@
 
 use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
-use crate::inbox::{InboxChanges, InboxTables, StoredRun};
+use crate::inbox::{INBOX_NEXT_KEY, InboxChanges, InboxTables, StoredRun};
 use crate::records::{Table, inbox_key};
 use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
-/// Meta key of the next inbox sequence number (8 bytes, big-endian).
-pub(crate) const INBOX_NEXT_KEY: &[u8] = b"inbox_next";
-
 type Tables = BTreeMap<Table, BTreeMap<Vec<u8>, Zeroizing<Vec<u8>>>>;
-
-/// Reads the next inbox sequence number from its `Meta` record (1 when there
-/// is none yet) and returns it with the encoding of the one after it.
-/// Shared by every backend so that sequence numbers are never reused, even
-/// after deletions.
-pub(crate) fn next_inbox_sequence(current: Option<&[u8]>) -> Result<(u64, [u8; 8]), StoreError> {
-    let sequence = match current {
-        None => 1,
-        Some(bytes) => bytes
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt("malformed inbox sequence".into()))?,
-    };
-    let next = sequence
-        .checked_add(1)
-        .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
-    Ok((sequence, next.to_be_bytes()))
-}
 
 /// A store in memory.
 ///
@@ -132,23 +111,20 @@ impl RawStore for MemoryStore {
             }
         }
         let tables = &mut inner.tables;
-        let appends = batch
-            .ops()
-            .iter()
-            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
-            .count() as u64;
-        let meta = tables.entry(Table::Meta).or_default();
-        let (first, _) =
-            next_inbox_sequence(meta.get(INBOX_NEXT_KEY).map(|value| value.as_slice()))?;
-        let after = first
-            .checked_add(appends)
-            .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
-        let mut inbox = InboxChanges::begin(&mut MemoryInbox(tables), first, appends)?;
-        if appends > 0 {
-            tables.entry(Table::Meta).or_default().insert(
-                INBOX_NEXT_KEY.to_vec(),
-                Zeroizing::new(after.to_be_bytes().to_vec()),
-            );
+        let current = tables
+            .get(&Table::Meta)
+            .and_then(|meta| meta.get(INBOX_NEXT_KEY))
+            .cloned();
+        let (mut inbox, next) = InboxChanges::begin(
+            &mut MemoryInbox(tables),
+            current.as_deref().map(Vec::as_slice),
+            batch.ops(),
+        )?;
+        if let Some(next) = next {
+            tables
+                .entry(Table::Meta)
+                .or_default()
+                .insert(INBOX_NEXT_KEY.to_vec(), Zeroizing::new(next.to_vec()));
         }
         for op in batch.into_ops() {
             match op {

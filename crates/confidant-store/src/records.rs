@@ -237,6 +237,18 @@ pub struct SendResume {
     pub reserved_until: u64,
 }
 
+/// A record of [`Table::ResumePoints`]: its connection and its point.
+pub fn decode_resume_point(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(ConnectionId, SendResume), StoreError> {
+    let id = std::str::from_utf8(key)
+        .ok()
+        .and_then(|id| ConnectionId::new(id).ok())
+        .ok_or_else(|| StoreError::Corrupt("malformed connection id".into()))?;
+    Ok((id, SendResume::decode(value)?))
+}
+
 impl SendResume {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(20);

@@ -76,8 +76,7 @@
 use crate::at_rest::{self, KeyEncryptionKey};
 use crate::batch::{WriteBatch, WriteOp};
 use crate::error::StoreError;
-use crate::inbox::{InboxChanges, InboxTables, StoredRun, run_key};
-use crate::memory::{INBOX_NEXT_KEY, next_inbox_sequence};
+use crate::inbox::{INBOX_NEXT_KEY, InboxChanges, InboxTables, StoredRun, run_key};
 use crate::records::{KEY_CHECK_KEY, SCHEMA_VERSION_KEY, Table, inbox_key};
 use crate::store::{Committed, RawStore, Record, SCHEMA_VERSION};
 use redb::backends::FileBackend;
@@ -741,32 +740,24 @@ impl RedbStore {
 
         // Number the inbox entries first, as the reference store does: a
         // malformed counter fails the batch before anything is written.
-        let appends = ops
-            .iter()
-            .filter(|op| matches!(op, WriteOp::AppendInbox { .. }))
-            .count() as u64;
-        let meta = open_table(txn, &mut tables, Table::Meta)?;
-        let current = meta
+        let current = open_table(txn, &mut tables, Table::Meta)?
             .get(INBOX_NEXT_KEY)
             .map_err(RedbOr::redb)?
             .map(|value| value.value().to_vec());
-        let (first, _) = next_inbox_sequence(current.as_deref())?;
-        let after = first
-            .checked_add(appends)
-            .ok_or(StoreError::Inconsistent("inbox sequence numbers exhausted"))?;
-        if appends > 0 {
-            meta.insert(INBOX_NEXT_KEY, after.to_be_bytes().as_slice())
-                .map_err(RedbOr::redb)?;
-        }
-        let mut inbox = InboxChanges::begin(
+        let (mut inbox, next) = InboxChanges::begin(
             &mut RedbInbox {
                 store: self,
                 txn,
                 tables: &mut tables,
             },
-            first,
-            appends,
+            current.as_deref(),
+            &ops,
         )?;
+        if let Some(next) = next {
+            open_table(txn, &mut tables, Table::Meta)?
+                .insert(INBOX_NEXT_KEY, next.as_slice())
+                .map_err(RedbOr::redb)?;
+        }
 
         for op in ops {
             match op {

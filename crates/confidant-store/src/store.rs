@@ -6,7 +6,7 @@ use crate::error::StoreError;
 use crate::inbox::{Run, parse_run_key};
 use crate::records::{
     CounterReservation, IDENTITY_KEY, InboxEntry, SendResume, Table, decode_identity,
-    decode_one_time_pre_key, decode_signed_pre_key, id_key,
+    decode_one_time_pre_key, decode_resume_point, decode_signed_pre_key, id_key,
 };
 use confidant_core::ConnectionId;
 use confidant_session::SessionSnapshot;
@@ -202,14 +202,8 @@ impl<S: RawStore + ?Sized> CounterStore for S {
 
     fn resume_points(&self) -> Result<Vec<(ConnectionId, SendResume)>, StoreError> {
         self.entries(Table::ResumePoints)?
-            .into_iter()
-            .map(|(key, bytes)| {
-                let id = String::from_utf8(key)
-                    .ok()
-                    .and_then(|id| ConnectionId::new(id).ok())
-                    .ok_or_else(|| StoreError::Corrupt("malformed connection id".into()))?;
-                Ok((id, SendResume::decode(&bytes)?))
-            })
+            .iter()
+            .map(|(key, bytes)| decode_resume_point(key, bytes))
             .collect()
     }
 }

@@ -117,17 +117,15 @@ pub(super) fn pg_party(value: Option<Vec<u8>>) -> Result<PartyKey, MailboxError>
         .ok_or_else(|| MailboxError::Storage("the database answered without a party".into()))
 }
 
-/// Calls an operation function (`SELECT code, id, party FROM f(…)`, its
-/// first four arguments the request's party, nonce, nonce expiry and
-/// clock) and turns a refusal into its error.
-pub(super) async fn pg_call(
+/// Calls an operation function whose first four arguments are the
+/// request's party, nonce, nonce expiry and clock, then `rest`; its row.
+pub(super) async fn pg_row(
     client: &deadpool_postgres::Client,
     sql: &str,
     verified: &Verified,
     now_ms: u64,
     rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    limits: Limits,
-) -> Result<PgAnswer, MailboxError> {
+) -> Result<tokio_postgres::Row, MailboxError> {
     let statement = client.prepare_cached(sql).await.map_err(storage)?;
     let party = verified.party.as_slice();
     let nonce = verified.nonce.as_slice();
@@ -136,10 +134,15 @@ pub(super) async fn pg_call(
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         vec![&party, &nonce, &expires, &now];
     params.extend_from_slice(rest);
-    let row = client
-        .query_one(&statement, &params)
-        .await
-        .map_err(storage)?;
+    client.query_one(&statement, &params).await.map_err(storage)
+}
+
+/// The answer of an operation function (`SELECT code, id, party FROM
+/// f(…)`), a refusal turned into its error.
+pub(super) fn pg_answer(
+    row: &tokio_postgres::Row,
+    limits: Limits,
+) -> Result<PgAnswer, MailboxError> {
     let code: String = row.try_get(0).map_err(storage)?;
     if code != "ok" && code != "duplicate" {
         return Err(refusal(&code, limits));

@@ -23,7 +23,7 @@ mod schema;
 
 pub use schema::SCHEMA_VERSION;
 
-use super::ops::{self, pg_call, pg_id, pg_int, pg_party};
+use super::ops::{self, pg_answer, pg_id, pg_int, pg_party, pg_row};
 use super::{
     BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxError, MailboxStore, Sent,
     StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
@@ -171,7 +171,23 @@ impl PostgresMailbox {
             .map_err(|error| MailboxError::Storage(format!("no database connection: {error}")))
     }
 
-    /// One operation function, within [`CALL_TIMEOUT`].
+    /// One operation function, within [`CALL_TIMEOUT`]: its row.
+    async fn call_row(
+        &self,
+        sql: &str,
+        verified: &Verified,
+        now_ms: u64,
+        rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, MailboxError> {
+        tokio::time::timeout(CALL_TIMEOUT, async {
+            let client = self.client().await?;
+            pg_row(&client, sql, verified, now_ms, rest).await
+        })
+        .await
+        .map_err(|_| timed_out())?
+    }
+
+    /// One operation function, within [`CALL_TIMEOUT`]: its answer.
     async fn call(
         &self,
         sql: &str,
@@ -179,12 +195,10 @@ impl PostgresMailbox {
         now_ms: u64,
         rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<ops::PgAnswer, MailboxError> {
-        tokio::time::timeout(CALL_TIMEOUT, async {
-            let client = self.client().await?;
-            pg_call(&client, sql, verified, now_ms, rest, self.limits).await
-        })
-        .await
-        .map_err(|_| timed_out())?
+        pg_answer(
+            &self.call_row(sql, verified, now_ms, rest).await?,
+            self.limits,
+        )
     }
 
     /// A read within [`CALL_TIMEOUT`].
@@ -385,39 +399,23 @@ impl MailboxStore for PostgresMailbox {
             self.use_nonce(verified, now_ms).await?;
             return prepared.finish(None, self.limits);
         }
-        let party = verified.party.as_slice();
-        let nonce = verified.nonce.as_slice();
-        let expires = pg_int(verified.expires_ms)?;
-        let now = pg_int(now_ms)?;
         let client_expires = pg_int(ops::send::client_id_expiry(now_ms))?;
         let limit = pg_int(self.limits.max_pending_per_recipient)?;
-        let row = tokio::time::timeout(CALL_TIMEOUT, async {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(ops::send_batch::POSTGRES)
-                .await
-                .map_err(storage)?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &party,
-                        &nonce,
-                        &expires,
-                        &now,
-                        &prepared.connections,
-                        &prepared.envelopes,
-                        &prepared.client_ids,
-                        &prepared.digests,
-                        &client_expires,
-                        &limit,
-                    ],
-                )
-                .await
-                .map_err(storage)
-        })
-        .await
-        .map_err(|_| timed_out())??;
+        let row = self
+            .call_row(
+                ops::send_batch::POSTGRES,
+                &verified,
+                now_ms,
+                &[
+                    &prepared.connections,
+                    &prepared.envelopes,
+                    &prepared.client_ids,
+                    &prepared.digests,
+                    &client_expires,
+                    &limit,
+                ],
+            )
+            .await?;
         let outcome = prepared.finish(Some(&row), self.limits)?;
         // Each recipient told once for the batch (a duplicate too, as for
         // a single send).
