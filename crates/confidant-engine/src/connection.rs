@@ -221,7 +221,6 @@ enum Then {
         remaining: VecDeque<Vec<u8>>,
     },
     KeyUpdate {
-        update: KeyUpdate,
         reservation: CounterReservation,
         /// The application's messages still to seal after it.
         remaining: Option<VecDeque<Vec<u8>>>,
@@ -596,12 +595,11 @@ impl Connection {
         }
         let mut batch = WriteBatch::new();
         match session.stage_key_update(&mut batch, request_peer_update) {
-            Ok((update, reservation)) => {
+            Ok(reservation) => {
                 self.commit(
                     batch,
                     CommitKind::Step,
                     Then::KeyUpdate {
-                        update,
                         reservation,
                         remaining,
                     },
@@ -1464,17 +1462,29 @@ impl Connection {
                 self.seal_all(remaining, effects);
             }
             Then::KeyUpdate {
-                update,
                 reservation,
                 remaining,
             } => {
-                if let Some(session) = self.session.as_mut() {
-                    session.key_update_committed(reservation);
-                }
+                // The announcement is sealed now that its epoch is durable
+                // (counter 0 of the new key is then used at most once).
+                let announcement = self
+                    .session
+                    .as_mut()
+                    .map(|session| session.key_update_committed(reservation));
                 self.update_wanted = false;
                 self.request_peer_update = false;
-                tracing::debug!(connection = %self.id, "sending key updated");
-                Self::control(effects, Body::KeyUpdate(update));
+                match announcement {
+                    Some(Ok(update)) => {
+                        tracing::debug!(connection = %self.id, "sending key updated");
+                        Self::control(effects, Body::KeyUpdate(update));
+                    }
+                    Some(Err(error)) => {
+                        // The peer follows the new epoch with its first
+                        // message.
+                        tracing::warn!(connection = %self.id, %error, "sending key updated; its announcement could not be sealed");
+                    }
+                    None => {}
+                }
                 if let Some(remaining) = remaining {
                     self.seal_all(remaining, effects);
                 }

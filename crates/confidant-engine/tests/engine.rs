@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Crash, Sim, reused, small_context};
+use common::{Crash, KeyUpdateFault, Sim, reused, small_context};
 use confidant_engine::{
     CommitKind, Connection, EngineError, Event, HandshakeFailure, Item, Outbound, Phase, Side,
 };
@@ -631,6 +631,53 @@ fn a_resume_point_saves_the_reservation_and_is_never_trusted_after_a_crash() {
     assert_eq!(engine.send_position().unwrap().1, point.reserved_until);
     sim.settle();
     assert_exactly_once(&sim);
+}
+
+/// A key update whose commit fails, or whose party dies before carrying it
+/// out, leaves the store in the old epoch; the next update derives the same
+/// new key. Its announcement (counter 0 of the new epoch) must not have
+/// been sealed before the commit, or that (key, nonce) is sealed twice.
+#[test]
+fn a_key_update_announcement_is_sealed_only_once_its_epoch_is_durable() {
+    for fault in [KeyUpdateFault::Fail, KeyUpdateFault::CrashBefore] {
+        let mut sim = Sim::new(small_context);
+        sim.connect();
+        sim.parties[INVITEE].key_update_fault = Some(fault);
+        // 12 messages per epoch: the fault meets the first update, the
+        // sends after it make the next one.
+        for n in 0..30 {
+            let text = format!("{fault:?} {n}");
+            let _ = sim.send(INVITEE, text.as_bytes());
+            if n % 5 == 4 {
+                sim.settle();
+            }
+        }
+        assert!(
+            sim.parties[INVITEE].key_update_fault.is_none(),
+            "{fault:?}: no key update was committed"
+        );
+        sim.settle();
+        assert_eq!(reused(), 0, "{fault:?}: a (key, nonce) was sealed twice");
+        let updates = sim
+            .carried
+            .iter()
+            .filter(|(from, kind)| *from == INVITEE && *kind == "key update")
+            .count();
+        assert!(
+            updates >= 1,
+            "{fault:?}: no key update left: {:?}",
+            sim.carried
+        );
+        // The sending epoch moved on after the fault.
+        let (epoch, _) = sim.parties[INVITEE]
+            .engine
+            .as_ref()
+            .unwrap()
+            .send_position()
+            .unwrap();
+        assert!(epoch >= 1, "{fault:?}: still in epoch {epoch}");
+        assert_exactly_once(&sim);
+    }
 }
 
 #[test]

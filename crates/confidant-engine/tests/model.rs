@@ -90,7 +90,7 @@ fn assert_safe(sim: &Sim, sent: &[HashSet<Vec<u8>>; 2]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
 
     #[test]
     fn exactly_once_and_no_nonce_reuse_through_a_hostile_relay_with_crashes(

@@ -53,6 +53,11 @@ pub enum SealError {
     /// The sending epoch cannot advance any further.
     #[error("no epoch is left after {0}; reset the session")]
     EpochsExhausted(u32),
+    /// [`Session::seal_key_update`](crate::Session::seal_key_update) was
+    /// called with no key update begun (or its announcement already
+    /// sealed) (caller).
+    #[error("no key update was begun, or its announcement is already sealed")]
+    NoKeyUpdateBegun,
     /// The cipher refused to seal (a plugin bug).
     #[error("cipher refused to seal: {0}")]
     Cipher(String),

@@ -46,6 +46,10 @@ struct SendDirection {
     keys: EpochKeys,
     next_chain: ChainKey,
     cipher: Box<dyn DirectionCipher>,
+    /// The epoch's announcement is still to be sealed as counter 0 (with
+    /// this `update_requested`). In memory only: a restored session never
+    /// seals it.
+    announcement: Option<bool>,
 }
 
 struct RecvEpoch {
@@ -167,6 +171,7 @@ impl Session {
                 keys: send_keys,
                 next_chain: send_next,
                 cipher: send_cipher,
+                announcement: None,
             },
             recv: RecvDirection {
                 current: RecvEpoch {
@@ -331,6 +336,20 @@ impl Session {
 
     fn seal_buffer(
         &mut self,
+        buffer: Vec<u8>,
+        content_type: ContentType,
+    ) -> Result<EncryptedMessage, SealError> {
+        let counter = self.send.next_counter;
+        let sealed = self.seal_at(counter, buffer, content_type)?;
+        self.send.next_counter = counter + 1;
+        Ok(sealed)
+    }
+
+    /// Seals `buffer` in place as message `counter` of the sending epoch;
+    /// the caller makes sure that counter is never used again.
+    fn seal_at(
+        &mut self,
+        counter: u64,
         mut buffer: Vec<u8>,
         content_type: ContentType,
     ) -> Result<EncryptedMessage, SealError> {
@@ -339,7 +358,6 @@ impl Session {
         if len > max {
             return Err(SealError::TooLong { len, max });
         }
-        let counter = self.send.next_counter;
         let limit = self.hard_limit();
         if counter >= limit {
             return Err(SealError::KeyExhausted {
@@ -352,7 +370,6 @@ impl Session {
             .cipher
             .seal(counter, &ad, &mut buffer)
             .map_err(|error| SealError::Cipher(error.to_string()))?;
-        self.send.next_counter = counter + 1;
         Ok(EncryptedMessage {
             content: buffer,
             connection_id: self.connection_id.as_str().to_owned(),
@@ -368,10 +385,68 @@ impl Session {
     ///
     /// With `request_peer_update` the peer is asked to update its own
     /// sending key as well.
+    ///
+    /// A caller that stores the session must store the new epoch *before*
+    /// sealing its announcement (see [`Session::begin_key_update`]):
+    /// otherwise a crash or a failed write between the two brings back the
+    /// old epoch, and the next update seals counter 0 of the same new key a
+    /// second time.
     pub fn update_sending_key(
         &mut self,
         request_peer_update: bool,
     ) -> Result<KeyUpdate, SealError> {
+        let peer_requested_update = self.peer_requested_update;
+        let previous = self.next_send_direction(request_peer_update)?;
+        match self.seal_key_update() {
+            Ok(update) => Ok(update),
+            Err(error) => {
+                // Nothing was consumed: the old sending state comes back, so
+                // the new epoch's counter 0 is never used by a message that
+                // did not leave.
+                self.send = previous;
+                self.peer_requested_update = peer_requested_update;
+                Err(error)
+            }
+        }
+    }
+
+    /// Moves the sending direction to the next epoch without sealing its
+    /// announcement yet: counter 0 of the new epoch is kept for it, and the
+    /// session's next message takes counter 1. Store the session
+    /// ([`Session::snapshot`]) and only then call
+    /// [`Session::seal_key_update`]: a snapshot taken now already counts
+    /// counter 0 as used, so whatever happens after it is stored, that
+    /// (key, nonce) is sealed at most once. A session restored from such a
+    /// snapshot never seals the announcement; the peer follows the new
+    /// epoch with its first message instead. The old sending key is
+    /// forgotten. On error the session is unchanged.
+    pub fn begin_key_update(&mut self, request_peer_update: bool) -> Result<(), SealError> {
+        self.next_send_direction(request_peer_update).map(drop)
+    }
+
+    /// Seals the announcement of the epoch [`Session::begin_key_update`]
+    /// began, as counter 0 of that epoch; once only.
+    pub fn seal_key_update(&mut self) -> Result<KeyUpdate, SealError> {
+        let Some(request_peer_update) = self.send.announcement else {
+            return Err(SealError::NoKeyUpdateBegun);
+        };
+        let body = KeyUpdateBody {
+            update_requested: request_peer_update,
+        }
+        .encode_to_vec();
+        let sealed = self.seal_at(0, body, ContentType::KeyUpdate)?;
+        self.send.announcement = None;
+        Ok(KeyUpdate {
+            sealed: Some(sealed),
+        })
+    }
+
+    /// Moves the sending direction to the next epoch, counter 0 kept for
+    /// the announcement; returns the previous sending state.
+    fn next_send_direction(
+        &mut self,
+        request_peer_update: bool,
+    ) -> Result<SendDirection, SealError> {
         let epoch = self
             .send
             .epoch
@@ -384,31 +459,15 @@ impl Session {
             &mut self.send,
             SendDirection {
                 epoch,
-                next_counter: 0,
+                next_counter: 1,
                 keys,
                 next_chain,
                 cipher,
+                announcement: Some(request_peer_update),
             },
         );
-        let body = KeyUpdateBody {
-            update_requested: request_peer_update,
-        }
-        .encode_to_vec();
-        match self.seal_buffer(body, ContentType::KeyUpdate) {
-            Ok(sealed) => {
-                self.peer_requested_update = false;
-                Ok(KeyUpdate {
-                    sealed: Some(sealed),
-                })
-            }
-            Err(error) => {
-                // Nothing was consumed: the old sending state comes back, so
-                // the new epoch's counter 0 is never used by a message that
-                // did not leave.
-                self.send = previous;
-                Err(error)
-            }
-        }
+        self.peer_requested_update = false;
+        Ok(previous)
     }
 
     /// Verifies and decrypts a received application message.
@@ -692,6 +751,7 @@ impl Session {
                 keys: snapshot.send.keys.clone(),
                 next_chain: snapshot.send.next_chain.clone(),
                 cipher: direction_cipher(suite.as_ref(), &snapshot.send.keys)?,
+                announcement: None,
             },
             recv: RecvDirection {
                 current,

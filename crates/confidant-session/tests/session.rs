@@ -305,6 +305,37 @@ fn soft_and_hard_limits_drive_key_updates() {
 }
 
 #[test]
+fn a_begun_key_update_keeps_counter_0_for_its_announcement_once() {
+    let registry = registry();
+    let (mut holder, mut issuer) = pair(confidant_aes_gcm::aes_256_gcm_sha256_counter(), config());
+    holder.seal(b"epoch 0").unwrap();
+    // Nothing begun: nothing to seal.
+    assert_eq!(holder.seal_key_update(), Err(SealError::NoKeyUpdateBegun));
+    holder.begin_key_update(true).unwrap();
+    assert_eq!(holder.send_epoch(), 1);
+    // The snapshot a store writes now already counts counter 0 as used.
+    let stored = holder.snapshot();
+    assert_eq!(holder.next_send_counter(), 1);
+    let first = holder.seal(b"epoch 1").unwrap();
+    assert_eq!(first.counter, 1);
+    let update = holder.seal_key_update().unwrap();
+    let sealed = update.sealed.clone().unwrap();
+    assert_eq!((sealed.epoch, sealed.counter), (1, 0));
+    // Once only.
+    assert_eq!(holder.seal_key_update(), Err(SealError::NoKeyUpdateBegun));
+    assert!(issuer.open_key_update(update).unwrap().update_requested);
+    assert_eq!(issuer.open(first).unwrap(), b"epoch 1");
+    // A session restored from the stored snapshot never seals the
+    // announcement (its counter 0 may have been used) and goes on above it.
+    let mut restored = Session::restore(&stored, &registry).unwrap();
+    assert_eq!(restored.seal_key_update(), Err(SealError::NoKeyUpdateBegun));
+    assert_eq!(
+        (restored.send_epoch(), restored.next_send_counter()),
+        (1, 1)
+    );
+}
+
+#[test]
 fn a_key_update_is_not_an_application_message() {
     let (mut holder, mut issuer) = pair(confidant_aes_gcm::aes_256_gcm_sha256_counter(), config());
     let update = holder.update_sending_key(false).unwrap();

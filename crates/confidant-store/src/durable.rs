@@ -333,10 +333,14 @@ impl DurableSession {
     }
 
     /// Moves the sending direction to the next epoch in memory and stages
-    /// the new epoch and its first reservation into `batch`. Until the
-    /// caller reports the commit with [`DurableSession::key_update_committed`]
-    /// nothing seals (the session is poisoned until then); if the commit
-    /// failed, drop this session and load it again.
+    /// the new epoch and its first reservation into `batch`. The
+    /// announcement is not sealed yet: report the commit with
+    /// [`DurableSession::key_update_committed`], which seals it. Until then
+    /// nothing seals (the session is poisoned); if the commit failed, drop
+    /// this session and load it again. (Sealing the announcement before the
+    /// commit would seal counter 0 of the new key twice when the commit
+    /// fails or the process dies: the reloaded session derives the same
+    /// key again.)
     ///
     /// Refused while received messages are not committed, as
     /// [`DurableSession::update_sending_key`].
@@ -344,16 +348,15 @@ impl DurableSession {
         &mut self,
         batch: &mut WriteBatch,
         request_peer_update: bool,
-    ) -> Result<(KeyUpdate, CounterReservation), StoreError> {
+    ) -> Result<CounterReservation, StoreError> {
         self.check()?;
         if self.dirty || self.staged {
             return Err(StoreError::Inconsistent(
                 "received messages are not committed yet; commit them before a key update",
             ));
         }
-        let update = self
-            .session
-            .update_sending_key(request_peer_update)
+        self.session
+            .begin_key_update(request_peer_update)
             .map_err(|error| StoreError::Session(error.to_string()))?;
         let next = self.session.next_send_counter();
         let reservation = CounterReservation {
@@ -367,13 +370,23 @@ impl DurableSession {
         self.poisoned = true;
         batch.put_session(&self.session.snapshot())?;
         batch.put_reservation(self.session.connection_id(), reservation);
-        Ok((update, reservation))
+        Ok(reservation)
     }
 
-    /// The batch of [`DurableSession::stage_key_update`] was committed.
-    pub fn key_update_committed(&mut self, reservation: CounterReservation) {
+    /// The batch of [`DurableSession::stage_key_update`] was committed:
+    /// seals the announcement to send (counter 0 of the new epoch, which
+    /// the stored session already counts as used). An error leaves the new
+    /// epoch in use without an announcement; the peer follows it with the
+    /// first message of the epoch.
+    pub fn key_update_committed(
+        &mut self,
+        reservation: CounterReservation,
+    ) -> Result<KeyUpdate, StoreError> {
         self.poisoned = false;
         self.reservation = reservation;
+        self.session
+            .seal_key_update()
+            .map_err(|error| StoreError::Session(error.to_string()))
     }
 
     /// Seals `plaintext`, first reserving counters durably if needed.
@@ -413,12 +426,11 @@ impl DurableSession {
         request_peer_update: bool,
     ) -> Result<KeyUpdate, StoreError> {
         let mut batch = WriteBatch::new();
-        let (update, reservation) = self.stage_key_update(&mut batch, request_peer_update)?;
-        // On failure the announcement never leaves, and the session stays
-        // poisoned (ahead of the store) until it is loaded again.
+        let reservation = self.stage_key_update(&mut batch, request_peer_update)?;
+        // On failure nothing was sealed, and the session stays poisoned
+        // (ahead of the store) until it is loaded again.
         store.commit(batch)?;
-        self.key_update_committed(reservation);
-        Ok(update)
+        self.key_update_committed(reservation)
     }
 
     /// Opens a message in memory only and adds its inbox entry to `batch`.

@@ -18,20 +18,26 @@ use confidant_store::{
     Committed, InboxStore, MemoryStore, RawStore, Record, StoreError, Table, WriteBatch,
 };
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey, X3dh};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// A key (as a hash) and a nonce.
 type KeyAndNonce = (u64, Vec<u8>);
 
-/// Every (key, nonce) a [`Recording`] cipher sealed with, across all
-/// parties of a test run.
-static SEALED: Mutex<Option<HashSet<KeyAndNonce>>> = Mutex::new(None);
-/// (key, nonce) pairs sealed twice.
-static REUSED: Mutex<Vec<KeyAndNonce>> = Mutex::new(Vec::new());
+thread_local! {
+    /// Every (key, nonce) a [`Recording`] cipher sealed with on this
+    /// thread since the last [`Sim::new`]: a simulation runs on one thread,
+    /// so tests running side by side (and a property test's cases, and its
+    /// shrinking) each see only their own seals.
+    static SEALED: RefCell<HashSet<KeyAndNonce>> = RefCell::new(HashSet::new());
+    /// (key, nonce) pairs sealed twice on this thread since the last
+    /// [`Sim::new`].
+    static REUSED: RefCell<Vec<KeyAndNonce>> = const { RefCell::new(Vec::new()) };
+}
 
 /// AES-256-GCM that records every (key, nonce) it seals with: a reuse is
 /// caught at the cipher itself, whatever the layers above believe.
@@ -63,17 +69,9 @@ impl Aead for Recording {
         associated_data: &[u8],
         buffer: &mut [u8],
     ) -> Result<Tag, SealError> {
-        let mut sealed = SEALED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !sealed
-            .get_or_insert_with(HashSet::new)
-            .insert((self.key, nonce.to_vec()))
-        {
-            REUSED
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((self.key, nonce.to_vec()));
+        let fresh = SEALED.with(|sealed| sealed.borrow_mut().insert((self.key, nonce.to_vec())));
+        if !fresh {
+            REUSED.with(|reused| reused.borrow_mut().push((self.key, nonce.to_vec())));
         }
         self.inner
             .seal_in_place_detached(nonce, associated_data, buffer)
@@ -91,12 +89,17 @@ impl Aead for Recording {
     }
 }
 
-/// (key, nonce) pairs sealed twice so far in this process.
+/// (key, nonce) pairs sealed twice on this thread since the last
+/// [`Sim::new`].
 pub fn reused() -> usize {
-    REUSED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len()
+    REUSED.with(|reused| reused.borrow().len())
+}
+
+/// Forgets this thread's seals: a new simulation starts with fresh keys,
+/// and a reuse it finds is its own.
+fn forget_seals() {
+    SEALED.with(|sealed| sealed.borrow_mut().clear());
+    REUSED.with(|reused| reused.borrow_mut().clear());
 }
 
 pub const RECORDING: SuiteId = SuiteId(SuiteId::PRIVATE_USE_START + 5);
@@ -196,6 +199,16 @@ pub enum Crash {
     After(usize),
 }
 
+/// What happens to a party's next key-update commit (a step commit that
+/// stores the session, of a connection already established).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUpdateFault {
+    /// The commit fails.
+    Fail,
+    /// The party dies before carrying it out.
+    CrashBefore,
+}
+
 /// One party: its context, its store (which survives crashes), its engine
 /// (which does not) and what its application saw.
 pub struct Party {
@@ -211,6 +224,8 @@ pub struct Party {
     pub commits_seen: usize,
     /// The next commits fail (an I/O error) while this is above zero.
     pub failing_commits: usize,
+    /// What happens to its next key-update commit.
+    pub key_update_fault: Option<KeyUpdateFault>,
     /// How often it died.
     pub crashes: usize,
 }
@@ -251,6 +266,7 @@ impl Sim {
     /// is issued, the invitee has joined and the relay holds the join
     /// notice for the inviter.
     pub fn new(context: impl Fn() -> Arc<Context>) -> Self {
+        forget_seals();
         let party = |name| Party {
             name,
             context: context(),
@@ -260,6 +276,7 @@ impl Sim {
             crash: None,
             commits_seen: 0,
             failing_commits: 0,
+            key_update_fault: None,
             crashes: 0,
         };
         let parties = [party("inviter"), party("invitee")];
@@ -387,6 +404,13 @@ impl Sim {
             let p = &mut self.parties[party];
             let index = p.commits_seen;
             p.commits_seen += 1;
+            if is_key_update(&commit) {
+                match p.key_update_fault.take() {
+                    Some(KeyUpdateFault::Fail) => p.failing_commits = p.failing_commits.max(1),
+                    Some(KeyUpdateFault::CrashBefore) => p.crash = Some(Crash::Before(index)),
+                    None => {}
+                }
+            }
             if p.crash == Some(Crash::Before(index)) {
                 self.kill(party);
                 return false;
@@ -581,6 +605,19 @@ impl Sim {
             })
             .collect()
     }
+}
+
+/// Whether a commit moves an established session's sending key: a step
+/// that stores the session without touching the connection record (the
+/// handshake's commits write the record too).
+fn is_key_update(commit: &confidant_engine::Commit) -> bool {
+    let writes =
+        |wanted: Table| {
+            commit.batch.ops().iter().any(
+                |op| matches!(op, confidant_store::WriteOp::Put { table, .. } if *table == wanted),
+            )
+        };
+    commit.kind == CommitKind::Step && writes(Table::Sessions) && !writes(Table::Connections)
 }
 
 /// Whether an envelope is an application message.
