@@ -89,8 +89,16 @@ fn assert_safe(sim: &Sim, sent: &[HashSet<Vec<u8>>; 2]) {
     assert_eq!(reused(), 0, "a (key, nonce) was sealed twice");
 }
 
+/// Cases per run: 48, or `MODEL_CASES` (a long hunt: `MODEL_CASES=40000`).
+fn cases() -> u32 {
+    std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(48)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn exactly_once_and_no_nonce_reuse_through_a_hostile_relay_with_crashes(
