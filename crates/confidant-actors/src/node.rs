@@ -410,6 +410,42 @@ impl Inbound {
         if let Err(error) = self.resume().await {
             tracing::error!(%error, "could not replay the stored state at start");
         }
+        // The previous round's acknowledgement, still on its way to the
+        // relay while this round runs (see `acknowledge_behind`).
+        let mut acknowledging: Option<tokio::task::JoinHandle<()>> = None;
+        self.rounds(&mut acknowledging).await;
+        // Stopping: let the last acknowledgement finish (bounded by the
+        // transport's own timeouts), so that a clean stop does not leave
+        // the relay to deliver again what is already stored.
+        if let Some(previous) = acknowledging.take() {
+            let _ = previous.await;
+        }
+    }
+
+    /// Hands `ack` to the relay in a task of its own, once the previous
+    /// round's acknowledgement has finished: the next round does not wait
+    /// for the relay's answer (a durable commit at a connector), and at
+    /// most one acknowledgement is in flight. Safe because the deliveries
+    /// are stored before they are acknowledged and the transport hands out
+    /// nothing in flight again; a lost acknowledgement only makes the relay
+    /// deliver again, and the replay window refuses the copies.
+    async fn acknowledge_behind(
+        &self,
+        acknowledging: &mut Option<tokio::task::JoinHandle<()>>,
+        ack: Vec<crate::transport::DeliveryId>,
+    ) {
+        if let Some(previous) = acknowledging.take() {
+            let _ = previous.await;
+        }
+        let transport = Arc::clone(&self.transport);
+        *acknowledging = Some(actix_rt::spawn(async move {
+            if let Err(error) = transport.acknowledge(ack).await {
+                tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
+            }
+        }));
+    }
+
+    async fn rounds(&mut self, acknowledging: &mut Option<tokio::task::JoinHandle<()>>) {
         let mut backoff = RETRY_DELAY;
         loop {
             if *self.stop.borrow() {
@@ -470,10 +506,8 @@ impl Inbound {
             for delivery in &ack {
                 self.crashes.remove(delivery);
             }
-            if !ack.is_empty()
-                && let Err(error) = self.transport.acknowledge(ack).await
-            {
-                tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
+            if !ack.is_empty() {
+                self.acknowledge_behind(acknowledging, ack).await;
             }
             let released = !release.is_empty();
             if released && let Err(error) = self.transport.release(release).await {
