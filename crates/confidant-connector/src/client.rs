@@ -981,21 +981,18 @@ impl Transport for ConnectorTransport {
     }
 
     async fn join(&self, token: &str) -> Result<ConnectionId, TransportError> {
-        let (index, client) = self.inner.failover.current();
-        // Not retried: a lost answer to a join that succeeded would make the
-        // retry fail with "already used". A transient failure still moves
-        // the next call to another instance.
-        let response = client
-            .add_connection_from_token(proto::AddConnectionFromTokenRequest {
-                token: token.to_owned(),
-            })
-            .await
-            .map_err(|status| {
-                if transient(&status) {
-                    self.inner.failover.failed(index);
-                }
-                to_transport(&status)
-            })?;
+        // Retried like any call: the connector answers a join repeated by
+        // the same party with the same token with the connection the first
+        // one made, so a join whose answer was lost (the instance committed
+        // it and died) is asked again, on the next instance, without harm.
+        let request = proto::AddConnectionFromTokenRequest {
+            token: token.to_owned(),
+        };
+        let response = retry("join", &self.inner.failover, |client| {
+            let request = request.clone();
+            async move { client.add_connection_from_token(request).await }
+        })
+        .await?;
         ConnectionId::new(response.connection_id)
             .map_err(|error| TransportError::Refused(format!("bad connection id: {error}")))
     }

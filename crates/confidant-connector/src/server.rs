@@ -536,8 +536,14 @@ impl ConnectorService {
             )
             .await,
         )?;
-        self.streams.wake(&joined.creator);
-        tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
+        if joined.repeated {
+            // The joiner asks again (its first answer was lost): the same
+            // connection, nothing new for the creator.
+            tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "join repeated");
+        } else {
+            self.streams.wake(&joined.creator);
+            tracing::info!(connection = %joined.connection_id, party = %party_label(&verified.party), "connection added");
+        }
         Ok(proto::AddConnectionFromTokenResponse {
             connection_id: joined.connection_id,
         })

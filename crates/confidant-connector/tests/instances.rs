@@ -167,6 +167,63 @@ async fn a_transport_fails_over_to_another_instance_and_its_stream_resumes_there
     b.stop().await;
 }
 
+/// A join whose answer was lost (instance A committed it and died) is
+/// asked again on instance B: B answers the connection A made, and the
+/// token stays refused to anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_repeated_on_another_instance_answers_the_same_connection() {
+    let Some(place) =
+        Place::postgres("a_join_repeated_on_another_instance_answers_the_same_connection").await
+    else {
+        return;
+    };
+    let place = Arc::new(place);
+    let a = connector_on(Arc::clone(&place), Limits::default()).await;
+    let b = connector_on(Arc::clone(&place), Limits::default()).await;
+    let issuer = SignedClient::new(&b.url, signer(1)).unwrap();
+    let token = token(&issuer).await;
+    let holder_on_a = SignedClient::new(&a.url, signer(2)).unwrap();
+    let first = holder_on_a
+        .add_connection_from_token(proto::AddConnectionFromTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .connection_id;
+    a.stop().await;
+    let holder_on_b = SignedClient::new(&b.url, signer(2)).unwrap();
+    let again = holder_on_b
+        .add_connection_from_token(proto::AddConnectionFromTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .connection_id;
+    assert_eq!(again, first);
+    let stranger = SignedClient::new(&b.url, signer(3)).unwrap();
+    let refused = stranger
+        .add_connection_from_token(proto::AddConnectionFromTokenRequest { token })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    // One connection, one notice; the holder's connection works.
+    assert_eq!(b.mailbox.pending(&signer(1).public_key()).await.unwrap(), 1);
+    holder_on_b
+        .send_message(proto::SendMessageRequest {
+            connection_id: again,
+            message: vec![7; 16],
+            client_message_id: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(b.mailbox.pending(&signer(1).public_key()).await.unwrap(), 2);
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_transport_needs_at_least_one_instance() {
     let refused = ConnectorTransport::with_instances(&[], signer(1), &ClientTls::default(), 1024);

@@ -136,6 +136,79 @@ on_both_backends! {
         assert_eq!(store.pending(&key(1)).await.unwrap(), 1, "one notice");
     }
 
+    async fn a_join_repeated_by_its_joiner_answers_the_same_connection(place: Place) {
+        let store = place.open(Limits::default()).await;
+        let now = now_ms();
+        store.create_tokens(verified(1), vec!["again".into()], now).await.unwrap();
+        let first = store
+            .use_token(verified(2), "again".into(), "c-first".into(), now)
+            .await
+            .unwrap();
+        assert_eq!((first.connection_id.as_str(), first.repeated), ("c-first", false));
+        // The answer was lost: the joiner asks again (a new request, so a
+        // new nonce and a new proposed connection id), on another instance
+        // or after a restart.
+        let again = store
+            .use_token(verified(2), "again".into(), "c-second".into(), now)
+            .await
+            .unwrap();
+        assert_eq!(again.connection_id, "c-first", "the connection of the first join");
+        assert_eq!((again.creator, again.repeated), (key(1), true));
+        drop(store);
+        let reopened = place.open(Limits::default()).await;
+        let again = reopened
+            .use_token(verified(2), "again".into(), "c-third".into(), now)
+            .await
+            .unwrap();
+        assert_eq!(again.connection_id, "c-first", "kept across a reopen");
+        assert_eq!((again.creator, again.repeated), (key(1), true));
+        // Nothing new was made: one notice, and no connection "c-second".
+        assert_eq!(reopened.pending(&key(1)).await.unwrap(), 1, "one notice");
+        let none = reopened
+            .send(verified(2), "c-second".into(), b"x".to_vec(), None, now)
+            .await;
+        assert_eq!(none, Err(MailboxError::UnknownConnection));
+        reopened
+            .send(verified(2), "c-first".into(), b"hello".to_vec(), None, now)
+            .await
+            .expect("the first join's connection works");
+        // Anyone else is still refused, and so is the creator.
+        let other = reopened.use_token(verified(3), "again".into(), "c-3".into(), now).await;
+        assert_eq!(other, Err(MailboxError::TokenUsed));
+        let creator = reopened.use_token(verified(1), "again".into(), "c-4".into(), now).await;
+        assert_eq!(creator, Err(MailboxError::TokenUsed));
+        // A replayed nonce is still a replay, whoever sends it.
+        let replayed = with_nonce(2, 0xA5, now + 60_000);
+        reopened.use_nonce(replayed, now).await.unwrap();
+        let replay = reopened.use_token(replayed, "again".into(), "c-5".into(), now).await;
+        assert_eq!(replay, Err(MailboxError::NonceReplayed));
+    }
+
+    async fn the_same_join_raced_by_its_joiner_makes_one_connection(place: Place) {
+        let store = place.open(Limits::default()).await;
+        store.create_tokens(verified(1), vec!["twice".into()], now_ms()).await.unwrap();
+        let attempts = (0..6u8).map(|index| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .use_token(verified(2), "twice".into(), format!("c-twice-{index}"), now_ms())
+                    .await
+            })
+        });
+        let results: Vec<_> = futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .map(|result| result.unwrap().unwrap())
+            .collect();
+        let first: Vec<_> = results.iter().filter(|joined| !joined.repeated).collect();
+        assert_eq!(first.len(), 1, "{results:?}");
+        assert!(
+            results.iter().all(|joined| joined.connection_id == first[0].connection_id),
+            "{results:?}"
+        );
+        assert_eq!(store.pending(&key(1)).await.unwrap(), 1, "one notice");
+    }
+
     async fn a_nonce_is_accepted_once_and_a_refusal_still_consumes_it(place: Place) {
         let store = place.open(Limits::default()).await;
         let now = now_ms();
@@ -729,8 +802,13 @@ async fn postgres_a_database_from_a_newer_build_is_refused() {
     );
 }
 
+/// What a version 2 database (before retryable joins) lacks.
+const UNDO_VERSION_3: &str = "DROP FUNCTION confidant_join; \
+     ALTER TABLE tokens DROP COLUMN joiner, DROP COLUMN joined_connection; \
+     DELETE FROM confidant_schema_version WHERE version = 3";
+
 /// PostgreSQL: a database at schema version 1 (before batches) is migrated
-/// to version 2 at start, and batches work on it.
+/// to the newest version at start, and batches work on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_version_1_database_is_migrated_to_batches() {
     let Some(Place::Postgres(schema)) =
@@ -744,6 +822,7 @@ async fn postgres_a_version_1_database_is_migrated_to_batches() {
     let connection = connect(&store, "v1").await;
     drop(store);
     // What a version 1 database lacks.
+    schema.execute(UNDO_VERSION_3).await;
     schema
         .execute(
             "DROP FUNCTION confidant_send_batch; \
@@ -762,5 +841,66 @@ async fn postgres_a_version_1_database_is_migrated_to_batches() {
         .await
         .unwrap();
     assert!(outcome[0].is_ok(), "{outcome:?}");
-    assert_eq!(confidant_connector::mailbox::postgres::SCHEMA_VERSION, 2);
+}
+
+/// PostgreSQL: a database at schema version 2 is migrated to version 3 at
+/// start. A token used before the upgrade has no record of its joiner, so
+/// a repeated join with it is refused as before; a token used after it can
+/// be joined again by its joiner. The version 2 function older instances
+/// call still refuses a repeated join (their answer would name the
+/// connection id they proposed, not the stored one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_version_2_database_is_migrated_to_repeatable_joins() {
+    let Some(Place::Postgres(schema)) =
+        Place::postgres("postgres_a_version_2_database_is_migrated_to_repeatable_joins").await
+    else {
+        return;
+    };
+    assert_eq!(confidant_connector::mailbox::postgres::SCHEMA_VERSION, 3);
+    let store = PostgresMailbox::connect(&schema.url(), Limits::default(), None, 2)
+        .await
+        .unwrap();
+    let now = now_ms();
+    connect(&store, "before").await;
+    store
+        .create_tokens(verified(1), vec!["after".into()], now)
+        .await
+        .unwrap();
+    drop(store);
+    schema.execute(UNDO_VERSION_3).await;
+    let store = PostgresMailbox::connect(&schema.url(), Limits::default(), None, 2)
+        .await
+        .unwrap();
+    let before = store
+        .use_token(verified(2), "before".into(), "c-retry".into(), now)
+        .await;
+    assert_eq!(before, Err(MailboxError::TokenUsed));
+    let joined = store
+        .use_token(verified(2), "after".into(), "c-after".into(), now)
+        .await
+        .unwrap();
+    let again = store
+        .use_token(verified(2), "after".into(), "c-other".into(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.connection_id.as_str(), again.repeated),
+        (joined.connection_id.as_str(), true)
+    );
+    // The version 2 function, as an older instance calls it.
+    schema
+        .execute(&format!(
+            "DO $$ DECLARE answer text; BEGIN \
+                 SELECT code INTO answer FROM confidant_use_token( \
+                     '\\x{party}'::bytea, '\\x{nonce}'::bytea, {expires}, {now}, \
+                     'after', 'c-old'); \
+                 IF answer <> 'token_used' THEN \
+                     RAISE EXCEPTION 'the old function answered %', answer; \
+                 END IF; \
+             END $$",
+            party = hex::encode(key(2)),
+            nonce = hex::encode([0x5Au8; NONCE_LEN]),
+            expires = now + 60_000,
+        ))
+        .await;
 }

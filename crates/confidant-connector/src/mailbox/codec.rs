@@ -134,33 +134,60 @@ pub(super) fn decode_message(id: u64, bytes: &[u8]) -> Result<StoredMessage, Mai
     })
 }
 
-/// A token: `creator (32) ‖ used (1) ‖ created (8)`.
+/// A token: `creator (32) ‖ used (1) ‖ created (8) [‖ joiner (32) ‖
+/// connection id]`, the last two once it is used: who used it and the
+/// connection that made, so that a repeated join by the same joiner
+/// answers the same connection.
 pub(super) struct TokenRecord {
     pub(super) creator: PartyKey,
     pub(super) used: bool,
     pub(super) created_ms: u64,
+    /// Who used it and the connection it made; `None` while it is unused,
+    /// and for a token used before these were kept.
+    pub(super) joined: Option<(PartyKey, String)>,
 }
 
 impl TokenRecord {
-    pub(super) fn encode(&self) -> [u8; 41] {
-        let mut bytes = [0u8; 41];
-        let (creator, rest) = bytes.split_at_mut(32);
-        let (used, created) = rest.split_at_mut(1);
-        creator.copy_from_slice(&self.creator);
-        used.fill(u8::from(self.used));
-        created.copy_from_slice(&self.created_ms.to_be_bytes());
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let connection = self
+            .joined
+            .as_ref()
+            .map_or(0, |(_, connection)| connection.len());
+        let mut bytes = Vec::with_capacity(41 + 32 + connection);
+        bytes.extend_from_slice(&self.creator);
+        bytes.push(u8::from(self.used));
+        bytes.extend_from_slice(&self.created_ms.to_be_bytes());
+        if let Some((joiner, connection)) = &self.joined {
+            bytes.extend_from_slice(joiner);
+            bytes.extend_from_slice(connection.as_bytes());
+        }
         bytes
     }
 
-    /// Records written before the creation time was kept may lack it.
+    /// Records written before the creation time was kept may lack it, and
+    /// those written before the joiner was kept lack the joiner and the
+    /// connection.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, MailboxError> {
         let malformed = || MailboxError::Storage("a stored token is malformed".into());
         let (creator, rest) = bytes.split_first_chunk::<32>().ok_or_else(malformed)?;
-        let (&used, created) = rest.split_first().ok_or_else(malformed)?;
+        let (&used, rest) = rest.split_first().ok_or_else(malformed)?;
+        let (created_ms, joined) = match rest.split_first_chunk::<8>() {
+            None => (0, None),
+            Some((created, [])) => (u64::from_be_bytes(*created), None),
+            Some((created, rest)) => {
+                let (joiner, connection) = rest.split_first_chunk::<32>().ok_or_else(malformed)?;
+                if connection.is_empty() {
+                    return Err(malformed());
+                }
+                let connection = String::from_utf8(connection.to_vec()).map_err(|_| malformed())?;
+                (u64::from_be_bytes(*created), Some((*joiner, connection)))
+            }
+        };
         Ok(Self {
             creator: *creator,
             used: used == 1,
-            created_ms: <[u8; 8]>::try_from(created).map_or(0, u64::from_be_bytes),
+            created_ms,
+            joined,
         })
     }
 }
@@ -238,4 +265,71 @@ pub(crate) fn fuzz_round_trip(bytes: &[u8]) -> Option<bool> {
         &message.content,
     );
     Some(decode_message(7, &again).is_ok_and(|decoded| decoded == message))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn record(joined: Option<(PartyKey, String)>) -> TokenRecord {
+        TokenRecord {
+            creator: [1; 32],
+            used: joined.is_some(),
+            created_ms: 0x0102_0304_0506_0708,
+            joined,
+        }
+    }
+
+    #[test]
+    fn a_token_record_keeps_its_joiner_and_connection() {
+        let unused = TokenRecord::decode(&record(None).encode()).unwrap();
+        assert_eq!(
+            (
+                unused.creator,
+                unused.used,
+                unused.created_ms,
+                unused.joined
+            ),
+            ([1; 32], false, 0x0102_0304_0506_0708, None)
+        );
+        let bytes = record(Some(([2; 32], "c-abc".into()))).encode();
+        assert_eq!(bytes.len(), 41 + 32 + 5);
+        let used = TokenRecord::decode(&bytes).unwrap();
+        assert!(used.used);
+        assert_eq!(used.joined, Some(([2; 32], "c-abc".to_owned())));
+    }
+
+    #[test]
+    fn older_token_records_decode_and_damaged_ones_are_refused() {
+        // Before the creation time was kept: creator and used flag alone.
+        let mut old = vec![1u8; 32];
+        old.push(1);
+        let decoded = TokenRecord::decode(&old).unwrap();
+        assert_eq!(
+            (decoded.used, decoded.created_ms, decoded.joined),
+            (true, 0, None)
+        );
+        // Before the joiner was kept: used, but by whom is unknown.
+        old.extend_from_slice(&9u64.to_be_bytes());
+        let decoded = TokenRecord::decode(&old).unwrap();
+        assert_eq!(
+            (decoded.used, decoded.created_ms, decoded.joined),
+            (true, 9, None)
+        );
+        // A joiner cut short, a joiner without a connection, a connection
+        // that is not UTF-8, no used flag at all.
+        let full = record(Some(([2; 32], "c-abc".into()))).encode();
+        for damaged in [
+            &full[..41 + 10],
+            &full[..41 + 32],
+            &[&full[..41 + 32], &[0xff, 0xfe][..]].concat()[..],
+            &full[..32],
+        ] {
+            assert!(
+                matches!(TokenRecord::decode(damaged), Err(MailboxError::Storage(_))),
+                "{damaged:?}"
+            );
+        }
+    }
 }

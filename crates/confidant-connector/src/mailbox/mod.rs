@@ -220,13 +220,16 @@ pub struct BatchEntry {
 /// What became of each entry of a batch, in the batch's order.
 pub type BatchOutcome = Vec<Result<Sent, MailboxError>>;
 
-/// A new connection.
+/// A new connection, or the one a repeated join made the first time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     /// Its id.
     pub connection_id: String,
     /// The token's creator, who gets the notice.
     pub creator: PartyKey,
+    /// Whether the same joiner used the token before and this is the
+    /// connection it made then (nothing was stored now, no notice left).
+    pub repeated: bool,
 }
 
 /// What a store tells the service about changes it did not make itself
@@ -258,7 +261,10 @@ pub trait MailboxStore: Send + Sync + 'static {
     /// What a token stands for.
     async fn token_info(&self, token: &str) -> Result<Option<TokenInfo>, MailboxError>;
     /// Uses a token: creates connection `connection_id` between its creator
-    /// and `verified.party`, and leaves a notice for the creator.
+    /// and `verified.party`, and leaves a notice for the creator. A token
+    /// already used by `verified.party` answers the connection that use
+    /// made ([`Joined::repeated`]) and changes nothing but the nonce; one
+    /// used by anyone else is refused ([`MailboxError::TokenUsed`]).
     async fn use_token(
         &self,
         verified: Verified,

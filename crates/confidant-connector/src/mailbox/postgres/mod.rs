@@ -331,20 +331,19 @@ impl MailboxStore for PostgresMailbox {
         connection_id: String,
         now_ms: u64,
     ) -> Result<Joined, MailboxError> {
-        let answer = self
-            .call(
+        let row = self
+            .call_row(
                 ops::tokens::USE_POSTGRES,
                 &verified,
                 now_ms,
                 &[&token, &connection_id],
             )
             .await?;
-        let creator = pg_party(answer.party)?;
-        self.notifier.notify(creator).await;
-        Ok(Joined {
-            connection_id,
-            creator,
-        })
+        let joined = ops::tokens::pg_joined(&row, self.limits)?;
+        if !joined.repeated {
+            self.notifier.notify(joined.creator).await;
+        }
+        Ok(joined)
     }
 
     async fn send(

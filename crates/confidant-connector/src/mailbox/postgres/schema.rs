@@ -5,13 +5,15 @@
 use crate::mailbox::{MailboxError, storage};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Each version's SQL, in order. A new version is appended, never edited.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("schema.sql")),
     // Batch sends: `confidant_send_batch`.
     (2, include_str!("schema_v2.sql")),
+    // Joins that can be repeated: `tokens.joiner`, `confidant_join`.
+    (3, include_str!("schema_v3.sql")),
 ];
 
 /// The advisory lock the migrations run under ("confidan").
