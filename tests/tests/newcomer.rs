@@ -579,15 +579,20 @@ fn the_connector_logs_refused_joins_and_oversized_messages() {
         .unwrap();
     let _context = runtime.enter();
     let client = SignedClient::new(connector.url(), RequestSigner::from_seed(&[7; 32])).unwrap();
-    let join = || {
+    // Another party, for whom the token is used.
+    let stranger = SignedClient::new(connector.url(), RequestSigner::from_seed(&[8; 32])).unwrap();
+    let join = |client: &SignedClient| {
         runtime.block_on(
             client.add_connection_from_token(proto::AddConnectionFromTokenRequest {
                 token: token.clone(),
             }),
         )
     };
-    let connection_id = join().unwrap().connection_id;
-    join().unwrap_err();
+    let connection_id = join(&client).unwrap().connection_id;
+    // The joiner repeating its join (its answer lost) gets the same
+    // connection; anyone else is refused.
+    assert_eq!(join(&client).unwrap().connection_id, connection_id);
+    join(&stranger).unwrap_err();
     for size in [5000, 200_000] {
         runtime
             .block_on(client.send_message(proto::SendMessageRequest {

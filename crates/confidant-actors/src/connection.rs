@@ -44,7 +44,14 @@ pub(crate) struct Processed {
     /// Told (`true`) once the group commit holding `round` has settled,
     /// whatever its outcome; set when `round` is.
     pub(crate) settled: Option<watch::Sender<bool>>,
+    /// Where the hub sends the outcome of the commit holding `round` (then
+    /// it sends [`Settle`]); set when `round` is.
+    pub(crate) outcome: Option<CommitOutcome>,
 }
+
+/// The outcome of a round's commit: the inbox numbers it gave, or the
+/// error.
+pub(crate) type CommitOutcome = oneshot::Sender<Result<Range<u64>, StoreError>>;
 
 /// The connection's state, moved into each handler's future and back.
 pub(crate) struct ConnState {
@@ -61,6 +68,10 @@ pub(crate) struct ConnState {
     /// commit has settled. The store is about to change until then, so a
     /// state lost meanwhile (a panic) is loaded again only after it.
     in_flight: Option<watch::Receiver<bool>>,
+    /// The round commit of this state's that is in the group commit, and
+    /// where its outcome comes: it is carried out before the next round
+    /// (which may already be on its way) and on [`Settle`].
+    pending: Option<(CommitId, oneshot::Receiver<Result<Range<u64>, StoreError>>)>,
     /// How many joins had ended when the record was loaded (see
     /// [`Joins`](crate::shared::Joins)).
     joins_ended_at_load: u64,
@@ -83,6 +94,7 @@ impl ConnState {
             engine: None,
             crashed: false,
             in_flight,
+            pending: None,
             joins_ended_at_load: 0,
             resume: None,
         }
@@ -184,21 +196,19 @@ impl Handler<Process> for ConnectionActor {
     }
 }
 
-/// The round's commit `CommitId` settled: the inbox numbers it gave, or
-/// the error.
+/// The round's commit settled: its outcome is in the channel the actor
+/// gave with its [`Processed`] (unless the next round carried it out
+/// already).
 #[derive(Message)]
 #[rtype(result = "Result<(), NodeError>")]
-pub(crate) struct Committed(
-    pub(crate) CommitId,
-    pub(crate) Result<Range<u64>, StoreError>,
-);
+pub(crate) struct Settle;
 
-impl Handler<Committed> for ConnectionActor {
+impl Handler<Settle> for ConnectionActor {
     type Result = AtomicResponse<Self, Result<(), NodeError>>;
 
-    fn handle(&mut self, Committed(id, outcome): Committed, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Settle, _: &mut Self::Context) -> Self::Result {
         self.atomic(move |mut state| async move {
-            let result = state.committed(id, outcome).await;
+            let result = state.settle().await;
             (state, result)
         })
     }
@@ -267,6 +277,9 @@ impl ConnState {
         if self.engine.is_some() {
             return Ok(());
         }
+        // A round commit of the lost state's is of no use to the state
+        // loaded here (which reads what that commit left).
+        self.pending = None;
         if let Some(mut in_flight) = self.in_flight.take() {
             // The state was lost while a batch was in the group commit:
             // load what that commit leaves in the store. (Its `Committed`
@@ -395,15 +408,22 @@ impl ConnState {
         }
     }
 
-    async fn committed(
-        &mut self,
-        id: CommitId,
-        outcome: Result<Range<u64>, StoreError>,
-    ) -> Result<(), NodeError> {
-        if self.in_flight.take().is_none() {
-            // The state that staged the batch was lost and loaded again.
+    /// Carries out the outcome of this state's round commit in the group
+    /// commit, if there is one: waits for it (the hub sends it as soon as
+    /// the commit has settled).
+    async fn settle(&mut self) -> Result<(), NodeError> {
+        let Some((id, outcome)) = self.pending.take() else {
+            // None in flight, or the state that staged it was lost and
+            // loaded again.
             return Ok(());
-        }
+        };
+        let Ok(outcome) = outcome.await else {
+            // The hub dropped it unsent: what the store holds is unknown
+            // here. Load it again once the commit has settled.
+            self.engine = None;
+            return Ok(());
+        };
+        self.in_flight = None;
         let Some(engine) = self.engine.as_mut() else {
             return Ok(());
         };
@@ -415,6 +435,9 @@ impl ConnState {
 
     async fn process(&mut self, items: Vec<(DeliveryId, Item)>) -> Result<Processed, NodeError> {
         let mut out = Processed::default();
+        // The previous round's commit first (this round may have come
+        // while it ran): the engine takes a round once that is settled.
+        self.settle().await?;
         self.crashed = false;
         if let Err(error) = self.ensure_loaded().await {
             tracing::warn!(connection = %self.id, %error, "connection state could not be loaded; deliveries released");
@@ -463,12 +486,15 @@ impl ConnState {
         out.ack.append(&mut effects.ack);
         out.release.append(&mut effects.release);
         out.events = effects.events;
-        // The hub answers a round's commit with `Committed`, and tells
-        // `settled` once it has settled.
-        if out.round.is_some() {
+        // The hub sends a round's commit outcome to `outcome`, then
+        // `Settle`, and tells `settled` once it has settled.
+        if let Some(round) = &out.round {
             let (settled, in_flight) = watch::channel(false);
             out.settled = Some(settled);
             self.in_flight = Some(in_flight);
+            let (sender, receiver) = oneshot::channel();
+            out.outcome = Some(sender);
+            self.pending = Some((round.id, receiver));
         }
         Ok(out)
     }

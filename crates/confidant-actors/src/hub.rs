@@ -9,7 +9,7 @@
 //! per connection (two would each hold a session and could reuse counters).
 
 use crate::connection::{
-    Committed, ConnectionActor, Process, Processed, Reset, SendMessages, StopIfIdle, Stopped,
+    ConnectionActor, Process, Processed, Reset, SendMessages, Settle, StopIfIdle, Stopped,
 };
 use crate::error::NodeError;
 use crate::event::Event;
@@ -480,6 +480,7 @@ impl Handler<Round> for Hub {
                     release,
                     events,
                     settled,
+                    outcome: told,
                 } = processed;
                 outcome.ack.extend(ack);
                 outcome.release.extend(release);
@@ -492,14 +493,20 @@ impl Handler<Round> for Hub {
                             outcome
                                 .events
                                 .extend(Report::publish(round.report, Some(numbers.clone())));
-                            addr.do_send(Committed(round.id, Ok(numbers)));
+                            if let Some(told) = told {
+                                let _ = told.send(Ok(numbers));
+                            }
+                            addr.do_send(Settle);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "commit failed; the connection reloads and its deliveries are released");
                             outcome.release.extend(round.acknowledge);
                             // Messages not stored are not reported.
                             outcome.events.extend(Report::publish(round.report, None));
-                            addr.do_send(Committed(round.id, Err(error)));
+                            if let Some(told) = told {
+                                let _ = told.send(Err(error));
+                            }
+                            addr.do_send(Settle);
                         }
                     }
                 }

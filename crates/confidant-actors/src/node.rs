@@ -395,7 +395,14 @@ const RETRY_DELAY: Duration = Duration::from_millis(10);
 /// dropped.
 const CRASH_ATTEMPTS: u32 = 3;
 
-/// Takes deliveries from the transport, one round at a time.
+/// How many inbound rounds may be at the hub at once: while one round's
+/// group commit runs, the next is received and processed (a connection in
+/// both waits, inside its actor, for the first round's outcome).
+const ROUNDS_IN_FLIGHT: usize = 2;
+
+/// Takes deliveries from the transport and hands them to the hub, one
+/// round at a time, with up to [`ROUNDS_IN_FLIGHT`] rounds at the hub;
+/// their outcomes are carried out in order by [`Outcomes`].
 struct Inbound {
     crashes: std::collections::HashMap<crate::transport::DeliveryId, u32>,
     shared: Arc<Shared>,
@@ -405,52 +412,66 @@ struct Inbound {
     stop: watch::Receiver<bool>,
 }
 
+/// A round at the hub, and its place among the rounds in flight.
+type RoundInFlight = (
+    actix::dev::Request<Hub, Round>,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
 impl Inbound {
     async fn run(mut self) {
         if let Err(error) = self.resume().await {
             tracing::error!(%error, "could not replay the stored state at start");
         }
-        // The previous round's acknowledgement, still on its way to the
-        // relay while this round runs (see `acknowledge_behind`).
-        let mut acknowledging: Option<tokio::task::JoinHandle<()>> = None;
-        self.rounds(&mut acknowledging).await;
-        // Stopping: let the last acknowledgement finish (bounded by the
-        // transport's own timeouts), so that a clean stop does not leave
-        // the relay to deliver again what is already stored.
-        if let Some(previous) = acknowledging.take() {
-            let _ = previous.await;
-        }
-    }
-
-    /// Hands `ack` to the relay in a task of its own, once the previous
-    /// round's acknowledgement has finished: the next round does not wait
-    /// for the relay's answer (a durable commit at a connector), and at
-    /// most one acknowledgement is in flight. Safe because the deliveries
-    /// are stored before they are acknowledged and the transport hands out
-    /// nothing in flight again; a lost acknowledgement only makes the relay
-    /// deliver again, and the replay window refuses the copies.
-    async fn acknowledge_behind(
-        &self,
-        acknowledging: &mut Option<tokio::task::JoinHandle<()>>,
-        ack: Vec<crate::transport::DeliveryId>,
-    ) {
-        if let Some(previous) = acknowledging.take() {
-            let _ = previous.await;
-        }
-        let transport = Arc::clone(&self.transport);
-        *acknowledging = Some(actix_rt::spawn(async move {
-            if let Err(error) = transport.acknowledge(ack).await {
-                tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
+        let (rounds, mut pending) = mpsc::channel::<RoundInFlight>(ROUNDS_IN_FLIGHT);
+        let permits = Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
+        let mut outcomes = Outcomes {
+            crashes: std::mem::take(&mut self.crashes),
+            transport: Arc::clone(&self.transport),
+            events: self.events.clone(),
+            acknowledging: None,
+        };
+        // The rounds' outcomes, in the order the rounds were handed over:
+        // a connection's events stay in order across rounds.
+        let carried_out = actix_rt::spawn(async move {
+            while let Some((round, permit)) = pending.recv().await {
+                let Ok(outcome) = round.await else {
+                    // The hub stopped.
+                    break;
+                };
+                outcomes.carry_out(outcome).await;
+                drop(permit);
             }
-        }));
+            // Stopping: let the last acknowledgement finish (bounded by the
+            // transport's own timeouts), so that a clean stop does not
+            // leave the relay to deliver again what is already stored.
+            if let Some(previous) = outcomes.acknowledging.take() {
+                let _ = previous.await;
+            }
+        });
+        self.rounds(&rounds, &permits).await;
+        // The rounds already at the hub finish and are carried out.
+        drop(rounds);
+        let _ = carried_out.await;
     }
 
-    async fn rounds(&mut self, acknowledging: &mut Option<tokio::task::JoinHandle<()>>) {
+    async fn rounds(
+        &mut self,
+        rounds: &mpsc::Sender<RoundInFlight>,
+        permits: &Arc<tokio::sync::Semaphore>,
+    ) {
         let mut backoff = RETRY_DELAY;
         loop {
             if *self.stop.borrow() {
                 return;
             }
+            let permit = tokio::select! {
+                _ = self.stop.changed() => return,
+                permit = Arc::clone(permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
             let received = tokio::select! {
                 _ = self.stop.changed() => return,
                 received = self.transport.receive(self.shared.config.receive_batch) => received,
@@ -473,56 +494,9 @@ impl Inbound {
             };
             // A delivery for a connection whose join is still being stored
             // is handed back and comes again (see `Shared::joins`).
-            let outcome = match self.hub.send(Round(deliveries)).await {
-                Ok(outcome) => outcome,
-                Err(_) => return,
-            };
-            let RoundOutcome {
-                mut ack,
-                mut release,
-                crashed,
-                mut events,
-            } = outcome;
-            // A delivery that crashes its connection's actor again and again
-            // (a message that makes a plugin panic) is dropped after a few
-            // attempts, so that it cannot stall its connection forever.
-            for (delivery, connection_id) in crashed {
-                let attempts = self.crashes.entry(delivery).or_insert(0);
-                *attempts += 1;
-                if *attempts >= CRASH_ATTEMPTS {
-                    self.crashes.remove(&delivery);
-                    tracing::error!(connection = %connection_id, "a delivery crashed its connection {CRASH_ATTEMPTS} times; dropped");
-                    ack.push(delivery);
-                    events.push(Event::DeliveryDropped {
-                        connection_id,
-                        reason: format!(
-                            "handling it crashed the connection {CRASH_ATTEMPTS} times"
-                        ),
-                    });
-                } else {
-                    release.push(delivery);
-                }
-            }
-            for delivery in &ack {
-                self.crashes.remove(delivery);
-            }
-            if !ack.is_empty() {
-                self.acknowledge_behind(acknowledging, ack).await;
-            }
-            let released = !release.is_empty();
-            if released && let Err(error) = self.transport.release(release).await {
-                tracing::warn!(%error, "releasing deliveries failed");
-            }
-            for event in events {
-                if self.events.send(event).await.is_err() {
-                    // Nobody listens; the inbox keeps the messages.
-                    break;
-                }
-            }
-            if released {
-                // Something could not be handled now: give it a moment
-                // (short, as the other connections wait too).
-                tokio::time::sleep(RETRY_DELAY).await;
+            let round = self.hub.send(Round(deliveries));
+            if rounds.send((round, permit)).await.is_err() {
+                return;
             }
         }
     }
@@ -559,6 +533,86 @@ impl Inbound {
             }
         }
         Ok(())
+    }
+}
+
+/// Carries out the rounds' outcomes, in order: acknowledgements (behind
+/// the next round), deliveries handed back, events for the application.
+struct Outcomes {
+    crashes: std::collections::HashMap<crate::transport::DeliveryId, u32>,
+    transport: Arc<dyn Transport>,
+    events: mpsc::Sender<Event>,
+    /// The previous round's acknowledgement, still on its way to the
+    /// relay while later rounds run (see `acknowledge_behind`).
+    acknowledging: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Outcomes {
+    /// Hands `ack` to the relay in a task of its own, once the previous
+    /// round's acknowledgement has finished: the next round does not wait
+    /// for the relay's answer (a durable commit at a connector), and at
+    /// most one acknowledgement is in flight. Safe because the deliveries
+    /// are stored before they are acknowledged and the transport hands out
+    /// nothing in flight again; a lost acknowledgement only makes the relay
+    /// deliver again, and the replay window refuses the copies.
+    async fn acknowledge_behind(&mut self, ack: Vec<crate::transport::DeliveryId>) {
+        if let Some(previous) = self.acknowledging.take() {
+            let _ = previous.await;
+        }
+        let transport = Arc::clone(&self.transport);
+        self.acknowledging = Some(actix_rt::spawn(async move {
+            if let Err(error) = transport.acknowledge(ack).await {
+                tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
+            }
+        }));
+    }
+
+    async fn carry_out(&mut self, outcome: RoundOutcome) {
+        let RoundOutcome {
+            mut ack,
+            mut release,
+            crashed,
+            mut events,
+        } = outcome;
+        // A delivery that crashes its connection's actor again and again
+        // (a message that makes a plugin panic) is dropped after a few
+        // attempts, so that it cannot stall its connection forever.
+        for (delivery, connection_id) in crashed {
+            let attempts = self.crashes.entry(delivery).or_insert(0);
+            *attempts += 1;
+            if *attempts >= CRASH_ATTEMPTS {
+                self.crashes.remove(&delivery);
+                tracing::error!(connection = %connection_id, "a delivery crashed its connection {CRASH_ATTEMPTS} times; dropped");
+                ack.push(delivery);
+                events.push(Event::DeliveryDropped {
+                    connection_id,
+                    reason: format!("handling it crashed the connection {CRASH_ATTEMPTS} times"),
+                });
+            } else {
+                release.push(delivery);
+            }
+        }
+        for delivery in &ack {
+            self.crashes.remove(delivery);
+        }
+        if !ack.is_empty() {
+            self.acknowledge_behind(ack).await;
+        }
+        let released = !release.is_empty();
+        if released && let Err(error) = self.transport.release(release).await {
+            tracing::warn!(%error, "releasing deliveries failed");
+        }
+        for event in events {
+            if self.events.send(event).await.is_err() {
+                // Nobody listens; the inbox keeps the messages.
+                break;
+            }
+        }
+        if released {
+            // Something could not be handled now: give it a moment (short,
+            // as the other connections wait too) before the next round.
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
     }
 }
 
