@@ -51,7 +51,10 @@ pub(crate) struct Processed {
 
 /// The outcome of a round's commit: the inbox numbers it gave, or the
 /// error.
-pub(crate) type CommitOutcome = oneshot::Sender<Result<Range<u64>, StoreError>>;
+pub(crate) type CommitResult = Result<Range<u64>, StoreError>;
+
+/// Where the outcome of a round's commit is sent.
+pub(crate) type CommitOutcome = oneshot::Sender<CommitResult>;
 
 /// The connection's state, moved into each handler's future and back.
 pub(crate) struct ConnState {
@@ -71,7 +74,7 @@ pub(crate) struct ConnState {
     /// The round commit of this state's that is in the group commit, and
     /// where its outcome comes: it is carried out before the next round
     /// (which may already be on its way) and on [`Settle`].
-    pending: Option<(CommitId, oneshot::Receiver<Result<Range<u64>, StoreError>>)>,
+    pending: Option<(CommitId, oneshot::Receiver<CommitResult>)>,
     /// How many joins had ended when the record was loaded (see
     /// [`Joins`](crate::shared::Joins)).
     joins_ended_at_load: u64,
