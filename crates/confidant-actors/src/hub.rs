@@ -486,29 +486,27 @@ impl Handler<Round> for Hub {
                 outcome.release.extend(release);
                 outcome.events.extend(events);
                 if let Some(round) = round {
-                    match result {
+                    let result = match result {
                         Ok(numbers) => {
                             let numbers = numbers.unwrap_or(0..0);
                             outcome.ack.extend(round.acknowledge);
                             outcome
                                 .events
                                 .extend(Report::publish(round.report, Some(numbers.clone())));
-                            if let Some(told) = told {
-                                let _ = told.send(Ok(numbers));
-                            }
-                            addr.do_send(Settle);
+                            Ok(numbers)
                         }
                         Err(error) => {
                             tracing::warn!(%error, "commit failed; the connection reloads and its deliveries are released");
                             outcome.release.extend(round.acknowledge);
                             // Messages not stored are not reported.
                             outcome.events.extend(Report::publish(round.report, None));
-                            if let Some(told) = told {
-                                let _ = told.send(Err(error));
-                            }
-                            addr.do_send(Settle);
+                            Err(error)
                         }
+                    };
+                    if let Some(told) = told {
+                        let _ = told.send(result);
                     }
+                    addr.do_send(Settle);
                 }
                 // A connection whose state was lost meanwhile loads what
                 // this commit left.

@@ -314,7 +314,6 @@ fn run_node(
         ));
         actix_rt::spawn({
             let inbound = Inbound {
-                crashes: std::collections::HashMap::new(),
                 shared: Arc::clone(&shared),
                 transport: Arc::clone(&transport),
                 hub: hub.clone(),
@@ -404,7 +403,6 @@ const ROUNDS_IN_FLIGHT: usize = 2;
 /// round at a time, with up to [`ROUNDS_IN_FLIGHT`] rounds at the hub;
 /// their outcomes are carried out in order by [`Outcomes`].
 struct Inbound {
-    crashes: std::collections::HashMap<crate::transport::DeliveryId, u32>,
     shared: Arc<Shared>,
     transport: Arc<dyn Transport>,
     hub: Addr<Hub>,
@@ -426,7 +424,7 @@ impl Inbound {
         let (rounds, mut pending) = mpsc::channel::<RoundInFlight>(ROUNDS_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
         let mut outcomes = Outcomes {
-            crashes: std::mem::take(&mut self.crashes),
+            crashes: std::collections::HashMap::new(),
             transport: Arc::clone(&self.transport),
             events: self.events.clone(),
             acknowledging: None,
