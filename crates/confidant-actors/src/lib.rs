@@ -78,6 +78,7 @@ mod invitation;
 mod memory_transport;
 mod node;
 mod shared;
+mod syncing;
 mod transport;
 
 pub use connection::ConnectionActor;

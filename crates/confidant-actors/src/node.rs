@@ -13,6 +13,7 @@ use crate::event::{ConnectionInfo, ConnectionState, Event, Events, IncomingMessa
 use crate::hub::{Active, Drain, Hub, HubReset, HubSend, Round, RoundOutcome, Shutdown};
 use crate::invitation::Invitation;
 use crate::shared::{OutboxItem, Shared};
+use crate::syncing::SyncWaiters;
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
@@ -182,6 +183,8 @@ struct Parts {
     stop: watch::Sender<bool>,
     inbound_done: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     identity_key: [u8; 32],
+    /// Who waits in [`Node::sync`] for which acknowledgements.
+    waiters: SyncWaiters,
 }
 
 struct Inner {
@@ -307,6 +310,7 @@ fn run_node(
         let (stop, stop_receiver) = watch::channel(false);
         let (events_sender, events_receiver) = mpsc::channel(event_capacity);
         let (inbound_done_sender, inbound_done) = oneshot::channel();
+        let waiters = SyncWaiters::default();
         actix_rt::spawn(outbox_loop(
             Arc::clone(&transport),
             outbox,
@@ -319,6 +323,7 @@ fn run_node(
                 hub: hub.clone(),
                 events: events_sender,
                 stop: stop_receiver,
+                waiters: waiters.clone(),
             };
             async move {
                 inbound.run().await;
@@ -332,6 +337,7 @@ fn run_node(
             stop,
             inbound_done: std::sync::Mutex::new(Some(inbound_done)),
             identity_key,
+            waiters,
         };
         let _ = ready.send(Ok((
             parts,
@@ -408,6 +414,7 @@ struct Inbound {
     hub: Addr<Hub>,
     events: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
+    waiters: SyncWaiters,
 }
 
 /// A round at the hub, and its place among the rounds in flight.
@@ -428,6 +435,7 @@ impl Inbound {
             transport: Arc::clone(&self.transport),
             events: self.events.clone(),
             acknowledging: None,
+            waiters: self.waiters.clone(),
         };
         // The rounds' outcomes, in the order the rounds were handed over:
         // a connection's events stay in order across rounds.
@@ -446,6 +454,7 @@ impl Inbound {
             if let Some(previous) = outcomes.acknowledging.take() {
                 let _ = previous.await;
             }
+            outcomes.waiters.stop();
         });
         self.rounds(&rounds, &permits).await;
         // The rounds already at the hub finish and are carried out.
@@ -543,6 +552,8 @@ struct Outcomes {
     /// The previous round's acknowledgement, still on its way to the
     /// relay while later rounds run (see `acknowledge_behind`).
     acknowledging: Option<tokio::task::JoinHandle<()>>,
+    /// Told when an acknowledgement ends (for [`Node::sync`]).
+    waiters: SyncWaiters,
 }
 
 impl Outcomes {
@@ -558,10 +569,13 @@ impl Outcomes {
             let _ = previous.await;
         }
         let transport = Arc::clone(&self.transport);
+        let waiters = self.waiters.clone();
         self.acknowledging = Some(actix_rt::spawn(async move {
-            if let Err(error) = transport.acknowledge(ack).await {
+            let outcome = transport.acknowledge(ack.clone()).await.map_err(|error| {
                 tracing::warn!(%error, "acknowledging failed; the relay will deliver again and the replay window refuses the copies");
-            }
+                error.to_string()
+            });
+            waiters.acknowledged(&ack, &outcome);
         }));
     }
 
@@ -660,6 +674,47 @@ impl Node {
     /// This node's identity key (what its invitations carry).
     pub fn identity_key(&self) -> [u8; 32] {
         self.parts().identity_key
+    }
+
+    /// The delivery mode for an app that cannot hold a stream open (a phone
+    /// app in the background, woken by a push notification or a background
+    /// task): fetches what waits at the relay now, lets the node process it
+    /// durably as it processes any delivery (the events reach [`Events`]
+    /// as usual), and returns once the relay has been told to delete every
+    /// fetched delivery. Returns how many deliveries were fetched (0: none
+    /// waited).
+    ///
+    /// Needs a transport that fetches on request, such as the connector's
+    /// transport in sync delivery mode; on a streaming transport it fails
+    /// with [`TransportError::Unsupported`] (the stream already delivers).
+    /// Calls may overlap; each waits for its own deliveries. The wait has no
+    /// deadline of its own: a delivery that cannot be handled now is handed
+    /// back and tried again (and dropped after a few crashes), so bound the
+    /// call with a timeout if the platform gives you little time; what was
+    /// processed stays processed.
+    ///
+    /// Fails with [`NodeError::Transport`] when the fetch or an
+    /// acknowledgement fails (what was stored stays stored; the relay
+    /// delivers the rest again on the next sync, and the replay window
+    /// refuses what was already processed), and [`NodeError::Stopped`] when
+    /// the node stops first.
+    pub async fn sync(&self) -> Result<usize, NodeError> {
+        let parts = self.parts();
+        let registration = parts.waiters.register();
+        let transport = Arc::clone(&parts.transport);
+        let fetched = run_on_node(&parts.hub, async move { transport.fetch_waiting().await })
+            .await??;
+        if fetched.is_empty() {
+            return Ok(0);
+        }
+        registration
+            .wait_for(&fetched)
+            .await
+            .map_err(|reason| match self.shared() {
+                Err(stopped) => stopped,
+                Ok(_) => NodeError::Transport(TransportError::Unavailable(reason)),
+            })?;
+        Ok(fetched.len())
     }
 
     /// Creates an invitation at the relay. Show it to the other party (as a

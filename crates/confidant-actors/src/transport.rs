@@ -77,6 +77,10 @@ pub enum TransportError {
     /// The transport was shut down.
     #[error("transport closed")]
     Closed,
+    /// This transport cannot do what was asked (for example
+    /// [`Transport::fetch_waiting`] on a transport that only streams).
+    #[error("not supported by this transport: {0}")]
+    Unsupported(String),
 }
 
 /// How a node talks to the relay. Implementations must be cheap to call
@@ -111,4 +115,16 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The deliveries were not processed: deliver them again.
     async fn release(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError>;
+
+    /// For a node that holds no live stream to the relay (a phone app woken
+    /// by a push notification, see [`Node::sync`](crate::Node::sync)):
+    /// fetches what waits at the relay now and hands it to
+    /// [`Transport::receive`], then returns the ids it handed over. Nothing
+    /// this instance has handed out before is handed out again. The
+    /// default refuses with [`TransportError::Unsupported`].
+    async fn fetch_waiting(&self) -> Result<Vec<DeliveryId>, TransportError> {
+        Err(TransportError::Unsupported(
+            "fetching what waits (this transport delivers by itself)".into(),
+        ))
+    }
 }

@@ -337,8 +337,37 @@ struct Inner {
     /// Set once a connector answered `SendMessages` with UNIMPLEMENTED:
     /// sends are single `SendMessage` calls from then on.
     no_batches: AtomicBool,
+    /// Sync delivery: no stream; [`Transport::fetch_waiting`] pages.
+    pull: Pull,
     stop: watch::Sender<bool>,
 }
+
+/// Sync delivery (see [`ConnectorTransport::with_sync_delivery`]): what
+/// [`Transport::fetch_waiting`] fetched waits here for `receive`.
+struct Pull {
+    on: AtomicBool,
+    sender: mpsc::Sender<Buffered>,
+    receiver: Mutex<Option<mpsc::Receiver<Buffered>>>,
+    /// The id of the last message fetched: a fetch goes on from there, so
+    /// nothing handed out is fetched twice (locked for the whole fetch, so
+    /// fetches run one at a time).
+    cursor: tokio::sync::Mutex<u64>,
+}
+
+impl Pull {
+    fn new() -> Self {
+        let (sender, receiver) = mpsc::channel(BUFFER_COUNT);
+        Self {
+            on: AtomicBool::new(false),
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            cursor: tokio::sync::Mutex::new(0),
+        }
+    }
+}
+
+/// Messages asked for per `GetMessagesPaginated` page.
+const PAGE_LIMIT: u32 = 1000;
 
 /// A delivery read from the stream and the buffer space it holds until the
 /// node takes it.
@@ -465,6 +494,7 @@ impl ConnectorTransport {
                 buffer: Arc::new(Semaphore::new(buffer_bytes)),
                 buffer_bytes,
                 no_batches: AtomicBool::new(false),
+                pull: Pull::new(),
                 stop,
             }),
         })
@@ -483,6 +513,23 @@ impl ConnectorTransport {
     /// does not make, such as listing what waits at the connector).
     pub fn client(&self) -> SignedClient {
         self.inner.failover.current().1
+    }
+
+    /// Sync delivery, for an app that cannot hold a stream open (a phone
+    /// app in the background): no `GetMessageStream` is opened; deliveries
+    /// come only when [`Node::sync`](confidant_actors::Node::sync) (through
+    /// [`Transport::fetch_waiting`]) pages through what waits with
+    /// `GetMessagesPaginated`. Set it before the transport is handed to a
+    /// node: once the transport has started receiving, its mode is fixed.
+    #[must_use]
+    pub fn with_sync_delivery(self) -> Self {
+        self.inner.pull.on.store(true, Ordering::Release);
+        self
+    }
+
+    /// Whether this transport is in sync delivery mode.
+    pub fn sync_delivery(&self) -> bool {
+        self.inner.pull.on.load(Ordering::Acquire)
     }
 
     fn deliveries(&self) -> MutexGuard<'_, Deliveries> {
@@ -1044,7 +1091,20 @@ impl Transport for ConnectorTransport {
         }
         let mut incoming = self.inner.incoming.lock().await;
         if incoming.is_none() {
-            *incoming = Some(self.start_stream());
+            let pulled = if self.sync_delivery() {
+                self.inner
+                    .pull
+                    .receiver
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            } else {
+                None
+            };
+            *incoming = Some(match pulled {
+                Some(receiver) => receiver,
+                None => self.start_stream(),
+            });
         }
         let receiver = incoming.as_mut().ok_or(TransportError::Closed)?;
         // Taking a delivery out frees its buffer space (its permit drops),
@@ -1087,6 +1147,61 @@ impl Transport for ConnectorTransport {
             }
         }
         Ok(())
+    }
+
+    async fn fetch_waiting(&self) -> Result<Vec<DeliveryId>, TransportError> {
+        if !self.sync_delivery() {
+            return Err(TransportError::Unsupported(
+                "fetching what waits: this transport streams (build it with_sync_delivery)".into(),
+            ));
+        }
+        let inner = &*self.inner;
+        let mut cursor = inner.pull.cursor.lock().await;
+        let mut stop = inner.stop.subscribe();
+        let mut handed = Vec::new();
+        // Until a page comes back empty: what arrives meanwhile is fetched
+        // too (a page is at most PAGE_LIMIT messages, so this ends when the
+        // senders pause).
+        loop {
+            let request = proto::GetMessagesPaginatedRequest {
+                last_seen_message_id: *cursor,
+                limit: PAGE_LIMIT,
+            };
+            let (client, page) = retry("fetch", &inner.failover, |client| {
+                let request = request.clone();
+                async move {
+                    let page = client.get_messages_paginated(request).await?;
+                    Ok((client, page))
+                }
+            })
+            .await?;
+            if page.messages.is_empty() {
+                return Ok(handed);
+            }
+            for message in page.messages {
+                *cursor = (*cursor).max(message.id);
+                let Some(delivery) = to_delivery(&client, message).await else {
+                    continue;
+                };
+                let id = delivery.id;
+                let bytes = delivery_len(&delivery).clamp(1, inner.buffer_bytes);
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                // Room in the buffer first, as for a stream: the node takes
+                // deliveries while this goes on.
+                let permit = tokio::select! {
+                    permit = Arc::clone(&inner.buffer).acquire_many_owned(bytes) => permit,
+                    _ = stop.changed() => return Err(TransportError::Closed),
+                };
+                let permit = permit.map_err(|_| TransportError::Closed)?;
+                inner
+                    .pull
+                    .sender
+                    .send((delivery, permit))
+                    .await
+                    .map_err(|_| TransportError::Closed)?;
+                handed.push(id);
+            }
+        }
     }
 
     async fn release(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
