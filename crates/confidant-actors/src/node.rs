@@ -702,8 +702,8 @@ impl Node {
         let parts = self.parts();
         let registration = parts.waiters.register();
         let transport = Arc::clone(&parts.transport);
-        let fetched = run_on_node(&parts.hub, async move { transport.fetch_waiting().await })
-            .await??;
+        let fetched =
+            run_on_node(&parts.hub, async move { transport.fetch_waiting().await }).await??;
         if fetched.is_empty() {
             return Ok(0);
         }

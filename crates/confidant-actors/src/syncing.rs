@@ -161,7 +161,10 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let id = self.id;
-        self.waiters.state().waiters.retain(|waiter| waiter.id != id);
+        self.waiters
+            .state()
+            .waiters
+            .retain(|waiter| waiter.id != id);
     }
 }
 
@@ -208,10 +211,7 @@ mod tests {
         // A failure seen before the ids were known, on one of them.
         let registration = waiters.register();
         waiters.acknowledged(&ids(9..10), &Err("cut".into()));
-        assert_eq!(
-            registration.wait_for(&ids(9..10)).await,
-            Err("cut".into())
-        );
+        assert_eq!(registration.wait_for(&ids(9..10)).await, Err("cut".into()));
     }
 
     #[tokio::test]

@@ -1167,12 +1167,9 @@ impl Transport for ConnectorTransport {
                 last_seen_message_id: *cursor,
                 limit: PAGE_LIMIT,
             };
-            let (client, page) = retry("fetch", &inner.failover, |client| {
-                let request = request.clone();
-                async move {
-                    let page = client.get_messages_paginated(request).await?;
-                    Ok((client, page))
-                }
+            let (client, page) = retry("fetch", &inner.failover, |client| async move {
+                let page = client.get_messages_paginated(request).await?;
+                Ok((client, page))
             })
             .await?;
             if page.messages.is_empty() {

@@ -72,7 +72,8 @@ async fn sync(node: &Node) -> usize {
 /// The events already given out, without waiting for more.
 async fn events_now(events: &mut Events) -> Vec<Event> {
     let mut out = Vec::new();
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), events.next()).await
     {
         out.push(event);
     }
