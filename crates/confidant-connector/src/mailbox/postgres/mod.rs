@@ -25,8 +25,8 @@ pub use schema::SCHEMA_VERSION;
 
 use super::ops::{self, pg_answer, pg_id, pg_int, pg_party, pg_row};
 use super::{
-    BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxError, MailboxStore, Sent,
-    StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
+    BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxDepth, MailboxError,
+    MailboxStore, Sent, StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
 };
 use crate::auth::{PartyKey, Verified};
 use std::str::FromStr as _;
@@ -502,20 +502,26 @@ impl MailboxStore for PostgresMailbox {
         }
     }
 
-    async fn waiting(&self) -> Result<u64, MailboxError> {
+    async fn depth(&self) -> Result<MailboxDepth, MailboxError> {
+        // `mailboxes` holds one count per recipient, kept by every write:
+        // one pass over it, as for the total, and no `GROUP BY` over
+        // `messages`.
         let rows = self
             .query(
-                "SELECT COALESCE(sum(pending), 0)::bigint FROM mailboxes",
+                "SELECT COALESCE(sum(pending), 0)::bigint, COALESCE(max(pending), 0)::bigint \
+                 FROM mailboxes",
                 &[],
             )
             .await?;
-        let total: i64 = rows
-            .first()
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(storage)?
-            .unwrap_or(0);
-        Ok(u64::try_from(total).unwrap_or(0))
+        let Some(row) = rows.first() else {
+            return Ok(MailboxDepth::default());
+        };
+        let waiting: i64 = row.try_get(0).map_err(storage)?;
+        let deepest: i64 = row.try_get(1).map_err(storage)?;
+        Ok(MailboxDepth {
+            waiting: u64::try_from(waiting).unwrap_or(0),
+            deepest: u64::try_from(deepest).unwrap_or(0),
+        })
     }
 
     async fn healthy(&self) -> bool {
