@@ -41,6 +41,8 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Keep the mailboxes in this PostgreSQL database instead
     /// (`postgres://USER@HOST:PORT/DB`): several instances may share it.
+    /// TLS as libpq's `sslmode` (disable, prefer: the default, require,
+    /// verify-ca, verify-full) and `sslrootcert=PATH` parameters ask.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Connections to the database each instance keeps at most.

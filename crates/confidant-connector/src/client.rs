@@ -281,6 +281,24 @@ impl Failover {
     }
 }
 
+/// A random place in a list of `instances` URLs, the instance a new
+/// transport starts at (0 for one instance). The modulo's bias is below
+/// `instances / 2^64`, nothing next to the point, which is spreading load.
+/// Should the operating system's random source fail, the first instance,
+/// as before randomness: a client that works matters more than the spread.
+fn random_start(instances: usize) -> usize {
+    if instances <= 1 {
+        return 0;
+    }
+    match getrandom::u64() {
+        Ok(random) => usize::try_from(random % instances as u64).unwrap_or(0),
+        Err(error) => {
+            tracing::warn!(%error, "no randomness: starting at the first connector instance");
+            0
+        }
+    }
+}
+
 /// Retries `call` on transient errors with exponential backoff, moving to
 /// the next connector instance after each.
 async fn retry<T, F, Fut>(what: &str, failover: &Failover, call: F) -> Result<T, TransportError>
@@ -454,12 +472,30 @@ impl ConnectorTransport {
 
     /// [`ConnectorTransport::with_options`] over several instances of one
     /// connector (stateless instances sharing one database, so one
-    /// audience): calls go to one instance at a time; a call or stream
-    /// that fails with a transient error moves to the next instance, round
-    /// the list, and a stream resumes there from its cursor. Invitations
-    /// name the first URL. Refused when `urls` is empty.
+    /// audience): calls go to one instance at a time, starting at one
+    /// chosen at random (so a fleet of clients given the same list spreads
+    /// over the instances instead of all loading the first); a call or
+    /// stream that fails with a transient error moves to the next
+    /// instance, round the list, and a stream resumes there from its
+    /// cursor. Invitations name the first URL whichever instance is in
+    /// use, so an invitation names the same connector every time. Refused
+    /// when `urls` is empty.
     pub fn with_instances(
         urls: &[&str],
+        signer: RequestSigner,
+        tls: &ClientTls,
+        buffer_bytes: usize,
+    ) -> Result<Self, TransportError> {
+        Self::with_instances_starting_at(urls, random_start(urls.len()), signer, tls, buffer_bytes)
+    }
+
+    /// [`ConnectorTransport::with_instances`], starting at `urls[start]`
+    /// instead of a random instance (for tests, or a client that picks its
+    /// instance itself). Refused when `urls` is empty or `start` is not an
+    /// index of it.
+    pub fn with_instances_starting_at(
+        urls: &[&str],
+        start: usize,
         signer: RequestSigner,
         tls: &ClientTls,
         buffer_bytes: usize,
@@ -469,6 +505,12 @@ impl ConnectorTransport {
                 "a transport needs at least one connector URL".into(),
             ));
         };
+        if start >= urls.len() {
+            return Err(TransportError::Refused(format!(
+                "instance {start} is not one of the {} connector URLs given",
+                urls.len()
+            )));
+        }
         let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let clients = urls
             .iter()
@@ -487,7 +529,7 @@ impl ConnectorTransport {
                         .cloned()
                         .ok_or_else(|| TransportError::Refused("no connector URL".into()))?,
                     clients,
-                    current: AtomicUsize::new(0),
+                    current: AtomicUsize::new(start),
                 },
                 deliveries: Mutex::new(Deliveries::default()),
                 incoming: tokio::sync::Mutex::new(None),
@@ -530,6 +572,12 @@ impl ConnectorTransport {
     /// Whether this transport is in sync delivery mode.
     pub fn sync_delivery(&self) -> bool {
         self.inner.pull.on.load(Ordering::Acquire)
+    }
+
+    /// The place in the list of URLs of the instance in use.
+    #[cfg(test)]
+    pub(crate) fn current_instance(&self) -> usize {
+        self.inner.failover.current().0
     }
 
     fn deliveries(&self) -> MutexGuard<'_, Deliveries> {
@@ -1209,5 +1257,71 @@ impl Transport for ConnectorTransport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const URLS: [&str; 3] = [
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+    ];
+
+    fn signer() -> RequestSigner {
+        RequestSigner::from_seed(&[7; 32])
+    }
+
+    // Construction connects lazily, so no connector needs to listen.
+    #[tokio::test]
+    async fn a_transport_over_several_instances_starts_at_a_random_one() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let transport =
+                ConnectorTransport::with_instances(&URLS, signer(), &ClientTls::default(), 1024)
+                    .unwrap();
+            let start = transport.current_instance();
+            assert!(start < URLS.len(), "{start}");
+            // Wherever it starts, invitations name the first URL.
+            assert_eq!(transport.inner.url, URLS[0]);
+            seen.insert(start);
+        }
+        // A fixed start shows one index; a uniform one shows a single
+        // index in 64 draws with probability 3 * 3^-64.
+        assert!(seen.len() > 1, "every transport started at {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_start_is_kept_and_an_impossible_one_refused() {
+        for start in 0..URLS.len() {
+            let transport = ConnectorTransport::with_instances_starting_at(
+                &URLS,
+                start,
+                signer(),
+                &ClientTls::default(),
+                1024,
+            )
+            .unwrap();
+            assert_eq!(transport.current_instance(), start);
+            assert_eq!(transport.inner.url, URLS[0]);
+        }
+        let refused = ConnectorTransport::with_instances_starting_at(
+            &URLS,
+            URLS.len(),
+            signer(),
+            &ClientTls::default(),
+            1024,
+        );
+        assert!(
+            matches!(&refused, Err(TransportError::Refused(reason)) if reason.contains("not one of the 3")),
+            "{refused:?}"
+        );
+        let one =
+            ConnectorTransport::with_instances(&URLS[..1], signer(), &ClientTls::default(), 1024)
+                .unwrap();
+        assert_eq!(one.current_instance(), 0);
     }
 }

@@ -19,6 +19,10 @@ pub const BATCHED_MESSAGES: &str = "confidant_connector_batched_messages_total";
 pub const COMMIT_SECONDS: &str = "confidant_connector_commit_seconds";
 /// Messages waiting in all mailboxes (sampled every [`SAMPLE_EVERY`]).
 pub const WAITING_MESSAGES: &str = "confidant_connector_waiting_messages";
+/// Messages waiting in the deepest single mailbox, the most any one
+/// recipient has waiting (sampled with [`WAITING_MESSAGES`]; no label, so
+/// one series however many recipients there are).
+pub const DEEPEST_MAILBOX_MESSAGES: &str = "confidant_connector_deepest_mailbox_messages";
 /// Message streams open on this instance.
 pub const OPEN_STREAMS: &str = "confidant_connector_open_streams";
 /// 1 while the store answers, 0 when it does not.
@@ -144,8 +148,9 @@ pub(crate) async fn follow_store(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if last && let Ok(waiting) = store.waiting().await {
-            metrics::gauge!(WAITING_MESSAGES).set(waiting as f64);
+        if last && let Ok(depth) = store.depth().await {
+            metrics::gauge!(WAITING_MESSAGES).set(depth.waiting as f64);
+            metrics::gauge!(DEEPEST_MAILBOX_MESSAGES).set(depth.deepest as f64);
         }
         tokio::select! {
             () = tokio::time::sleep(SAMPLE_EVERY) => {}

@@ -132,7 +132,7 @@ pub enum TlsError {
 
 const IN_MEMORY: &str = "(given in memory)";
 
-fn read(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
     std::fs::read(path)
         .map(Zeroizing::new)
         .map_err(|source| TlsError::Read {
@@ -143,7 +143,7 @@ fn read(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError>
 }
 
 /// The certificates in a PEM text (other sections are skipped).
-fn certificates(
+pub(crate) fn certificates(
     what: &'static str,
     origin: &str,
     pem: &[u8],

@@ -106,8 +106,10 @@ async fn a_transport_fails_over_to_another_instance_and_its_stream_resumes_there
     let place = Arc::new(place);
     let a = connector_on(Arc::clone(&place), Limits::default()).await;
     let b = connector_on(Arc::clone(&place), Limits::default()).await;
-    let issuer = ConnectorTransport::with_instances(
+    // Pinned to A: the test stops A to see the transport move to B.
+    let issuer = ConnectorTransport::with_instances_starting_at(
         &[&a.url, &b.url],
+        0,
         signer(1),
         &ClientTls::default(),
         1 << 20,

@@ -11,7 +11,7 @@
 
 use confidant_connector::MailboxStore as _;
 use confidant_connector::auth::{NONCE_LEN, Verified, now_ms};
-use confidant_connector::mailbox::{BatchEntry, Content};
+use confidant_connector::mailbox::{BatchEntry, Content, MailboxDepth};
 use confidant_connector::{Limits, MailboxError, PostgresMailbox, RedbMailbox};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,6 +88,33 @@ async fn connect(store: &dyn confidant_connector::MailboxStore, token: &str) -> 
 }
 
 on_both_backends! {
+    async fn the_depth_counts_all_mailboxes_and_the_deepest_one(place: Place) {
+        let store = place.open(Limits::default()).await;
+        assert_eq!(store.depth().await.unwrap(), MailboxDepth { waiting: 0, deepest: 0 });
+        // Each join leaves its creator (1 and 3) one notice.
+        let to_2 = connect_parties(&*store, "depth-a", 1, 2).await;
+        let to_4 = connect_parties(&*store, "depth-b", 3, 4).await;
+        let now = now_ms();
+        for body in 0..3u8 {
+            store.send(verified(1), to_2.clone(), vec![body], None, now).await.unwrap();
+        }
+        let mut sent_to_4 = Vec::new();
+        for body in 0..5u8 {
+            let sent = store.send(verified(3), to_4.clone(), vec![body], None, now).await.unwrap();
+            sent_to_4.push(sent.id);
+        }
+        assert_eq!((store.pending(&key(2)).await.unwrap(), store.pending(&key(4)).await.unwrap()), (3, 5));
+        assert_eq!(store.depth().await.unwrap(), MailboxDepth { waiting: 10, deepest: 5 });
+        // Four of the five acknowledged: the deepest is now 2's.
+        assert_eq!(store.acknowledge(verified(4), sent_to_4[..4].to_vec(), now).await.unwrap(), 4);
+        assert_eq!(store.depth().await.unwrap(), MailboxDepth { waiting: 6, deepest: 3 });
+        // A revocation deletes 2's messages (both ways) and leaves 2 a notice.
+        // 1's join notice, of the same connection, goes too.
+        store.revoke(verified(1), to_2, now).await.unwrap();
+        assert_eq!((store.pending(&key(1)).await.unwrap(), store.pending(&key(2)).await.unwrap()), (0, 1));
+        assert_eq!(store.depth().await.unwrap(), MailboxDepth { waiting: 3, deepest: 1 });
+    }
+
     async fn a_token_is_used_once_and_leaves_its_creator_a_notice(place: Place) {
         let store = place.open(Limits::default()).await;
         let now = now_ms();

@@ -136,7 +136,7 @@ async fn metrics_and_health_are_served() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
 
-    let channel = tonic::transport::Endpoint::from_shared(url)
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
         .unwrap()
         .connect()
         .await
@@ -166,5 +166,41 @@ async fn metrics_and_health_are_served() {
         "confidant_connector_store_up 1",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+
+    // The mailbox depth, sampled every second: 1 holds its join notice and
+    // the holder's 3 messages; 2 its own 1 message from 1.
+    let holder = SignedClient::new(&url, signer(2)).unwrap();
+    let connection = common::connect(&client, &holder).await;
+    for (sender, count) in [(&holder, 3u8), (&client, 1)] {
+        for body in 0..count {
+            sender
+                .send_message(proto::SendMessageRequest {
+                    connection_id: connection.clone(),
+                    message: vec![body; 8],
+                    client_message_id: Vec::new(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let expected = [
+        "confidant_connector_waiting_messages 5",
+        "confidant_connector_deepest_mailbox_messages 4",
+    ];
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let text = get_metrics(&metrics).await.unwrap_or_default();
+        if expected
+            .iter()
+            .all(|line| text.lines().any(|got| got == *line))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{expected:?} missing from:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -147,6 +147,17 @@ pub enum Content {
     ConnectionRevoked,
 }
 
+/// How full the mailboxes are, for the metrics: two numbers whatever the
+/// number of recipients, so the metrics' cardinality stays bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxDepth {
+    /// Messages waiting in all mailboxes.
+    pub waiting: u64,
+    /// Messages waiting in the deepest single mailbox (the most any one
+    /// recipient has waiting; 0 when every mailbox is empty).
+    pub deepest: u64,
+}
+
 /// A message waiting for its recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -322,8 +333,10 @@ pub trait MailboxStore: Send + Sync + 'static {
     ) -> Result<PartyKey, MailboxError>;
     /// How many messages wait for `recipient`.
     async fn pending(&self, recipient: &PartyKey) -> Result<u64, MailboxError>;
-    /// How many messages wait in all mailboxes (a metric).
-    async fn waiting(&self) -> Result<u64, MailboxError>;
+    /// How many messages wait in all mailboxes, and in the deepest one (a
+    /// metric, sampled periodically: one pass over the per-recipient
+    /// counts, never over the messages).
+    async fn depth(&self) -> Result<MailboxDepth, MailboxError>;
     /// Whether the storage answers now (for the health service).
     async fn healthy(&self) -> bool;
     /// The limits in force.

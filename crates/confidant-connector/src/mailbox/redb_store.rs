@@ -14,8 +14,9 @@ use super::codec::{
 };
 use super::ops::{self, Redb, RedbResult};
 use super::{
-    BatchEntry, BatchOutcome, Joined, Limits, MailboxError, MailboxStore, SCHEMA_VERSION, Sent,
-    StoredMessage, TokenInfo, check_audience, new_audience, storage, valid_audience,
+    BatchEntry, BatchOutcome, Joined, Limits, MailboxDepth, MailboxError, MailboxStore,
+    SCHEMA_VERSION, Sent, StoredMessage, TokenInfo, check_audience, new_audience, storage,
+    valid_audience,
 };
 use crate::auth::{PartyKey, Verified};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -422,16 +423,18 @@ impl MailboxStore for RedbMailbox {
         .await
     }
 
-    async fn waiting(&self) -> Result<u64, MailboxError> {
+    async fn depth(&self) -> Result<MailboxDepth, MailboxError> {
         self.read(|database| {
             let txn = database.begin_read().map_err(storage)?;
             let pending = txn.open_table(PENDING).map_err(storage)?;
-            let mut total = 0u64;
+            let mut depth = MailboxDepth::default();
             for entry in pending.iter().map_err(storage)? {
                 let (_, count) = entry.map_err(storage)?;
-                total = total.saturating_add(count.value());
+                let count = count.value();
+                depth.waiting = depth.waiting.saturating_add(count);
+                depth.deepest = depth.deepest.max(count);
             }
-            Ok(total)
+            Ok(depth)
         })
         .await
     }

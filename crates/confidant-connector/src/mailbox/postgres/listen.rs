@@ -88,13 +88,14 @@ impl Notifier {
 pub(super) async fn listen(
     instance: String,
     config: tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
     changes: broadcast::Sender<Change>,
     mut stop: watch::Receiver<bool>,
     listening: Arc<AtomicBool>,
 ) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match config.connect(tokio_postgres::NoTls).await {
+        match config.connect(connector.clone()).await {
             Ok((client, mut connection)) => {
                 let (payloads, mut received) = mpsc::unbounded_channel::<String>();
                 let driver = tokio::spawn(async move {
@@ -147,7 +148,10 @@ pub(super) async fn listen(
                 }
                 driver.abort();
             }
-            Err(error) => tracing::warn!(%error, "cannot connect to listen for notifications"),
+            Err(error) => tracing::warn!(
+                error = %crate::tls::error_chain(&error),
+                "cannot connect to listen for notifications"
+            ),
         }
         if *stop.borrow() {
             return;

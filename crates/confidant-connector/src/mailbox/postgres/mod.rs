@@ -20,16 +20,16 @@
 
 mod listen;
 mod schema;
+mod tls;
 
 pub use schema::SCHEMA_VERSION;
 
 use super::ops::{self, pg_answer, pg_id, pg_int, pg_party, pg_row};
 use super::{
-    BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxError, MailboxStore, Sent,
-    StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
+    BatchEntry, BatchOutcome, Change, Content, Joined, Limits, MailboxDepth, MailboxError,
+    MailboxStore, Sent, StoredMessage, TokenInfo, cap_page, check_audience, new_audience, storage,
 };
 use crate::auth::{PartyKey, Verified};
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,7 +73,10 @@ fn timed_out() -> MailboxError {
 
 impl PostgresMailbox {
     /// Connects to the database at `url` (a libpq-style `postgres://` URL
-    /// or key=value string; `options=-csearch_path%3DNAME` picks a schema),
+    /// or key=value string; `options=-csearch_path%3DNAME` picks a schema;
+    /// `sslmode` and `sslrootcert` as libpq takes them, see the `tls`
+    /// module: `require` and the verifying modes never fall back to
+    /// plaintext, `disable` never uses TLS),
     /// applies the migrations this build has and the database lacks, and
     /// starts listening for other instances' messages. Its audience is the
     /// one stored in the database (generated on first start), or
@@ -85,20 +88,19 @@ impl PostgresMailbox {
         pool_size: usize,
     ) -> Result<Self, MailboxError> {
         check_audience(audience.as_deref())?;
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|error| {
-            MailboxError::Schema(format!("the database URL is not usable: {error}"))
-        })?;
+        let (mut config, tls) = tls::config(url)?;
+        let connector = tls::connector(&tls)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.keepalives(true);
         let (mut client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|error| {
-                    MailboxError::Storage(format!("cannot connect to the database: {error}"))
-                })?;
+            config.connect(connector.clone()).await.map_err(|error| {
+                MailboxError::Storage(format!(
+                    "cannot connect to the database: {}",
+                    crate::tls::error_chain(&error)
+                ))
+            })?;
         let driver = tokio::spawn(connection);
         let stored = schema::migrate(&mut client, &new_audience()?).await;
         drop(client);
@@ -106,7 +108,7 @@ impl PostgresMailbox {
         let stored = stored?;
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            connector.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -131,6 +133,7 @@ impl PostgresMailbox {
         tokio::spawn(listen::listen(
             instance,
             config,
+            connector,
             changes.clone(),
             stopped.clone(),
             Arc::clone(&listening),
@@ -502,20 +505,26 @@ impl MailboxStore for PostgresMailbox {
         }
     }
 
-    async fn waiting(&self) -> Result<u64, MailboxError> {
+    async fn depth(&self) -> Result<MailboxDepth, MailboxError> {
+        // `mailboxes` holds one count per recipient, kept by every write:
+        // one pass over it, as for the total, and no `GROUP BY` over
+        // `messages`.
         let rows = self
             .query(
-                "SELECT COALESCE(sum(pending), 0)::bigint FROM mailboxes",
+                "SELECT COALESCE(sum(pending), 0)::bigint, COALESCE(max(pending), 0)::bigint \
+                 FROM mailboxes",
                 &[],
             )
             .await?;
-        let total: i64 = rows
-            .first()
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(storage)?
-            .unwrap_or(0);
-        Ok(u64::try_from(total).unwrap_or(0))
+        let Some(row) = rows.first() else {
+            return Ok(MailboxDepth::default());
+        };
+        let waiting: i64 = row.try_get(0).map_err(storage)?;
+        let deepest: i64 = row.try_get(1).map_err(storage)?;
+        Ok(MailboxDepth {
+            waiting: u64::try_from(waiting).unwrap_or(0),
+            deepest: u64::try_from(deepest).unwrap_or(0),
+        })
     }
 
     async fn healthy(&self) -> bool {

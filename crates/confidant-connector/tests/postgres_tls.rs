@@ -1,0 +1,245 @@
+//! TLS to a real PostgreSQL: the test cluster's own TLS (Debian sets
+//! `ssl = on` with its snakeoil certificate, issued for `localhost`),
+//! reached over TCP as a role of the test's own with a password (TCP
+//! connections authenticate with SCRAM), and its Unix socket, over which
+//! PostgreSQL never offers TLS. Which connections used TLS is read from
+//! `pg_stat_ssl` through the superuser's socket connection.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use confidant_connector::auth::{NONCE_LEN, Verified, now_ms};
+use confidant_connector::{Limits, MailboxStore as _, PostgresMailbox};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+mod common;
+
+use common::{TestSchema, database_url, signer};
+
+/// A login role with a password, allowed into `schema`; dropped at the end.
+struct TestRole {
+    base_url: String,
+    name: String,
+    password: String,
+}
+
+async fn superuser(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+impl TestRole {
+    async fn new(schema: &TestSchema) -> Self {
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random).unwrap();
+        let name = format!("confidant_tls_{}", hex::encode(&random[..6]));
+        let password = hex::encode(&random[6..]);
+        superuser(&schema.base_url)
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN PASSWORD '{password}';
+                 GRANT ALL ON SCHEMA {schema} TO {name};",
+                schema = schema.name
+            ))
+            .await
+            .unwrap();
+        Self {
+            base_url: schema.base_url.clone(),
+            name,
+            password,
+        }
+    }
+
+    /// A URL reaching `host` over TCP as this role, in `schema`, with
+    /// `application_name` set to `tag` and `tls` (the sslmode and
+    /// sslrootcert parameters).
+    fn url(&self, schema: &TestSchema, host: &str, tag: &str, tls: &str) -> String {
+        let base = tokio_postgres::Config::from_str(&self.base_url).unwrap();
+        let port = base.get_ports().first().copied().unwrap_or(5432);
+        let database = base.get_dbname().unwrap();
+        format!(
+            "postgres://{}:{}@{host}:{port}/{database}?options=-csearch_path%3D{}\
+             &application_name={tag}&{tls}",
+            self.name, self.password, schema.name
+        )
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = superuser(&url).await;
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP OWNED BY {name} CASCADE; DROP ROLE IF EXISTS {name}"
+                    ))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn verified() -> Verified {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).unwrap();
+    Verified {
+        party: signer(1).public_key(),
+        nonce,
+        expires_ms: now_ms() + 60_000,
+    }
+}
+
+/// Connects a mailbox, uses it, and answers how many of its connections
+/// (the pool's and the listener's, tagged `tag`) used TLS and how many not.
+async fn tls_of_connections(base_url: &str, url: &str, tag: &str) -> (i64, i64) {
+    let store = PostgresMailbox::connect(url, Limits::default(), None, 2)
+        .await
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    store
+        .create_tokens(verified(), vec![format!("tls-{tag}")], now_ms())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !store.listening() {
+        assert!(tokio::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let row = superuser(base_url)
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = $1",
+            &[&tag],
+        )
+        .await
+        .unwrap();
+    store.close();
+    (row.get(0), row.get(1))
+}
+
+async fn refusal(url: &str) -> String {
+    match PostgresMailbox::connect(url, Limits::default(), None, 2).await {
+        Ok(_) => panic!("{url} was accepted"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_is_honoured_against_a_real_server() {
+    let test = "postgres_sslmode_is_honoured_against_a_real_server";
+    let Some(base_url) = database_url(test) else {
+        return;
+    };
+    let admin = superuser(&base_url).await;
+    let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    assert_eq!(
+        ssl, "on",
+        "{test} needs the test cluster's TLS (ssl = on, as Debian's pg_createcluster sets it)"
+    );
+    let cert_file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schema = TestSchema::new(&base_url).await;
+    let role = TestRole::new(&schema).await;
+    let root = format!("sslrootcert={cert_file}");
+
+    // require: every connection of the instance is encrypted.
+    let url = role.url(&schema, "localhost", "tls_require", "sslmode=require");
+    let (tls, plain) = tls_of_connections(&base_url, &url, "tls_require").await;
+    assert!(
+        tls >= 2 && plain == 0,
+        "require: {tls} with TLS, {plain} without"
+    );
+
+    // disable: none is, though the server offers TLS.
+    let url = role.url(&schema, "localhost", "tls_disable", "sslmode=disable");
+    let (tls, plain) = tls_of_connections(&base_url, &url, "tls_disable").await;
+    assert!(
+        tls == 0 && plain >= 2,
+        "disable: {tls} with TLS, {plain} without"
+    );
+
+    // verify-full against the server's certificate (for localhost).
+    let url = role.url(
+        &schema,
+        "localhost",
+        "tls_verify_full",
+        &format!("sslmode=verify-full&{root}"),
+    );
+    let (tls, plain) = tls_of_connections(&base_url, &url, "tls_verify_full").await;
+    assert!(
+        tls >= 2 && plain == 0,
+        "verify-full: {tls} with TLS, {plain} without"
+    );
+
+    // verify-ca does not look at the name: 127.0.0.1 is fine ...
+    let url = role.url(
+        &schema,
+        "127.0.0.1",
+        "tls_verify_ca",
+        &format!("sslmode=verify-ca&{root}"),
+    );
+    let (tls, plain) = tls_of_connections(&base_url, &url, "tls_verify_ca").await;
+    assert!(
+        tls >= 2 && plain == 0,
+        "verify-ca: {tls} with TLS, {plain} without"
+    );
+
+    // ... verify-full does: the certificate is not for 127.0.0.1.
+    let url = role.url(
+        &schema,
+        "127.0.0.1",
+        "tls_wrong_name",
+        &format!("sslmode=verify-full&{root}"),
+    );
+    let error = refusal(&url).await;
+    assert!(
+        error.contains("cannot connect to the database") && error.contains("not valid for name"),
+        "{error}"
+    );
+
+    // A root the server's certificate does not chain to.
+    let dir = tempfile::tempdir().unwrap();
+    let other_root = dir.path().join("other-root.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&other_root, other.cert.pem()).unwrap();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let url = role.url(
+            &schema,
+            "localhost",
+            "tls_other_root",
+            &format!("sslmode={mode}&sslrootcert={}", other_root.display()),
+        );
+        let error = refusal(&url).await;
+        assert!(
+            error.contains("cannot connect to the database") && error.contains("UnknownIssuer"),
+            "{mode}: {error}"
+        );
+    }
+
+    // require over the Unix socket, where the server offers no TLS: refused,
+    // never plaintext; the default (prefer) takes plaintext there.
+    let socket = format!(
+        "{}&sslmode=require",
+        common::with_schema(&base_url, &schema.name)
+    );
+    let error = refusal(&socket).await;
+    assert!(error.contains("server does not support TLS"), "{error}");
+    let socket = common::with_schema(&base_url, &schema.name);
+    PostgresMailbox::connect(&socket, Limits::default(), None, 2)
+        .await
+        .unwrap()
+        .close();
+}
