@@ -300,14 +300,24 @@ def main():
         command.add_argument("--at-rest-key-file", help="32-byte key sealing the node's store")
     commands.add_parser("list", help="list the stored credentials")
     args = parser.parse_args()
+    code = 0
     try:
         asyncio.run(main_async(args))
     except confidant.ConfidantError.InvalidInvitation as error:
         print(f"invalid invitation ({error.kind.name}): {error.message}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except confidant.ConfidantError as error:
         print(f"error ({type(error).__name__}): {error}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    # The node is shut down (or never started) here, and everything it
+    # stored is durable. Exit without the interpreter's finalization: the
+    # library's threads outlive it, and CPython ends a foreign thread that
+    # reaches for the GIL during finalization with pthread_exit, which
+    # aborts the process ("FATAL: exception not rethrown", seen in the
+    # tests). See docs/bindings.md.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
