@@ -4,6 +4,9 @@
 # cargo-nextest, whose summary closes the output. Installs cargo-nextest if
 # it is missing.
 #
+# Before them it builds confidant-ffi's shared library and generates its
+# bindings (./scripts/bindings.sh), for the Python tests.
+#
 # The connector's PostgreSQL tests run when CONFIDANT_TEST_DATABASE_URL
 # names a database (./scripts/postgres-test-db.sh makes one); without it
 # they are skipped, and this says so. Under CI=true a skip is a failure.
@@ -25,6 +28,12 @@ else
     echo "PostgreSQL tests: SKIPPED (CONFIDANT_TEST_DATABASE_URL is not set; \
 ./scripts/postgres-test-db.sh makes a database)" >&2
 fi
+
+# The Python tests (tests/tests/python.rs) run the Python holder on the
+# generated bindings and the shared library beside them: build and generate
+# them first. Under CI=true a missing python3 or missing bindings fails
+# those tests.
+./scripts/bindings.sh
 
 cargo test --workspace --locked --doc
 cargo nextest run --workspace --locked --no-fail-fast

@@ -1,0 +1,4 @@
+//! The UniFFI bindgen.
+fn main() {
+    uniffi::uniffi_bindgen_main()
+}
