@@ -553,6 +553,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_confidant_ffi_checksum_method_confidantnode_shutdown() != 47065:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_confidant_ffi_checksum_method_confidantnode_sync() != 2652:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
 
 # A ctypes library to expose the extern-C FFI definitions.
 # This is an implementation detail which will be called internally by the public API.
@@ -624,6 +626,9 @@ _UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_send.restype = cty
 _UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_shutdown.argtypes = (
 )
 _UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_shutdown.restype = ctypes.c_uint16
+_UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_sync.argtypes = (
+)
+_UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_sync.restype = ctypes.c_uint16
 _UniffiLib.uniffi_confidant_ffi_fn_func_fingerprint.argtypes = (
     _UniffiRustBuffer,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -691,6 +696,10 @@ _UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_shutdown.argtypes = (
     ctypes.c_uint64,
 )
 _UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_shutdown.restype = ctypes.c_uint64
+_UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_sync.argtypes = (
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_sync.restype = ctypes.c_uint64
 _UniffiLib.uniffi_confidant_ffi_fn_clone_confidantnode.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1362,12 +1371,33 @@ class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.read(buf) for i in range(count)
         ]
 
+class _UniffiFfiConverterBoolean:
+    @classmethod
+    def check_lower(cls, value):
+        return not not value
+
+    @classmethod
+    def lower(cls, value):
+        return 1 if value else 0
+
+    @staticmethod
+    def lift(value):
+        return value != 0
+
+    @classmethod
+    def read(cls, buf):
+        return cls.lift(buf.read_u8())
+
+    @classmethod
+    def write(cls, value, buf):
+        buf.write_u8(value)
+
 @dataclass
 class NodeOptions:
     """
     How to open a node.
 """
-    def __init__(self, *, data_dir:str, connector_urls:typing.List[str], at_rest_key:typing.Optional[bytes] = _DEFAULT, connector_ca_pem:typing.Optional[str] = _DEFAULT):
+    def __init__(self, *, data_dir:str, connector_urls:typing.List[str], at_rest_key:typing.Optional[bytes] = _DEFAULT, connector_ca_pem:typing.Optional[str] = _DEFAULT, sync_delivery:bool = False):
         self.data_dir = data_dir
         self.connector_urls = connector_urls
         if at_rest_key is _DEFAULT:
@@ -1378,12 +1408,13 @@ class NodeOptions:
             self.connector_ca_pem = None
         else:
             self.connector_ca_pem = connector_ca_pem
+        self.sync_delivery = sync_delivery
         
         
 
     
     def __str__(self):
-        return "NodeOptions(data_dir={}, connector_urls={}, at_rest_key={}, connector_ca_pem={})".format(self.data_dir, self.connector_urls, self.at_rest_key, self.connector_ca_pem)
+        return "NodeOptions(data_dir={}, connector_urls={}, at_rest_key={}, connector_ca_pem={}, sync_delivery={})".format(self.data_dir, self.connector_urls, self.at_rest_key, self.connector_ca_pem, self.sync_delivery)
     def __eq__(self, other):
         if self.data_dir != other.data_dir:
             return False
@@ -1392,6 +1423,8 @@ class NodeOptions:
         if self.at_rest_key != other.at_rest_key:
             return False
         if self.connector_ca_pem != other.connector_ca_pem:
+            return False
+        if self.sync_delivery != other.sync_delivery:
             return False
         return True
 
@@ -1403,6 +1436,7 @@ class _UniffiFfiConverterTypeNodeOptions(_UniffiConverterRustBuffer):
             connector_urls=_UniffiFfiConverterSequenceString.read(buf),
             at_rest_key=_UniffiFfiConverterOptionalBytes.read(buf),
             connector_ca_pem=_UniffiFfiConverterOptionalString.read(buf),
+            sync_delivery=_UniffiFfiConverterBoolean.read(buf),
         )
 
     @staticmethod
@@ -1411,6 +1445,7 @@ class _UniffiFfiConverterTypeNodeOptions(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.check_lower(value.connector_urls)
         _UniffiFfiConverterOptionalBytes.check_lower(value.at_rest_key)
         _UniffiFfiConverterOptionalString.check_lower(value.connector_ca_pem)
+        _UniffiFfiConverterBoolean.check_lower(value.sync_delivery)
 
     @staticmethod
     def write(value, buf):
@@ -1418,6 +1453,7 @@ class _UniffiFfiConverterTypeNodeOptions(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.write(value.connector_urls, buf)
         _UniffiFfiConverterOptionalBytes.write(value.at_rest_key, buf)
         _UniffiFfiConverterOptionalString.write(value.connector_ca_pem, buf)
+        _UniffiFfiConverterBoolean.write(value.sync_delivery, buf)
 
 
 
@@ -2230,27 +2266,6 @@ class _UniffiFfiConverterTypeConfidantError(_UniffiConverterRustBuffer):
             buf.write_i32(15)
             _UniffiFfiConverterString.write(value.message, buf)
 
-class _UniffiFfiConverterBoolean:
-    @classmethod
-    def check_lower(cls, value):
-        return not not value
-
-    @classmethod
-    def lower(cls, value):
-        return 1 if value else 0
-
-    @staticmethod
-    def lift(value):
-        return value != 0
-
-    @classmethod
-    def read(cls, buf):
-        return cls.lift(buf.read_u8())
-
-    @classmethod
-    def write(cls, value, buf):
-        buf.write_u8(value)
-
 class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
     CLASS_NAME = "u64"
     VALUE_MIN = 0
@@ -2835,6 +2850,19 @@ class ConfidantNodeProtocol(typing.Protocol):
         again does nothing.
 """
         raise NotImplementedError
+    async def sync(self, ) -> int:
+        """
+        For a node opened with `sync_delivery`: fetches what waits at the
+        connector, processes it durably (the events come from
+        `next_event` as usual), and returns once the connector was told to
+        delete all of it; returns how many deliveries it fetched (0: nothing
+        waited). Call it when a push notification or a background task
+        wakes the app. It has no deadline of its own: if the platform gives
+        the app little time, cancel it (what was processed stays processed,
+        and the rest comes with the next sync). Refused with
+        `InvalidArgument` on a node that streams.
+"""
+        raise NotImplementedError
 
 class ConfidantNode(ConfidantNodeProtocol):
     """
@@ -3080,6 +3108,31 @@ class ConfidantNode(ConfidantNodeProtocol):
             _UniffiLib.ffi_confidant_ffi_rust_future_poll_void,
             _UniffiLib.ffi_confidant_ffi_rust_future_complete_void,
             _UniffiLib.ffi_confidant_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def sync(self, ) -> int:
+        """
+        For a node opened with `sync_delivery`: fetches what waits at the
+        connector, processes it durably (the events come from
+        `next_event` as usual), and returns once the connector was told to
+        delete all of it; returns how many deliveries it fetched (0: nothing
+        waited). Call it when a push notification or a background task
+        wakes the app. It has no deadline of its own: if the platform gives
+        the app little time, cancel it (what was processed stays processed,
+        and the rest comes with the next sync). Refused with
+        `InvalidArgument` on a node that streams.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterUInt64.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeConfidantError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_sync(*_uniffi_lowered_args),
+            _UniffiLib.ffi_confidant_ffi_rust_future_poll_u64,
+            _UniffiLib.ffi_confidant_ffi_rust_future_complete_u64,
+            _UniffiLib.ffi_confidant_ffi_rust_future_free_u64,
             _uniffi_lift_return,
             _uniffi_error_converter,
         )

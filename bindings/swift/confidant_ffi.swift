@@ -650,6 +650,19 @@ public protocol ConfidantNodeProtocol: AnyObject, Sendable {
      */
     func shutdown() async throws 
     
+    /**
+     * For a node opened with `sync_delivery`: fetches what waits at the
+     * connector, processes it durably (the events come from
+     * `next_event` as usual), and returns once the connector was told to
+     * delete all of it; returns how many deliveries it fetched (0: nothing
+     * waited). Call it when a push notification or a background task
+     * wakes the app. It has no deadline of its own: if the platform gives
+     * the app little time, cancel it (what was processed stays processed,
+     * and the rest comes with the next sync). Refused with
+     * `InvalidArgument` on a node that streams.
+     */
+    func sync() async throws  -> UInt64
+    
 }
 /**
  * A running node. Safe to use from any thread; every method but the
@@ -917,6 +930,33 @@ open func shutdown()async throws   {
         )
 }
     
+    /**
+     * For a node opened with `sync_delivery`: fetches what waits at the
+     * connector, processes it durably (the events come from
+     * `next_event` as usual), and returns once the connector was told to
+     * delete all of it; returns how many deliveries it fetched (0: nothing
+     * waited). Call it when a push notification or a background task
+     * wakes the app. It has no deadline of its own: if the platform gives
+     * the app little time, cancel it (what was processed stays processed,
+     * and the rest comes with the next sync). Refused with
+     * `InvalidArgument` on a node that streams.
+     */
+open func sync()async throws  -> UInt64  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_confidant_ffi_fn_method_confidantnode_sync(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_confidant_ffi_rust_future_poll_u64,
+            completeFunc: ffi_confidant_ffi_rust_future_complete_u64,
+            freeFunc: ffi_confidant_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterUInt64.lift,
+            errorHandler: FfiConverterTypeConfidantError_lift
+        )
+}
+    
 
     
 }
@@ -1171,6 +1211,14 @@ public struct NodeOptions: Equatable, Hashable {
      * of the system's roots.
      */
     public var connectorCaPem: String?
+    /**
+     * Sync delivery, for a phone app that cannot hold a stream to the
+     * connector open in the background: the node then takes deliveries
+     * only when the app calls [`ConfidantNode::sync`] (from a push
+     * notification or a background task). Off (the default): a stream
+     * delivers as messages arrive, and `sync` is refused.
+     */
+    public var syncDelivery: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1193,11 +1241,19 @@ public struct NodeOptions: Equatable, Hashable {
         /**
          * A CA certificate (PEM) to trust for an `https://` connector instead
          * of the system's roots.
-         */connectorCaPem: String? = nil) {
+         */connectorCaPem: String? = nil, 
+        /**
+         * Sync delivery, for a phone app that cannot hold a stream to the
+         * connector open in the background: the node then takes deliveries
+         * only when the app calls [`ConfidantNode::sync`] (from a push
+         * notification or a background task). Off (the default): a stream
+         * delivers as messages arrive, and `sync` is refused.
+         */syncDelivery: Bool = false) {
         self.dataDir = dataDir
         self.connectorUrls = connectorUrls
         self.atRestKey = atRestKey
         self.connectorCaPem = connectorCaPem
+        self.syncDelivery = syncDelivery
     }
 
     
@@ -1219,7 +1275,8 @@ public struct FfiConverterTypeNodeOptions: FfiConverterRustBuffer {
                 dataDir: FfiConverterString.read(from: &buf), 
                 connectorUrls: FfiConverterSequenceString.read(from: &buf), 
                 atRestKey: FfiConverterOptionData.read(from: &buf), 
-                connectorCaPem: FfiConverterOptionString.read(from: &buf)
+                connectorCaPem: FfiConverterOptionString.read(from: &buf), 
+                syncDelivery: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1228,6 +1285,7 @@ public struct FfiConverterTypeNodeOptions: FfiConverterRustBuffer {
         FfiConverterSequenceString.write(value.connectorUrls, into: &buf)
         FfiConverterOptionData.write(value.atRestKey, into: &buf)
         FfiConverterOptionString.write(value.connectorCaPem, into: &buf)
+        FfiConverterBool.write(value.syncDelivery, into: &buf)
     }
 }
 
@@ -2694,6 +2752,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_confidant_ffi_checksum_method_confidantnode_shutdown() != 47065) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_confidant_ffi_checksum_method_confidantnode_sync() != 2652) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -308,6 +308,11 @@ uint64_t uniffi_confidant_ffi_fn_method_confidantnode_send(uint64_t ptr, RustBuf
 uint64_t uniffi_confidant_ffi_fn_method_confidantnode_shutdown(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_METHOD_CONFIDANTNODE_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_METHOD_CONFIDANTNODE_SYNC
+uint64_t uniffi_confidant_ffi_fn_method_confidantnode_sync(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_FUNC_FINGERPRINT
 #define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_FUNC_FINGERPRINT
 RustBuffer uniffi_confidant_ffi_fn_func_fingerprint(RustBuffer identity_key, RustCallStatus *_Nonnull out_status
@@ -664,6 +669,12 @@ uint16_t uniffi_confidant_ffi_checksum_method_confidantnode_send(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_METHOD_CONFIDANTNODE_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_METHOD_CONFIDANTNODE_SHUTDOWN
 uint16_t uniffi_confidant_ffi_checksum_method_confidantnode_shutdown(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_METHOD_CONFIDANTNODE_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_METHOD_CONFIDANTNODE_SYNC
+uint16_t uniffi_confidant_ffi_checksum_method_confidantnode_sync(void
     
 );
 #endif

@@ -34,6 +34,13 @@ pub struct NodeOptions {
     /// of the system's roots.
     #[uniffi(default = None)]
     pub connector_ca_pem: Option<String>,
+    /// Sync delivery, for a phone app that cannot hold a stream to the
+    /// connector open in the background: the node then takes deliveries
+    /// only when the app calls [`ConfidantNode::sync`] (from a push
+    /// notification or a background task). Off (the default): a stream
+    /// delivers as messages arrive, and `sync` is refused.
+    #[uniffi(default = false)]
+    pub sync_delivery: bool,
 }
 
 /// Opens (on first use: creates) the node in `options.data_dir` and starts
@@ -65,15 +72,19 @@ pub async fn open_node(options: NodeOptions) -> Result<Arc<ConfidantNode>, Confi
     };
     let dir = PathBuf::from(&options.data_dir);
     let urls = options.connector_urls;
+    let sync_delivery = options.sync_delivery;
     let (node, events) = run(async move {
         files::create_data_dir(&dir)?;
         let seed = files::relay_seed(&dir)?;
         let signer = RequestSigner::from_seed(&seed);
         drop(seed);
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-        let transport =
+        let mut transport =
             ConnectorTransport::with_instances(&urls, signer, &tls, DEFAULT_BUFFER_BYTES)
                 .map_err(|error| ConfidantError::invalid(format!("connector URL: {error}")))?;
+        if sync_delivery {
+            transport = transport.with_sync_delivery();
+        }
         let mut store_options = StoreOptions::default();
         if let Some(key) = key {
             store_options = store_options.key_encryption_key(key);
@@ -101,6 +112,7 @@ pub async fn open_node(options: NodeOptions) -> Result<Arc<ConfidantNode>, Confi
     Ok(Arc::new(ConfidantNode {
         identity_key: node.identity_key(),
         connector_url: first_url,
+        sync_delivery,
         node: Mutex::new(Some(node)),
         events: Arc::new(tokio::sync::Mutex::new(Some(events))),
         stop,
@@ -163,6 +175,8 @@ fn same_connector(left: &str, right: &str) -> bool {
 pub struct ConfidantNode {
     identity_key: [u8; 32],
     connector_url: String,
+    /// Opened with `NodeOptions::sync_delivery`.
+    sync_delivery: bool,
     /// `None` once shut down.
     node: Mutex<Option<Node>>,
     /// `None` once shut down (dropped, so that the node never waits for a
@@ -207,6 +221,26 @@ impl ConfidantNode {
     /// The connector URL invitations of this node name (the first given).
     pub fn connector_url(&self) -> String {
         self.connector_url.clone()
+    }
+
+    /// For a node opened with `sync_delivery`: fetches what waits at the
+    /// connector, processes it durably (the events come from
+    /// `next_event` as usual), and returns once the connector was told to
+    /// delete all of it; returns how many deliveries it fetched (0: nothing
+    /// waited). Call it when a push notification or a background task
+    /// wakes the app. It has no deadline of its own: if the platform gives
+    /// the app little time, cancel it (what was processed stays processed,
+    /// and the rest comes with the next sync). Refused with
+    /// `InvalidArgument` on a node that streams.
+    pub async fn sync(&self) -> Result<u64, ConfidantError> {
+        if !self.sync_delivery {
+            return Err(ConfidantError::invalid(
+                "sync needs a node opened with sync_delivery (this one streams)",
+            ));
+        }
+        let node = self.node()?;
+        let fetched = run(async move { Ok(node.sync().await?) }).await?;
+        Ok(u64::try_from(fetched).unwrap_or(u64::MAX))
     }
 
     /// Creates an invitation at the connector; returns its text, to show as

@@ -61,6 +61,7 @@ fn options(dir: &std::path::Path, url: &str) -> NodeOptions {
         connector_urls: vec![url.to_owned()],
         at_rest_key: None,
         connector_ca_pem: None,
+        sync_delivery: false,
     }
 }
 
@@ -567,4 +568,84 @@ fn forge_identity(text: &str, key: &[u8]) -> String {
         ..invitation
     }
     .to_text()
+}
+
+/// The mobile delivery mode: a holder opened with `sync_delivery` takes
+/// nothing until it syncs; a sync fetches, processes and acknowledges what
+/// waits, and its events come from `next_event`; a streaming node refuses
+/// `sync` with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_delivery_node_takes_what_waits_when_it_syncs() {
+    let connector = Connector::start(Limits::default()).await;
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let holder_dir = tempfile::tempdir().unwrap();
+    let issuer = open(issuer_dir.path(), &connector.url).await;
+    assert!(matches!(
+        issuer.sync().await,
+        Err(ConfidantError::InvalidArgument { .. })
+    ));
+    let holder = tokio::time::timeout(
+        STEP,
+        open_node(NodeOptions {
+            sync_delivery: true,
+            ..options(holder_dir.path(), &connector.url)
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = issuer.create_invitation().await.unwrap();
+    let connection = holder
+        .accept_invitation(text, b"hello".to_vec())
+        .await
+        .unwrap();
+    // The bundle arrives only through a sync; sync until connected.
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut fetched = 0;
+    while fetched == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no bundle fetched");
+        fetched = holder.sync().await.unwrap();
+        if fetched == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (id, side, _, _, _) = connected(&holder).await;
+    assert_eq!((id.as_str(), side), (connection.as_str(), Side::Invitee));
+    connected(&issuer).await;
+
+    for index in 0..5u8 {
+        issuer
+            .send(connection.clone(), vec![index; 8])
+            .await
+            .unwrap();
+    }
+    // Stored at the connector, and not taken without a sync.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), holder.next_event())
+            .await
+            .is_err(),
+        "nothing arrives without a sync"
+    );
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut got = 0;
+    while got < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {got} of 5 fetched"
+        );
+        got += holder.sync().await.unwrap();
+    }
+    assert_eq!(got, 5, "each message fetched once");
+    for index in 0..5u8 {
+        let (id, _, message) = message(&holder).await;
+        assert_eq!(
+            (id.as_str(), message),
+            (connection.as_str(), vec![index; 8])
+        );
+    }
+    assert_eq!(holder.sync().await.unwrap(), 0, "nothing waits any more");
+    holder.shutdown().await.unwrap();
+    issuer.shutdown().await.unwrap();
+    connector.stop().await;
 }

@@ -710,6 +710,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_confidant_ffi_checksum_method_confidantnode_shutdown(
     ): Int
+    external fun uniffi_confidant_ffi_checksum_method_confidantnode_sync(
+    ): Int
     external fun ffi_confidant_ffi_uniffi_contract_version(
     ): Int
 
@@ -755,6 +757,8 @@ internal object UniffiLib {
     external fun uniffi_confidant_ffi_fn_method_confidantnode_send(`ptr`: Long,`connectionId`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_confidant_ffi_fn_method_confidantnode_shutdown(`ptr`: Long,
+    ): Long
+    external fun uniffi_confidant_ffi_fn_method_confidantnode_sync(`ptr`: Long,
     ): Long
     external fun uniffi_confidant_ffi_fn_func_fingerprint(`identityKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -921,6 +925,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_confidant_ffi_checksum_method_confidantnode_shutdown() and 0xFFFF) != 47065) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_confidant_ffi_checksum_method_confidantnode_sync() and 0xFFFF) != 2652) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1419,6 +1426,19 @@ public interface ConfidantNodeInterface {
      */
     suspend fun `shutdown`()
     
+    /**
+     * For a node opened with `sync_delivery`: fetches what waits at the
+     * connector, processes it durably (the events come from
+     * `next_event` as usual), and returns once the connector was told to
+     * delete all of it; returns how many deliveries it fetched (0: nothing
+     * waited). Call it when a push notification or a background task
+     * wakes the app. It has no deadline of its own: if the platform gives
+     * the app little time, cancel it (what was processed stays processed,
+     * and the rest comes with the next sync). Refused with
+     * `InvalidArgument` on a node that streams.
+     */
+    suspend fun `sync`(): kotlin.ULong
+    
     companion object
 }
 
@@ -1797,6 +1817,38 @@ open class ConfidantNode: Disposable, AutoCloseable, ConfidantNodeInterface
     }
 
     
+    /**
+     * For a node opened with `sync_delivery`: fetches what waits at the
+     * connector, processes it durably (the events come from
+     * `next_event` as usual), and returns once the connector was told to
+     * delete all of it; returns how many deliveries it fetched (0: nothing
+     * waited). Call it when a push notification or a background task
+     * wakes the app. It has no deadline of its own: if the platform gives
+     * the app little time, cancel it (what was processed stays processed,
+     * and the rest comes with the next sync). Refused with
+     * `InvalidArgument` on a node that streams.
+     */
+    @Throws(ConfidantException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sync`() : kotlin.ULong {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_sync(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_confidant_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_confidant_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_confidant_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterULong.lift(it) },
+        // Error FFI converter
+        ConfidantException.ErrorHandler,
+    )
+    }
+
+    
 
     
 
@@ -1993,6 +2045,15 @@ data class NodeOptions (
      * of the system's roots.
      */
     var `connectorCaPem`: kotlin.String? = null 
+    , 
+    /**
+     * Sync delivery, for a phone app that cannot hold a stream to the
+     * connector open in the background: the node then takes deliveries
+     * only when the app calls [`ConfidantNode::sync`] (from a push
+     * notification or a background task). Off (the default): a stream
+     * delivers as messages arrive, and `sync` is refused.
+     */
+    var `syncDelivery`: kotlin.Boolean = false 
     
 ){
     
@@ -2013,6 +2074,7 @@ public object FfiConverterTypeNodeOptions: FfiConverterRustBuffer<NodeOptions> {
             FfiConverterSequenceString.read(buf),
             FfiConverterOptionalByteArray.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -2020,7 +2082,8 @@ public object FfiConverterTypeNodeOptions: FfiConverterRustBuffer<NodeOptions> {
             FfiConverterString.allocationSize(value.`dataDir`) +
             FfiConverterSequenceString.allocationSize(value.`connectorUrls`) +
             FfiConverterOptionalByteArray.allocationSize(value.`atRestKey`) +
-            FfiConverterOptionalString.allocationSize(value.`connectorCaPem`)
+            FfiConverterOptionalString.allocationSize(value.`connectorCaPem`) +
+            FfiConverterBoolean.allocationSize(value.`syncDelivery`)
     )
 
     override fun write(value: NodeOptions, buf: ByteBuffer) {
@@ -2028,6 +2091,7 @@ public object FfiConverterTypeNodeOptions: FfiConverterRustBuffer<NodeOptions> {
             FfiConverterSequenceString.write(value.`connectorUrls`, buf)
             FfiConverterOptionalByteArray.write(value.`atRestKey`, buf)
             FfiConverterOptionalString.write(value.`connectorCaPem`, buf)
+            FfiConverterBoolean.write(value.`syncDelivery`, buf)
     }
 }
 
