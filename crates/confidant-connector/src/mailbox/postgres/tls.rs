@@ -240,17 +240,18 @@ pub(crate) fn connector(
         Some(path) if tls.mode != SslMode::Disable => Some(Arc::new(roots(path)?)),
         _ => None,
     };
+    if roots.is_none() && matches!(tls.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        // Refused when the URL is read; kept here so that no verifying
+        // mode can ever fall through to the unchecked verifier.
+        return Err(unusable("a verifying sslmode needs sslrootcert".into()));
+    }
     let config = match roots {
         Some(roots) if tls.mode == SslMode::VerifyFull => {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        Some(roots) => builder
+        roots => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, provider }))
-            .with_no_client_auth(),
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly { provider }))
+            .with_custom_certificate_verifier(Arc::new(PostgresVerifier { roots, provider }))
             .with_no_client_auth(),
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
@@ -275,70 +276,21 @@ fn roots(path: &std::path::Path) -> Result<RootCertStore, MailboxError> {
     Ok(roots)
 }
 
-/// `prefer` and `require` without `sslrootcert`, as libpq: the connection
-/// is encrypted and the handshake's signatures checked, but the
-/// certificate is not (anyone on the path can present one of its own).
+/// The certificate check of every mode but `verify-full` and `disable`:
+/// - without roots, `prefer` and `require` without `sslrootcert`, as
+///   libpq: the connection is encrypted and the handshake's signatures
+///   checked, but the certificate is not (anyone on the path can present
+///   one of its own);
+/// - with roots, `verify-ca` (and `prefer` or `require` given
+///   `sslrootcert`, as libpq): the certificate must chain to the roots; its
+///   names are not checked.
 #[derive(Debug)]
-struct EncryptOnly {
+struct PostgresVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-/// `verify-ca` (and `prefer` or `require` given `sslrootcert`, as libpq):
-/// the certificate must chain to the roots; its names are not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for PostgresVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -347,14 +299,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let certificate = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
