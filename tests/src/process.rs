@@ -89,7 +89,10 @@ impl Process {
     ) -> Result<Self, HarnessError> {
         let mut child = Command::new(binary.as_ref())
             .args(args)
-            .env("RUST_LOG", log)
+            .env(
+                "RUST_LOG",
+                std::env::var("CONFIDANT_TEST_LOG").unwrap_or_else(|_| log.to_owned()),
+            )
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

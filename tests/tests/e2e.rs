@@ -847,7 +847,13 @@ fn a_relay_that_swaps_the_bundle_is_refused_and_never_connected_to() {
     let connection = joined(&running);
     let refused = running
         .wait_for_line("a `REFUSED` line", STEP, |line| line.starts_with("REFUSED"))
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nISSUER:\n{}\nCOUNTS {:?}",
+                running_issuer.transcript(),
+                relay.counts()
+            )
+        });
     assert!(
         refused.starts_with(&format!("REFUSED bundle on connection {connection}: ")),
         "{refused}"

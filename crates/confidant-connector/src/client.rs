@@ -347,6 +347,10 @@ struct Inner {
     url: String,
     failover: Failover,
     deliveries: Mutex<Deliveries>,
+    /// Told when deliveries are released, so that a [`Transport::receive`]
+    /// waiting on the stream hands them out at once (nothing newer may
+    /// ever come to wake it otherwise).
+    released: tokio::sync::Notify,
     incoming: tokio::sync::Mutex<Option<mpsc::Receiver<Buffered>>>,
     /// Bytes of deliveries read from the stream and not yet taken by the
     /// node.
@@ -532,6 +536,7 @@ impl ConnectorTransport {
                     current: AtomicUsize::new(start),
                 },
                 deliveries: Mutex::new(Deliveries::default()),
+                released: tokio::sync::Notify::new(),
                 incoming: tokio::sync::Mutex::new(None),
                 buffer: Arc::new(Semaphore::new(buffer_bytes)),
                 buffer_bytes,
@@ -578,6 +583,24 @@ impl ConnectorTransport {
     #[cfg(test)]
     pub(crate) fn current_instance(&self) -> usize {
         self.inner.failover.current().0
+    }
+
+    /// Up to `max` released deliveries, oldest first, back in flight; none
+    /// when nothing was released.
+    fn take_released(&self, max: usize) -> Option<Vec<Delivery>> {
+        let mut deliveries = self.deliveries();
+        if deliveries.released.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((id, delivery)) = deliveries.released.pop_first() else {
+                break;
+            };
+            deliveries.in_flight.insert(id, delivery.clone());
+            out.push(delivery);
+        }
+        Some(out)
     }
 
     fn deliveries(&self) -> MutexGuard<'_, Deliveries> {
@@ -1123,19 +1146,8 @@ impl Transport for ConnectorTransport {
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, TransportError> {
         let max = max.max(1);
-        {
-            let mut deliveries = self.deliveries();
-            if !deliveries.released.is_empty() {
-                let mut out = Vec::new();
-                while out.len() < max {
-                    let Some((id, delivery)) = deliveries.released.pop_first() else {
-                        break;
-                    };
-                    deliveries.in_flight.insert(id, delivery.clone());
-                    out.push(delivery);
-                }
-                return Ok(out);
-            }
+        if let Some(again) = self.take_released(max) {
+            return Ok(again);
         }
         let mut incoming = self.inner.incoming.lock().await;
         if incoming.is_none() {
@@ -1159,7 +1171,20 @@ impl Transport for ConnectorTransport {
         // but only once the batch is complete: a permit freed earlier would
         // let the stream refill the buffer while the batch is still being
         // taken, and one batch could then hold more than the buffer.
-        let (first, permit) = receiver.recv().await.ok_or(TransportError::Closed)?;
+        let (first, permit) = loop {
+            // A release while this waits (or since the check above: the
+            // notification keeps a permit) hands the released ones out
+            // first; the stream's next item stays where it is.
+            tokio::select! {
+                biased;
+                () = self.inner.released.notified() => {
+                    if let Some(again) = self.take_released(max) {
+                        return Ok(again);
+                    }
+                }
+                next = receiver.recv() => break next.ok_or(TransportError::Closed)?,
+            }
+        };
         let mut out = vec![first];
         let mut taken = vec![permit];
         while out.len() < max {
@@ -1250,11 +1275,19 @@ impl Transport for ConnectorTransport {
     }
 
     async fn release(&self, ids: Vec<DeliveryId>) -> Result<(), TransportError> {
-        let mut deliveries = self.deliveries();
-        for id in ids {
-            if let Some(delivery) = deliveries.in_flight.remove(&id.0) {
-                deliveries.released.insert(id.0, delivery);
+        let released = {
+            let mut deliveries = self.deliveries();
+            let mut released = false;
+            for id in ids {
+                if let Some(delivery) = deliveries.in_flight.remove(&id.0) {
+                    deliveries.released.insert(id.0, delivery);
+                    released = true;
+                }
             }
+            released
+        };
+        if released {
+            self.inner.released.notify_one();
         }
         Ok(())
     }

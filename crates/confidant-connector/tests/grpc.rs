@@ -345,4 +345,45 @@ on_both_backends! {
         holder.shutdown().await.unwrap();
         connector.stop().await;
     }
+
+    /// A delivery the node hands back (the inviter's bundle that came
+    /// before the join's record was stored) comes again even when nothing
+    /// newer arrives: a `receive` already waiting on the stream is woken
+    /// by the release, instead of holding the delivery until the next
+    /// item (which, for a holder waiting for the bundle, never comes).
+    async fn a_delivery_released_while_a_receive_waits_comes_again(place: Place) {
+        use confidant_actors::{Outgoing, Transport as _};
+        let connector = connector_on(Arc::clone(&place), Limits::default()).await;
+        let issuer = SignedClient::new(&connector.url, signer(1)).unwrap();
+        let holder = SignedClient::new(&connector.url, signer(2)).unwrap();
+        let connection = common::connect(&issuer, &holder).await;
+        let connection = confidant_core::ConnectionId::new(connection).unwrap();
+        let sender = ConnectorTransport::new(&connector.url, signer(1)).unwrap();
+        let receiver = Arc::new(ConnectorTransport::new(&connector.url, signer(2)).unwrap());
+        sender
+            .send(vec![Outgoing { connection_id: connection.clone(), envelope: b"bundle".to_vec() }])
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), receiver.receive(8))
+            .await
+            .expect("the delivery in time")
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        // The next receive waits on the stream (nothing else comes) ...
+        let waiting = tokio::spawn({
+            let receiver = Arc::clone(&receiver);
+            async move { receiver.receive(8).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "nothing new arrived");
+        // ... and the release hands the delivery to it.
+        receiver.release(vec![first[0].id]).await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the released delivery comes again without anything newer")
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, first);
+        connector.stop().await;
+    }
 }
