@@ -74,6 +74,11 @@ pub enum TransportError {
     /// the same request will not help.
     #[error("relay refused the request: {0}")]
     Refused(String),
+    /// The recipient already has as many messages waiting at the relay as
+    /// it may: nothing from the refused envelope on was stored. Retrying
+    /// later helps once the recipient has taken some.
+    #[error("the recipient's mailbox at the relay is full: {0}")]
+    MailboxFull(String),
     /// The transport was shut down.
     #[error("transport closed")]
     Closed,

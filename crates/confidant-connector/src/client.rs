@@ -49,6 +49,13 @@ fn transient(status: &Status) -> bool {
 }
 
 fn to_transport(status: &Status) -> TransportError {
+    let reason = status
+        .metadata()
+        .get(crate::mailbox::REASON_HEADER)
+        .and_then(|value| value.to_str().ok());
+    if reason == Some("mailbox_full") {
+        return TransportError::MailboxFull(describe_status(status));
+    }
     if transient(status) {
         TransportError::Unavailable(format!("{}: {}", status.code(), describe_status(status)))
     } else {
@@ -1000,7 +1007,13 @@ impl Inner {
                     Some(proto::send_result::Outcome::Id(_)) => continue,
                     Some(proto::send_result::Outcome::Refused(refusal)) => {
                         let code = i32::try_from(refusal.code).map_or(Code::Unknown, Code::from);
-                        to_transport(&Status::new(code, refusal.message))
+                        let mut status = Status::new(code, refusal.message);
+                        if let Ok(reason) = refusal.reason.parse() {
+                            status
+                                .metadata_mut()
+                                .insert(crate::mailbox::REASON_HEADER, reason);
+                        }
+                        to_transport(&status)
                     }
                     None => TransportError::Refused(
                         "the connector answered a batch entry with no outcome".into(),

@@ -34,7 +34,9 @@ pub mod proto {
 
 pub use auth::RequestSigner;
 pub use client::{ConnectorTransport, SignedClient};
-pub use mailbox::{Limits, MailboxError, MailboxStore, PostgresMailbox, RedbMailbox};
+pub use mailbox::{
+    Limits, MailboxError, MailboxStore, PostgresMailbox, REASON_HEADER, RedbMailbox,
+};
 pub use server::{
     ConnectorService, ServiceLimits, serve, serve_with, serve_with_limits, serve_with_tls,
 };

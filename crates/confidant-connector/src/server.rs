@@ -392,9 +392,10 @@ fn auth_status(error: AuthError) -> Status {
 }
 
 fn mailbox_status(error: MailboxError) -> Status {
-    crate::telemetry::refusal(crate::telemetry::reason(&error));
+    let reason = error.reason();
+    crate::telemetry::refusal(reason);
     let message = error.to_string();
-    match error {
+    let mut status = match error {
         MailboxError::UnknownToken | MailboxError::UnknownConnection => Status::not_found(message),
         MailboxError::TokenUsed | MailboxError::Revoked => Status::failed_precondition(message),
         MailboxError::NotAParty => Status::permission_denied(message),
@@ -410,7 +411,12 @@ fn mailbox_status(error: MailboxError) -> Status {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable("the connector's storage failed; retry later")
         }
-    }
+    };
+    status.metadata_mut().insert(
+        crate::mailbox::REASON_HEADER,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    status
 }
 
 /// The checks of one envelope that need neither the store nor the nonce
@@ -432,6 +438,12 @@ fn refused(status: &Status) -> proto::send_result::Outcome {
     proto::send_result::Outcome::Refused(proto::Refusal {
         code: u32::try_from(i32::from(status.code())).unwrap_or(u32::from(u8::MAX)),
         message: status.message().to_owned(),
+        reason: status
+            .metadata()
+            .get(crate::mailbox::REASON_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
     })
 }
 

@@ -3,7 +3,7 @@
 //! [`install_prometheus`] does for `--metrics-listen`), and the standard
 //! gRPC health service (`grpc.health.v1`) whose status follows the store.
 
-use crate::mailbox::{MailboxError, MailboxStore};
+use crate::mailbox::MailboxStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -53,24 +53,6 @@ pub(crate) fn batched(stored: usize, refused: usize) {
 /// Counts a refusal.
 pub(crate) fn refusal(reason: &'static str) {
     metrics::counter!(REFUSALS, "reason" => reason).increment(1);
-}
-
-/// The reason label of a store's refusal.
-pub(crate) fn reason(error: &MailboxError) -> &'static str {
-    match error {
-        MailboxError::UnknownToken => "unknown_token",
-        MailboxError::TokenUsed => "token_used",
-        MailboxError::UnknownConnection => "unknown_connection",
-        MailboxError::NotAParty => "not_a_party",
-        MailboxError::Revoked => "revoked",
-        MailboxError::TooLarge { .. } => "too_large",
-        MailboxError::MailboxFull { .. } => "mailbox_full",
-        MailboxError::NonceReplayed => "nonce_replayed",
-        MailboxError::NonceExpired => "nonce_expired",
-        MailboxError::ClientIdReused => "client_id_reused",
-        MailboxError::Invalid(_) => "invalid",
-        MailboxError::Schema(_) | MailboxError::Storage(_) => "storage",
-    }
 }
 
 /// Awaits a store write and records how long it took to be durable.

@@ -246,6 +246,45 @@ on_both_backends! {
         let full = send(b"four", b"").await.unwrap_err();
         assert_eq!(full.code(), Code::ResourceExhausted);
         assert!(full.message().contains("full"), "{full:?}");
+        // The reason, machine-readable, in the status's metadata.
+        let reason = |status: &tonic::Status| {
+            status
+                .metadata()
+                .get(confidant_connector::REASON_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(reason(&full).as_deref(), Some("mailbox_full"), "{full:?}");
+        assert_eq!(reason(&large).as_deref(), Some("too_large"), "{large:?}");
+        // The transport reports a full mailbox as its own kind, for a batch
+        // and for single sends alike.
+        {
+            use confidant_actors::{Outgoing, Transport as _, TransportError};
+            let outgoing = vec![Outgoing {
+                connection_id: confidant_core::ConnectionId::new(connection_id.clone()).unwrap(),
+                envelope: b"five".to_vec(),
+            }];
+            let transport = ConnectorTransport::new(&connector.url, signer(2)).unwrap();
+            let batched = transport.send(outgoing.clone()).await.unwrap_err();
+            assert!(matches!(batched, TransportError::MailboxFull(_)), "{batched:?}");
+            let raw = SignedClient::new(&connector.url, signer(2)).unwrap();
+            let batch = raw
+                .send_messages(proto::SendMessagesRequest {
+                    messages: vec![proto::SendMessageRequest {
+                        connection_id: connection_id.clone(),
+                        message: b"six".to_vec(),
+                        client_message_id: Vec::new(),
+                    }],
+                })
+                .await
+                .unwrap();
+            match &batch.results[0].outcome {
+                Some(proto::send_result::Outcome::Refused(refusal)) => {
+                    assert_eq!(refusal.reason, "mailbox_full", "{refusal:?}");
+                }
+                other => panic!("a full mailbox refuses the entry: {other:?}"),
+            }
+        }
         let issuer_key = issuer.public_key();
         assert_eq!(connector.mailbox.pending(&issuer_key).await.unwrap(), 3);
 

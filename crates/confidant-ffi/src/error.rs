@@ -266,20 +266,11 @@ impl From<StoreError> for ConfidantError {
     }
 }
 
-/// What the connector's refusal of a message for a full mailbox says
-/// (`MailboxError::MailboxFull`'s text in confidant-connector). The
-/// transport reports every refusal as one `TransportError::Refused` with
-/// the status's text, so this is the only way to tell a full mailbox
-/// apart; a test against a real connector keeps the two in step.
-const MAILBOX_FULL: &str = "mailbox is full";
-
 impl From<TransportError> for ConfidantError {
     fn from(error: TransportError) -> Self {
         match error {
             TransportError::Unavailable(message) => Self::ConnectorUnreachable { message },
-            TransportError::Refused(message) if message.contains(MAILBOX_FULL) => {
-                Self::MailboxFull { message }
-            }
+            TransportError::MailboxFull(message) => Self::MailboxFull { message },
             TransportError::Refused(message) => Self::ConnectorRefused { message },
             TransportError::Closed => Self::Closed,
             other => Self::ConnectorRefused {
@@ -328,10 +319,17 @@ mod tests {
             ConfidantError::ConnectorUnreachable { .. }
         ));
         assert!(matches!(
-            ConfidantError::from(TransportError::Refused(
-                "Some resource has been exhausted: the recipient's mailbox is full (2 messages waiting)".into()
+            ConfidantError::from(TransportError::MailboxFull(
+                "the recipient's mailbox is full (2 messages waiting)".into()
             )),
             ConfidantError::MailboxFull { .. }
+        ));
+        // Only the typed kind counts, never a refusal's text.
+        assert!(matches!(
+            ConfidantError::from(TransportError::Refused(
+                "Some resource has been exhausted: the recipient's mailbox is full".into()
+            )),
+            ConfidantError::ConnectorRefused { .. }
         ));
         assert!(matches!(
             ConfidantError::from(TransportError::Refused("Not found: unknown token".into())),

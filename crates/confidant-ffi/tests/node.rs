@@ -451,8 +451,8 @@ async fn bad_input_gives_typed_errors() {
 }
 
 /// A connector that does not answer is `ConnectorUnreachable`; a full
-/// mailbox at the connector is `MailboxFull` (checked against the real
-/// connector's refusal, so the mapping follows its text).
+/// mailbox at the connector is `MailboxFull` (from the real connector's
+/// machine-readable refusal reason).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_connector_and_a_full_mailbox_are_typed() {
     let root = tempfile::tempdir().unwrap();

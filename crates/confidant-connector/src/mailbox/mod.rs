@@ -118,6 +118,34 @@ pub enum MailboxError {
     Storage(String),
 }
 
+/// The metadata key of a refused request's machine-readable reason (one
+/// of [`MailboxError::reason`]'s words, such as `mailbox_full`). A batch
+/// entry's refusal carries the same word in its `reason` field.
+pub const REASON_HEADER: &str = "confidant-reason";
+
+impl MailboxError {
+    /// The refusal's reason as one lower-case word, the same in the
+    /// [`REASON_HEADER`] metadata, a batch entry's `Refusal.reason` and the
+    /// refusal metrics' `reason` label.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownToken => "unknown_token",
+            Self::TokenUsed => "token_used",
+            Self::UnknownConnection => "unknown_connection",
+            Self::NotAParty => "not_a_party",
+            Self::Revoked => "revoked",
+            Self::TooLarge { .. } => "too_large",
+            Self::MailboxFull { .. } => "mailbox_full",
+            Self::NonceReplayed => "nonce_replayed",
+            Self::NonceExpired => "nonce_expired",
+            Self::ClientIdReused => "client_id_reused",
+            Self::Invalid(_) => "invalid",
+            Self::Schema(_) | Self::Storage(_) => "storage",
+        }
+    }
+}
+
 pub(crate) fn storage(error: impl std::fmt::Display) -> MailboxError {
     MailboxError::Storage(error.to_string())
 }
