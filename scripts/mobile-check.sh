@@ -49,6 +49,13 @@ NOSTDLIB_CFLAGS="-nostdlibinc -DRING_CORE_NOSTDLIBINC=1"
 # the simulator). Kept in the target directory, written only when it differs.
 target_dir="${CARGO_TARGET_DIR:-target}"
 ios_sdk="$(mkdir -p "$target_dir/mobile-check" && cd "$target_dir/mobile-check" && pwd)/iPhoneOS-stand-in.sdk"
+case "$ios_sdk" in
+*[[:space:]]*)
+    # cc splits CFLAGS_<target> on spaces.
+    echo "mobile check: the target directory's path has a space: $ios_sdk" >&2
+    exit 1
+    ;;
+esac
 ios_header="$ios_sdk/usr/include/TargetConditionals.h"
 ios_header_text='/* Stand-in for the iOS SDK header, written by scripts/mobile-check.sh for
  * `cargo check` only: an iOS device build (arm64, not the simulator). */
