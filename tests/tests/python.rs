@@ -397,3 +397,148 @@ fn a_python_holder_killed_after_storing_a_credential_keeps_it_exactly_once() {
     assert_eq!(waiting_for(connector.url(), &holder_dir).unwrap(), []);
     connector.stop().unwrap();
 }
+
+/// Three connections whose credentials arrive while the Python holder is
+/// killed with SIGKILL again and again (at random moments after it starts:
+/// before, while and after the bundles, X3DH steps and credentials come)
+/// and started again: at the end every credential is stored exactly once,
+/// each on its own connection, the issuer reports one reply per connection,
+/// and nothing waits at the connector. `PY_SEED=N` replays a run.
+#[test]
+fn a_python_holder_killed_while_credentials_arrive_loses_and_duplicates_nothing() {
+    let test = "a_python_holder_killed_while_credentials_arrive_loses_and_duplicates_nothing";
+    if !python_ready(test) {
+        return;
+    }
+    let seed = std::env::var("PY_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("PY_SEED={seed}");
+    // xorshift64*, enough to pick kill moments.
+    let mut state = seed | 1;
+    let mut below = |bound: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    };
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name);
+    let (issuer_dir, holder_dir) = (path("issuer"), path("holder"));
+    let connector = ConnectorProcess::start(CONNECTOR, &path("connector")).unwrap();
+    let url = connector.url().to_owned();
+
+    // Three invitations, joined while no issuer runs: the bundles wait.
+    let mut connections = Vec::new();
+    for index in 0..3 {
+        let mut invite = issuer(&issuer_dir, &url, &["invite"]);
+        invite.wait_success(STEP).unwrap();
+        let copy = path(&format!("invitation-{index}"));
+        std::fs::copy(issuer_dir.join("invitation.txt"), &copy).unwrap();
+        let mut accept = python_holder(&holder_dir, &["accept", "--invitation-file", &arg(&copy)]);
+        connections.push(joined(&accept));
+        accept.terminate().unwrap();
+        accept.wait_success(STEP).unwrap();
+    }
+    let mut running_issuer = issuer(
+        &issuer_dir,
+        &url,
+        &[
+            "serve",
+            "--credential",
+            r#"{"degree":"PhD"}"#,
+            "--exit-after-replies",
+            "3",
+        ],
+    );
+    running_issuer
+        .wait_for_line("`waiting for holders`", STEP, |line| {
+            line.starts_with("waiting for holders")
+        })
+        .unwrap();
+
+    let mut lines = Vec::new();
+    for _ in 0..5 {
+        let mut holder = python_holder(&holder_dir, &["run"]);
+        std::thread::sleep(Duration::from_millis(150 + below(900)));
+        holder.kill().unwrap();
+        lines.push("--- killed".to_owned());
+        lines.extend(holder.lines());
+    }
+    let mut last = python_holder(&holder_dir, &["run"]);
+    // Ready (its SIGTERM handler installed) before it can be stopped.
+    last.wait_for_line("`waiting for the issuer`", STEP, |line| {
+        line.starts_with("waiting for the issuer")
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let replies = running_issuer
+            .lines()
+            .iter()
+            .filter(|line| line.starts_with("reply from "))
+            .count();
+        if replies >= 3 && waiting_for(&url, &holder_dir).unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PY_SEED={seed}: not done in time\nholder: {lines:#?}\n{}\nissuer: {}",
+            last.transcript(),
+            running_issuer.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running_issuer.wait_success(STEP).unwrap();
+    last.terminate().unwrap();
+    last.wait_success(STEP).unwrap();
+    lines.extend(last.lines());
+
+    let context = format!("PY_SEED={seed}\nholder: {lines:#?}");
+    // Stored exactly once, one per connection.
+    let stored = stored(&holder_dir);
+    assert_eq!(stored.len(), 3, "{stored:?}\n{context}");
+    for connection in &connections {
+        let prefix = format!("credential on connection {connection} ");
+        assert_eq!(
+            stored
+                .iter()
+                .filter(|line| line.starts_with(&prefix))
+                .count(),
+            1,
+            "{stored:?}\n{context}"
+        );
+        // Received new exactly once across every run (a redelivery after a
+        // kill is reported as `received again`).
+        let received = format!("credential received on connection {connection} ");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|line| line.starts_with(&received))
+                .count(),
+            1,
+            "{context}"
+        );
+    }
+    // One reply reported per connection.
+    let issuer_lines = running_issuer.lines();
+    for connection in &connections {
+        let prefix = format!("reply from {connection}: ");
+        assert_eq!(
+            issuer_lines
+                .iter()
+                .filter(|line| line.starts_with(&prefix))
+                .count(),
+            1,
+            "{issuer_lines:#?}\n{context}"
+        );
+    }
+    assert_eq!(waiting_for(&url, &issuer_dir).unwrap(), [], "{context}");
+    connector.stop().unwrap();
+}
