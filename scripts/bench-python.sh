@@ -32,5 +32,5 @@ cp bindings/python/confidant_ffi.py "$out/confidant_ffi.py"
 cp "$target_dir/release/$library" "$out/$library"
 
 echo "== running confidant-bench --only python" >&2
-CONFIDANT_PYTHON_BINDINGS="$(cd "$out" && pwd)" \
+CONFIDANT_PYTHON_BINDINGS="$(cd "$out" && pwd)" CONFIDANT_BENCH_FFI_PROFILE=release \
     cargo run --locked --release -p confidant-bench -- --only python "$@"

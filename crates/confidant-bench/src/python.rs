@@ -30,8 +30,8 @@
 //! per second) is the median of the ratios within each round. Without
 //! `python3` or the bindings the section says so and is skipped. The
 //! shared library should be a release build (the bench's profile):
-//! `./scripts/bench-python.sh` builds one and runs this section; a debug
-//! library is reported as such.
+//! `./scripts/bench-python.sh` builds one and runs this section (and says
+//! so); on another library the section warns that its profile is unknown.
 
 use crate::connector::{Connector, Serving, multi_thread, start_node};
 use crate::measure::{compare, format_ns};
@@ -43,8 +43,8 @@ use confidant_core::ConnectionId;
 use confidant_ffi::{ConfidantNode, NodeEvent, NodeOptions};
 use std::cell::RefCell;
 use std::error::Error;
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,13 +80,9 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
             return;
         }
     };
-    println!(
-        "bindings: {} ({})",
-        bindings.display(),
-        library_build(&bindings.join(LIBRARY))
-    );
-    let runtimes = multi_thread("connector", 2)
-        .and_then(|server| Ok((server, multi_thread("clients", 2)?)));
+    println!("bindings: {} ({})", bindings.display(), library_build());
+    let runtimes =
+        multi_thread("connector", 2).and_then(|server| Ok((server, multi_thread("clients", 2)?)));
     let (server, clients) = match runtimes {
         Ok(runtimes) => runtimes,
         Err(error) => {
@@ -125,16 +121,18 @@ fn locate() -> Result<PathBuf, String> {
     Ok(bindings)
 }
 
-/// Whether the shared library looks like a release build: the workspace's
-/// debug profile keeps line tables (`.debug_line`), its release profile
-/// none.
-fn library_build(library: &Path) -> &'static str {
-    match std::fs::read(library) {
-        Ok(bytes) if bytes.windows(11).any(|window| window == b".debug_line") => {
-            "WARNING: a debug build of the library; the ratio means little (./scripts/bench-python.sh builds a release one)"
+/// Which build of the shared library this is, as far as the bench knows:
+/// `scripts/bench-python.sh` says so (`CONFIDANT_BENCH_FFI_PROFILE`), and
+/// `bindings/python` holds whatever `scripts/bindings.sh` last built (by
+/// default a debug build).
+fn library_build() -> String {
+    match std::env::var("CONFIDANT_BENCH_FFI_PROFILE") {
+        Ok(profile) => format!("a {profile} build of the library, from scripts/bench-python.sh"),
+        Err(_) => {
+            "a library of unknown profile: WARNING, a debug build makes the ratio mean little; \
+                   ./scripts/bench-python.sh builds a release one"
+                .to_owned()
         }
-        Ok(_) => "a release build of the library",
-        Err(_) => "the library could not be read",
     }
 }
 
@@ -169,8 +167,8 @@ fn measure(
             CONNECTIONS,
         )
         .await?;
-        let ffi = FfiHolder::start(&issuer, &mut issuer_events, &url, &dir.path().join("ffi"))
-            .await?;
+        let ffi =
+            FfiHolder::start(&issuer, &mut issuer_events, &url, &dir.path().join("ffi")).await?;
         let python = PythonHolder::start(
             &issuer,
             &mut issuer_events,
@@ -179,7 +177,15 @@ fn measure(
             bindings,
         )
         .await?;
-        Ok((issuer, issuer_events, holder, holder_events, connections, ffi, python))
+        Ok((
+            issuer,
+            issuer_events,
+            holder,
+            holder_events,
+            connections,
+            ffi,
+            python,
+        ))
     }));
     let (issuer, issuer_events, holder, holder_events, connections, ffi, python) = match setup {
         Ok(setup) => setup,
@@ -202,27 +208,33 @@ fn measure(
     let per_message = |elapsed: Duration| elapsed.as_nanos() as f64 / total as f64;
     let mut rust = || {
         clients
-            .block_on(round(&issuer, &mut issuer_events.borrow_mut(), total, async {
-                send_rust(&holder, &connections, per_connection).await
-            }))
+            .block_on(round(
+                &issuer,
+                &mut issuer_events.borrow_mut(),
+                total,
+                async { send_rust(&holder, &connections, per_connection).await },
+            ))
             .map_or_else(fail, per_message)
     };
     let mut through_ffi = || {
         clients
-            .block_on(round(&issuer, &mut issuer_events.borrow_mut(), total, async {
-                ffi.send(per_connection).await
-            }))
+            .block_on(round(
+                &issuer,
+                &mut issuer_events.borrow_mut(),
+                total,
+                async { ffi.send(per_connection).await },
+            ))
             .map_or_else(fail, per_message)
     };
     let mut from_python = || {
+        let mut python = python.borrow_mut();
         clients
-            .block_on(async {
-                let mut python = python.borrow_mut();
-                round(&issuer, &mut issuer_events.borrow_mut(), total, async {
-                    python.send(per_connection).await
-                })
-                .await
-            })
+            .block_on(round(
+                &issuer,
+                &mut issuer_events.borrow_mut(),
+                total,
+                python.send(per_connection),
+            ))
             .map_or_else(fail, per_message)
     };
     // Warm-up: each connection's first seal reserves counters (a synced
@@ -367,7 +379,10 @@ impl FfiHolder {
         dir: &Path,
     ) -> BenchResult<Self> {
         let node = confidant_ffi::open_node(NodeOptions {
-            data_dir: dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned(),
+            data_dir: dir
+                .to_str()
+                .ok_or("a temporary path that is not UTF-8")?
+                .to_owned(),
             connector_urls: vec![url.to_owned()],
             at_rest_key: None,
             connector_ca_pem: None,
@@ -482,7 +497,9 @@ impl PythonHolder {
         match self.output.recv().await {
             Some(line) if line.starts_with(prefix) => Ok(line),
             Some(line) => Err(format!("the Python holder said {line:?}, not {prefix:?}…").into()),
-            None => Err(format!("the Python holder ended before {prefix:?} (see its stderr)").into()),
+            None => {
+                Err(format!("the Python holder ended before {prefix:?} (see its stderr)").into())
+            }
         }
     }
 
