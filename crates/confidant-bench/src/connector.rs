@@ -105,7 +105,7 @@ pub(crate) fn multi_thread(name: &str, threads: usize) -> BenchResult<Runtime> {
 
 /// How the bench serves a connector.
 #[derive(Debug, Clone, Copy)]
-enum Serving {
+pub(crate) enum Serving {
     /// `confidant_connector::serve`, as the binary does.
     Shipped,
     /// The same service with TCP_NODELAY on accepted sockets: `serve`
@@ -115,15 +115,20 @@ enum Serving {
 }
 
 /// A connector served on `server` at `127.0.0.1:<free port>`.
-struct Connector {
-    url: String,
+pub(crate) struct Connector {
+    pub(crate) url: String,
     mailbox: Arc<RedbMailbox>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Connector {
-    fn start(server: &Runtime, path: &Path, limits: Limits, serving: Serving) -> BenchResult<Self> {
+    pub(crate) fn start(
+        server: &Runtime,
+        path: &Path,
+        limits: Limits,
+        serving: Serving,
+    ) -> BenchResult<Self> {
         let mailbox = Arc::new(RedbMailbox::open(path, limits)?);
         let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -162,7 +167,7 @@ impl Connector {
 
     /// Stops serving (open streams end, requests in flight are answered),
     /// then closes the mailbox: every answered request is on disk.
-    fn stop(mut self, server: &Runtime) -> BenchResult<()> {
+    pub(crate) fn stop(mut self, server: &Runtime) -> BenchResult<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

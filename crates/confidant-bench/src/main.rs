@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime, connector or postgres
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime, connector, postgres or python
 //! cargo run --release -p confidant-bench -- --only throughput # the runtime's throughput round alone (for profiling)
 //! ```
 //!
@@ -56,6 +56,7 @@ mod backends;
 mod connector;
 mod connector_postgres;
 mod measure;
+mod python;
 mod runtime;
 mod storage;
 mod x3dh;
@@ -197,6 +198,9 @@ fn main() {
     }
     if selected("connector") || selected("postgres") {
         connector_postgres::run(&settings, &mut verdicts);
+    }
+    if selected("python") {
+        python::run(&settings, &mut verdicts);
     }
 
     println!("## Summary");
