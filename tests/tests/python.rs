@@ -128,6 +128,11 @@ fn stored(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How many of `lines` start with `prefix`.
+fn starting_with(lines: &[String], prefix: &str) -> usize {
+    lines.iter().filter(|line| line.starts_with(prefix)).count()
+}
+
 /// The answer the holder sent on `connection` (its `replied` line).
 fn reply_of(holder: &Process, connection: &str) -> String {
     let prefix = format!("replied on connection {connection}: ");
@@ -381,19 +386,12 @@ fn a_python_holder_killed_after_storing_a_credential_keeps_it_exactly_once() {
     again.wait_success(STEP).unwrap();
     let all: Vec<String> = holder.lines().into_iter().chain(again.lines()).collect();
     assert_eq!(
-        all.iter()
-            .filter(|line| line.starts_with("credential received on connection"))
-            .count(),
+        starting_with(&all, "credential received on connection"),
         1,
         "{all:?}"
     );
     assert_eq!(stored(&holder_dir).len(), 1);
-    let replies = running_issuer
-        .lines()
-        .into_iter()
-        .filter(|line| line.starts_with("reply from "))
-        .count();
-    assert_eq!(replies, 1);
+    assert_eq!(starting_with(&running_issuer.lines(), "reply from "), 1);
     assert_eq!(waiting_for(connector.url(), &holder_dir).unwrap(), []);
     connector.stop().unwrap();
 }
@@ -479,11 +477,7 @@ fn a_python_holder_killed_while_credentials_arrive_loses_and_duplicates_nothing(
     .unwrap();
     let deadline = std::time::Instant::now() + STEP;
     loop {
-        let replies = running_issuer
-            .lines()
-            .iter()
-            .filter(|line| line.starts_with("reply from "))
-            .count();
+        let replies = starting_with(&running_issuer.lines(), "reply from ");
         if replies >= 3 && waiting_for(&url, &holder_dir).unwrap().is_empty() {
             break;
         }
@@ -506,35 +500,18 @@ fn a_python_holder_killed_while_credentials_arrive_loses_and_duplicates_nothing(
     assert_eq!(stored.len(), 3, "{stored:?}\n{context}");
     for connection in &connections {
         let prefix = format!("credential on connection {connection} ");
-        assert_eq!(
-            stored
-                .iter()
-                .filter(|line| line.starts_with(&prefix))
-                .count(),
-            1,
-            "{stored:?}\n{context}"
-        );
+        assert_eq!(starting_with(&stored, &prefix), 1, "{stored:?}\n{context}");
         // Received new exactly once across every run (a redelivery after a
         // kill is reported as `received again`).
         let received = format!("credential received on connection {connection} ");
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|line| line.starts_with(&received))
-                .count(),
-            1,
-            "{context}"
-        );
+        assert_eq!(starting_with(&lines, &received), 1, "{context}");
     }
     // One reply reported per connection.
     let issuer_lines = running_issuer.lines();
     for connection in &connections {
         let prefix = format!("reply from {connection}: ");
         assert_eq!(
-            issuer_lines
-                .iter()
-                .filter(|line| line.starts_with(&prefix))
-                .count(),
+            starting_with(&issuer_lines, &prefix),
             1,
             "{issuer_lines:#?}\n{context}"
         );

@@ -3,7 +3,7 @@
 
 use crate::auth::{RequestSigner, SignError};
 use crate::proto::{self, connector_client::ConnectorClient, received_message};
-use crate::server::{FIELD_ROOM, SERVICE_PATH};
+use crate::server::{FIELD_ROOM, SERVICE_PATH, status_reason};
 use crate::tls::ClientTls;
 use async_trait::async_trait;
 use confidant_actors::{
@@ -49,10 +49,12 @@ fn transient(status: &Status) -> bool {
 }
 
 fn to_transport(status: &Status) -> TransportError {
-    let reason = status
-        .metadata()
-        .get(crate::mailbox::REASON_HEADER)
-        .and_then(|value| value.to_str().ok());
+    refusal_to_transport(status, status_reason(status))
+}
+
+/// [`to_transport`] for a status whose refusal reason came apart from it
+/// (a batch entry's `Refusal.reason`).
+fn refusal_to_transport(status: &Status, reason: Option<&str>) -> TransportError {
     if reason == Some("mailbox_full") {
         return TransportError::MailboxFull(describe_status(status));
     }
@@ -1007,13 +1009,10 @@ impl Inner {
                     Some(proto::send_result::Outcome::Id(_)) => continue,
                     Some(proto::send_result::Outcome::Refused(refusal)) => {
                         let code = i32::try_from(refusal.code).map_or(Code::Unknown, Code::from);
-                        let mut status = Status::new(code, refusal.message);
-                        if let Ok(reason) = refusal.reason.parse() {
-                            status
-                                .metadata_mut()
-                                .insert(crate::mailbox::REASON_HEADER, reason);
-                        }
-                        to_transport(&status)
+                        refusal_to_transport(
+                            &Status::new(code, refusal.message),
+                            Some(&refusal.reason),
+                        )
                     }
                     None => TransportError::Refused(
                         "the connector answered a batch entry with no outcome".into(),

@@ -433,17 +433,20 @@ fn check_entry(request: &proto::SendMessageRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// The refusal reason a status carries (see [`crate::REASON_HEADER`]).
+pub(crate) fn status_reason(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(crate::mailbox::REASON_HEADER)
+        .and_then(|value| value.to_str().ok())
+}
+
 /// A batch entry's refusal: the status a `SendMessage` would have answered.
 fn refused(status: &Status) -> proto::send_result::Outcome {
     proto::send_result::Outcome::Refused(proto::Refusal {
         code: u32::try_from(i32::from(status.code())).unwrap_or(u32::from(u8::MAX)),
         message: status.message().to_owned(),
-        reason: status
-            .metadata()
-            .get(crate::mailbox::REASON_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
+        reason: status_reason(status).unwrap_or_default().to_owned(),
     })
 }
 
