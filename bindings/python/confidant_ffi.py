@@ -531,6 +531,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_confidant_ffi_checksum_func_parse_invitation() != 5573:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_confidant_ffi_checksum_func_stop_callbacks() != 63414:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation() != 35775:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_confidant_ffi_checksum_method_confidantnode_acknowledge() != 65248:
@@ -593,6 +595,9 @@ _UniffiLib.uniffi_confidant_ffi_checksum_func_open_node.restype = ctypes.c_uint1
 _UniffiLib.uniffi_confidant_ffi_checksum_func_parse_invitation.argtypes = (
 )
 _UniffiLib.uniffi_confidant_ffi_checksum_func_parse_invitation.restype = ctypes.c_uint16
+_UniffiLib.uniffi_confidant_ffi_checksum_func_stop_callbacks.argtypes = (
+)
+_UniffiLib.uniffi_confidant_ffi_checksum_func_stop_callbacks.restype = ctypes.c_uint16
 _UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation.argtypes = (
 )
 _UniffiLib.uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation.restype = ctypes.c_uint16
@@ -643,6 +648,10 @@ _UniffiLib.uniffi_confidant_ffi_fn_func_parse_invitation.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_confidant_ffi_fn_func_parse_invitation.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_confidant_ffi_fn_func_stop_callbacks.argtypes = (
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_confidant_ffi_fn_func_stop_callbacks.restype = ctypes.c_int8
 _UniffiLib.uniffi_confidant_ffi_fn_method_confidantnode_accept_invitation.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -3225,6 +3234,30 @@ def parse_invitation(text: str) -> InvitationInfo:
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
+def stop_callbacks() -> bool:
+    """
+    Makes the library call into the foreign language no more, for a
+    program about to exit: no async call still waiting completes after it
+    (they stay pending for ever), and it returns once the wake-ups in
+    progress on the library's threads have returned (it waits 5 s at most;
+    `false`: one was still running then). Nodes are not shut down by it:
+    call `shutdown` first, as ever.
+
+    Python must call it before the interpreter finalizes (CPython kills a
+    thread that reaches for the GIL during finalization, which aborts the
+    process): `atexit.register(confidant_ffi.stop_callbacks)` once, after
+    the import. Kotlin and Swift need not call it.
+"""
+    _uniffi_lowered_args = (
+    )
+    _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+    _uniffi_error_converter = None
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_confidant_ffi_fn_func_stop_callbacks,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
 
 __all__ = [
     "InternalError",
@@ -3241,6 +3274,7 @@ __all__ = [
     "fingerprint",
     "open_node",
     "parse_invitation",
+    "stop_callbacks",
     "ConfidantNode",
     "ConfidantNodeProtocol",
 ]

@@ -2696,6 +2696,26 @@ public func parseInvitation(text: String)throws  -> InvitationInfo  {
     )
 })
 }
+/**
+ * Makes the library call into the foreign language no more, for a
+ * program about to exit: no async call still waiting completes after it
+ * (they stay pending for ever), and it returns once the wake-ups in
+ * progress on the library's threads have returned (it waits 5 s at most;
+ * `false`: one was still running then). Nodes are not shut down by it:
+ * call `shutdown` first, as ever.
+ *
+ * Python must call it before the interpreter finalizes (CPython kills a
+ * thread that reaches for the GIL during finalization, which aborts the
+ * process): `atexit.register(confidant_ffi.stop_callbacks)` once, after
+ * the import. Kotlin and Swift need not call it.
+ */
+public func stopCallbacks() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_confidant_ffi_fn_func_stop_callbacks(uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -2719,6 +2739,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_confidant_ffi_checksum_func_parse_invitation() != 5573) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_confidant_ffi_checksum_func_stop_callbacks() != 63414) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation() != 35775) {

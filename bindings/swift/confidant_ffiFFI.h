@@ -328,6 +328,12 @@ uint64_t uniffi_confidant_ffi_fn_func_open_node(RustBuffer options
 RustBuffer uniffi_confidant_ffi_fn_func_parse_invitation(RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_FUNC_STOP_CALLBACKS
+#define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_FN_FUNC_STOP_CALLBACKS
+int8_t uniffi_confidant_ffi_fn_func_stop_callbacks(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_FFI_CONFIDANT_FFI_RUSTBUFFER_ALLOC
 #define UNIFFI_FFIDEF_FFI_CONFIDANT_FFI_RUSTBUFFER_ALLOC
 RustBuffer ffi_confidant_ffi_rustbuffer_alloc(uint64_t size, RustCallStatus *_Nonnull out_status
@@ -603,6 +609,12 @@ uint16_t uniffi_confidant_ffi_checksum_func_open_node(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_FUNC_PARSE_INVITATION
 #define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_FUNC_PARSE_INVITATION
 uint16_t uniffi_confidant_ffi_checksum_func_parse_invitation(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_FUNC_STOP_CALLBACKS
+#define UNIFFI_FFIDEF_UNIFFI_CONFIDANT_FFI_CHECKSUM_FUNC_STOP_CALLBACKS
+uint16_t uniffi_confidant_ffi_checksum_func_stop_callbacks(void
     
 );
 #endif

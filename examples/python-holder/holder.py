@@ -40,6 +40,7 @@ errors exit with code 1.
 
 import argparse
 import asyncio
+import atexit
 import hashlib
 import json
 import os
@@ -55,6 +56,11 @@ BINDINGS = os.environ.get(
 sys.path.insert(0, BINDINGS)
 
 import confidant_ffi as confidant  # noqa: E402  (generated; needs the path above)
+
+# Before the interpreter finalizes, the library stops calling into Python
+# and waits for the calls in progress on its threads (CPython would kill
+# such a thread, which aborts the process). See docs/bindings.md.
+atexit.register(confidant.stop_callbacks)
 
 CREDENTIALS = "credentials.sqlite3"
 CONNECTOR_URL = "connector.url"
@@ -309,15 +315,7 @@ def main():
     except confidant.ConfidantError as error:
         print(f"error ({type(error).__name__}): {error}", file=sys.stderr)
         code = 1
-    # The node is shut down (or never started) here, and everything it
-    # stored is durable. Exit without the interpreter's finalization: the
-    # library's threads outlive it, and CPython ends a foreign thread that
-    # reaches for the GIL during finalization with pthread_exit, which
-    # aborts the process ("FATAL: exception not rethrown", seen in the
-    # tests). See docs/bindings.md.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

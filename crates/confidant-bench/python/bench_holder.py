@@ -17,12 +17,16 @@ the process with code 1.
 """
 
 import asyncio
+import atexit
 import os
 import sys
 
 sys.path.insert(0, os.environ.get("CONFIDANT_PYTHON_BINDINGS", "bindings/python"))
 
 import confidant_ffi as confidant  # noqa: E402  (generated; needs the path above)
+
+# See docs/bindings.md, "Exiting a Python program".
+atexit.register(confidant.stop_callbacks)
 
 
 def say(line):
@@ -91,7 +95,4 @@ if __name__ == "__main__":
     except Exception as error:  # noqa: BLE001  (reported to the bench)
         print(f"bench_holder: {type(error).__name__}: {error}", file=sys.stderr)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # See docs/bindings.md, "Exiting a Python program".
-    os._exit(code)
+    sys.exit(code)

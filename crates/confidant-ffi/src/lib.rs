@@ -34,4 +34,5 @@ mod types;
 
 pub use error::{ConfidantError, HandshakeFailureKind, InvitationErrorKind, StorageErrorKind};
 pub use node::{ConfidantNode, NodeOptions, fingerprint, open_node, parse_invitation};
+pub use runtime::stop_callbacks;
 pub use types::{ConnectionInfo, ConnectionState, InvitationInfo, NodeEvent, Side};

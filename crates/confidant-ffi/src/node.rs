@@ -3,7 +3,7 @@
 use crate::error::ConfidantError;
 use crate::files::{self, NODE_STORE};
 use crate::fingerprint::fingerprint as fingerprint_of;
-use crate::runtime::run;
+use crate::runtime::{gated, run};
 use crate::types::{ConnectionInfo, InvitationInfo, NodeEvent};
 use confidant_actors::{Events, Invitation, Node, NodeConfig};
 use confidant_connector::client::DEFAULT_BUFFER_BYTES;
@@ -304,15 +304,19 @@ impl ConfidantNode {
         if *stopped.borrow() {
             return None;
         }
-        let mut events = self.events.lock().await;
-        let events = events.as_mut()?;
         // Polled by the caller's executor, not spawned: a wait that is
-        // cancelled drops the receive, which takes nothing.
-        tokio::select! {
-            biased;
-            _ = stopped.wait_for(|stop| *stop) => None,
-            event = events.next() => event.map(NodeEvent::from),
-        }
+        // cancelled drops the receive, which takes nothing. Its wake-ups
+        // come from the library's threads, so they are gated.
+        gated(async {
+            let mut events = self.events.lock().await;
+            let events = events.as_mut()?;
+            tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stop| *stop) => None,
+                event = events.next() => event.map(NodeEvent::from),
+            }
+        })
+        .await
     }
 
     /// Deletes handled messages from the inbox (their `sequence` numbers);

@@ -688,6 +688,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_confidant_ffi_checksum_func_parse_invitation(
     ): Int
+    external fun uniffi_confidant_ffi_checksum_func_stop_callbacks(
+    ): Int
     external fun uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation(
     ): Int
     external fun uniffi_confidant_ffi_checksum_method_confidantnode_acknowledge(
@@ -766,6 +768,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_confidant_ffi_fn_func_parse_invitation(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_confidant_ffi_fn_func_stop_callbacks(uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun ffi_confidant_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_confidant_ffi_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -892,6 +896,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_confidant_ffi_checksum_func_parse_invitation() and 0xFFFF) != 5573) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_confidant_ffi_checksum_func_stop_callbacks() and 0xFFFF) != 63414) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_confidant_ffi_checksum_method_confidantnode_accept_invitation() and 0xFFFF) != 35775) {
@@ -3426,6 +3433,29 @@ public object FfiConverterSequenceTypeConnectionInfo: FfiConverterRustBuffer<Lis
     
         
         FfiConverterString.lower(`text`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Makes the library call into the foreign language no more, for a
+         * program about to exit: no async call still waiting completes after it
+         * (they stay pending for ever), and it returns once the wake-ups in
+         * progress on the library's threads have returned (it waits 5 s at most;
+         * `false`: one was still running then). Nodes are not shut down by it:
+         * call `shutdown` first, as ever.
+         *
+         * Python must call it before the interpreter finalizes (CPython kills a
+         * thread that reaches for the GIL during finalization, which aborts the
+         * process): `atexit.register(confidant_ffi.stop_callbacks)` once, after
+         * the import. Kotlin and Swift need not call it.
+         */ fun `stopCallbacks`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_confidant_ffi_fn_func_stop_callbacks(
+    
+        _status)
 }
     )
     }
