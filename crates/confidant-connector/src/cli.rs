@@ -11,10 +11,13 @@
 //! Its mailboxes are in a redb file under `--data-dir` (one instance), or
 //! in the PostgreSQL database of `--database-url` (any number of stateless
 //! instances on one database). `--metrics-listen` serves Prometheus
-//! metrics over HTTP; the gRPC port also serves `grpc.health.v1`.
+//! metrics over HTTP; the gRPC port also serves `grpc.health.v1`. With
+//! `--grpc-web` it answers gRPC-Web requests too (for browser pages of the
+//! `--cors-origin` origins).
 
 use crate::{
-    Limits, MailboxStore, PostgresMailbox, RedbMailbox, ServerTls, ServiceLimits, serve_with,
+    GrpcWeb, Limits, MailboxStore, PostgresMailbox, RedbMailbox, ServeOptions, ServerTls,
+    ServiceLimits, serve_with_options,
 };
 use clap::Parser;
 use std::net::SocketAddr;
@@ -92,6 +95,16 @@ struct Args {
     /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also answer gRPC-Web requests (HTTP/1.1 accepted too), for browser
+    /// pages; see `--cors-origin`.
+    #[arg(long)]
+    grpc_web: bool,
+    /// A web page origin (`https://wallet.example`, `http://127.0.0.1:8080`)
+    /// whose pages browsers may let call the connector; repeat for more, or
+    /// `*` for any. Without it only the connector's own origin. Needs
+    /// `--grpc-web`.
+    #[arg(long, value_name = "ORIGIN", requires = "grpc_web")]
+    cors_origin: Vec<String>,
 }
 
 /// Runs the connector with command-line `args` (the first is the program
@@ -117,6 +130,11 @@ where
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
         _ => None,
+    };
+    let grpc_web = if args.grpc_web {
+        Some(GrpcWeb::new(args.cors_origin.iter().cloned())?)
+    } else {
+        None
     };
     let limits = Limits {
         max_message_len: args.max_message_bytes,
@@ -192,6 +210,9 @@ where
              clients must use http:// URLs"
         ),
     }
+    if let Some(web) = &grpc_web {
+        tracing::info!(origins = ?web.origins(), "serving gRPC-Web too");
+    }
     println!("listening on {address}");
 
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -202,13 +223,12 @@ where
         }
         let _ = stopping.send(true);
     };
-    let server = serve_with(
-        listener,
-        Arc::clone(&mailbox),
-        service_limits,
-        tls.as_ref(),
-        signal,
-    );
+    let options = ServeOptions {
+        limits: service_limits,
+        tls: tls.as_ref(),
+        grpc_web,
+    };
+    let server = serve_with_options(listener, Arc::clone(&mailbox), options, signal);
     // Clients that keep their connections open (a stopped process holding a
     // stream) must not keep the connector alive forever: after the grace
     // period it stops anyway. Every answered request is on disk already.

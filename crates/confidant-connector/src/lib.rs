@@ -19,6 +19,7 @@ pub mod mailbox;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 /// The generated protobuf and gRPC types.
 #[allow(
@@ -38,9 +39,11 @@ pub use mailbox::{
     Limits, MailboxError, MailboxStore, PostgresMailbox, REASON_HEADER, RedbMailbox,
 };
 pub use server::{
-    ConnectorService, ServiceLimits, serve, serve_with, serve_with_limits, serve_with_tls,
+    ConnectorService, ServeOptions, ServiceLimits, serve, serve_with, serve_with_limits,
+    serve_with_options, serve_with_tls,
 };
 pub use tls::{ClientTls, ServerTls, TlsError};
+pub use web::{AllowedOrigins, GrpcWeb};
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]

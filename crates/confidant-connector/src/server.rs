@@ -1019,6 +1019,34 @@ pub async fn serve_with(
     tls: Option<&crate::tls::ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let options = ServeOptions {
+        limits,
+        tls,
+        grpc_web: None,
+    };
+    serve_with_options(listener, store, options, shutdown).await
+}
+
+/// How [`serve_with_options`] serves: the default is [`serve`]'s
+/// (default limits, plaintext, native gRPC only).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions<'a> {
+    /// The service's bounds.
+    pub limits: ServiceLimits,
+    /// Serve TLS (only TLS) with this identity.
+    pub tls: Option<&'a crate::tls::ServerTls>,
+    /// Also answer gRPC-Web requests (HTTP/1.1 accepted then) and CORS
+    /// preflights, for browsers.
+    pub grpc_web: Option<crate::web::GrpcWeb>,
+}
+
+/// [`serve`] with `options`.
+pub async fn serve_with_options(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn MailboxStore>,
+    options: ServeOptions<'_>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
     let (reporter, health) = tonic_health::server::health_reporter();
     // The first status before the first connection is accepted.
@@ -1029,22 +1057,38 @@ pub async fn serve_with(
         healthy,
         stopped.clone(),
     ));
-    let service = ConnectorService::with_limits(store, limits, stopped);
+    let service = ConnectorService::with_limits(store, options.limits, stopped);
     // Small answers must not wait for Nagle's algorithm (tonic's own
     // `tcp_nodelay` setting does not reach a listener handed in like this).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
+    if let Some(tls) = options.tls {
         builder = builder.tls_config(tls.config())?;
     }
-    builder
-        .add_service(health)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    match options.grpc_web {
+        None => {
+            builder
+                .add_service(health)
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        // CORS outside: a preflight is answered before the translation.
+        Some(web) => {
+            builder
+                .accept_http1(true)
+                .layer(web.cors())
+                .layer(tonic_web::GrpcWebLayer::new())
+                .add_service(health)
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }
 
 #[cfg(test)]
