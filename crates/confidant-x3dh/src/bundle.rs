@@ -68,10 +68,11 @@ pub fn offer_transcript(
     transcript
 }
 
-/// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A bundle
-/// with every field set is under 200 bytes; the rest leaves room for a long
-/// list of suites.
-pub const MAX_BUNDLE_LEN: usize = 1024;
+/// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A
+/// classical bundle with every field set is under 300 bytes; a hybrid one
+/// (X3DH + ML-KEM-768, whose fields this decoder skips) about 1,600. The
+/// rest leaves room for a long list of suites.
+pub const MAX_BUNDLE_LEN: usize = 4096;
 
 /// A one-time pre-key as offered in a bundle: its id and public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -221,6 +222,9 @@ impl PreKeyBundle {
                 .offer_signature
                 .map(|signature| signature.to_vec())
                 .unwrap_or_default(),
+            // The hybrid's fields (8 and 9) belong to the hybrid plugin,
+            // which adds them to this classical form.
+            ..Default::default()
         }
     }
 
