@@ -194,7 +194,8 @@ impl VerifiedPreKeyBundle {
         suite: SuiteId,
     ) -> Result<(AgreedSecret, InitialMessageHeader), X3dhError> {
         let responder_identity = *self.bundle.identity_key();
-        let (dh_outputs, header) = self.diffie_hellman_with_ephemeral(initiator, ephemeral, suite)?;
+        let (dh_outputs, header) =
+            self.diffie_hellman_with_ephemeral(initiator, ephemeral, suite)?;
         let secret = dh_outputs.derive_secret(&[], config.info())?;
         let agreed = AgreedSecret::new(
             *secret,

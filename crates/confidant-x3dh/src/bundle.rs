@@ -307,17 +307,45 @@ impl PreKeyBundle {
         expected_identity: &IdentityPublicKey,
         binding: &[u8],
     ) -> Result<VerifiedPreKeyBundle, X3dhError> {
+        self.verify_with_offer_check(expected_identity, |bundle| {
+            let signature = bundle.offer_signature.ok_or(X3dhError::UnsignedOffer)?;
+            bundle
+                .identity_key
+                .verify_strict(&bundle.offer_transcript(binding), &signature)
+                .map_err(|_| X3dhError::BadOfferSignature)
+        })
+    }
+
+    /// Checks the bundle as [`verify_bound`](Self::verify_bound) does, but
+    /// with the offer checked by `check_offer` instead of against this
+    /// bundle's `offer_signature`. For protocols that extend the bundle and
+    /// sign an offer transcript of their own that contains
+    /// [`offer_transcript`] (the X3DH + ML-KEM-768 hybrid signs the
+    /// classical transcript followed by its KEM pre-key), so that one
+    /// signature covers both. In this order:
+    ///
+    /// 1. the identity key must equal `expected_identity`
+    ///    ([`X3dhError::IdentityMismatch`]);
+    /// 2. the signed pre-key's signature must verify strictly
+    ///    ([`X3dhError::BadSignature`]);
+    /// 3. `check_offer(&bundle)` must succeed; its error is returned as is.
+    ///
+    /// `check_offer` must verify a signature by the identity key over a
+    /// transcript that covers everything [`offer_transcript`] covers, or the
+    /// offer (suites, one-time pre-key, binding) is left unauthenticated.
+    pub fn verify_with_offer_check<E: From<X3dhError>>(
+        self,
+        expected_identity: &IdentityPublicKey,
+        check_offer: impl FnOnce(&Self) -> Result<(), E>,
+    ) -> Result<VerifiedPreKeyBundle, E> {
         if self.identity_key != *expected_identity {
-            return Err(X3dhError::IdentityMismatch);
+            return Err(X3dhError::IdentityMismatch.into());
         }
         self.identity_key.verify_strict(
             self.signed_pre_key.as_bytes(),
             &self.signed_pre_key_signature,
         )?;
-        let signature = self.offer_signature.ok_or(X3dhError::UnsignedOffer)?;
-        self.identity_key
-            .verify_strict(&self.offer_transcript(binding), &signature)
-            .map_err(|_| X3dhError::BadOfferSignature)?;
+        check_offer(&self)?;
         Ok(VerifiedPreKeyBundle { bundle: self })
     }
 }
