@@ -17,6 +17,7 @@ use thiserror::Error;
 ///   [`UnknownKemPreKey`](Self::UnknownKemPreKey), and the classical checks
 ///   in [`X3dh`](Self::X3dh);
 /// * **misuse by the caller**: [`ForeignKemPreKey`](Self::ForeignKemPreKey),
+///   [`InvalidKemDecapsulationKey`](Self::InvalidKemDecapsulationKey),
 ///   [`DuplicateKemPreKeyId`](Self::DuplicateKemPreKeyId),
 ///   [`WrongKemPreKeyKind`](Self::WrongKemPreKeyKind),
 ///   [`CurrentKemPreKey`](Self::CurrentKemPreKey);
@@ -67,6 +68,11 @@ pub enum HybridError {
     /// coefficient not reduced modulo q).
     #[error("the KEM pre-key is not a valid ML-KEM-768 encapsulation key")]
     InvalidKemPublicKey,
+
+    /// An expanded ML-KEM-768 decapsulation key fails FIPS 203's check
+    /// (the `H(ek)` it embeds does not match its `ek`, or `ek` is invalid).
+    #[error("not a valid ML-KEM-768 decapsulation key")]
+    InvalidKemDecapsulationKey,
 
     /// The responder does not allow classical sessions
     /// ([`X3dhMlKem768::allow_classical`](crate::X3dhMlKem768::allow_classical)

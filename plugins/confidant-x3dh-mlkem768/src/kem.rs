@@ -250,6 +250,7 @@ impl KemKeyPair {
     /// `dk` (as NIST's ACVP decapsulation vectors give it), checked as
     /// FIPS 203 §7.3 asks (the embedded `H(ek)` must match).
     /// [`to_seed`](Self::to_seed) is `None` for such a key: prefer seeds.
+    /// Fails with [`HybridError::InvalidKemDecapsulationKey`].
     pub fn from_decapsulation_key_bytes(
         bytes: &[u8; KEM_DECAPSULATION_KEY_LEN],
     ) -> Result<Self, HybridError> {
@@ -262,7 +263,7 @@ impl KemKeyPair {
             let mut expanded = ml_kem::ExpandedDecapsulationKey::<MlKem768>::from(*bytes);
             let key = ml_kem_768::DecapsulationKey::from_expanded_bytes(&expanded);
             expanded.as_mut_slice().zeroize();
-            key.map_err(|_| HybridError::InvalidKemPublicKey)?
+            key.map_err(|_| HybridError::InvalidKemDecapsulationKey)?
         };
         let public_key = KemPublicKey::from_key(decapsulation_key.encapsulation_key());
         Ok(Self {

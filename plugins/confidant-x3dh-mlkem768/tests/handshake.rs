@@ -2,6 +2,13 @@
 //! the KEM signature's type byte, downgrades, one-time KEM pre-keys and
 //! the decoders.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail loudly on purpose"
+)]
+
 use confidant_core::wire::{self, DecodeError};
 use confidant_core::{ConnectionId, KeyAgreement, SuiteId, SuiteRegistry};
 use confidant_session::SessionConfig;
