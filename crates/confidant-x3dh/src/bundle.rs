@@ -128,7 +128,7 @@ impl PreKeyBundle {
     }
 
     /// The offer transcript of this bundle for `binding` (see
-    /// [`offer_transcript`]).
+    /// [`offer_transcript`](Self::offer_transcript)).
     pub fn offer_transcript(&self, binding: &[u8]) -> Vec<u8> {
         offer_transcript(
             binding,
@@ -298,7 +298,7 @@ impl PreKeyBundle {
     /// 2. the signed pre-key's signature must verify strictly under that
     ///    identity key, else [`X3dhError::BadSignature`];
     /// 3. the offer signature must be present ([`X3dhError::UnsignedOffer`])
-    ///    and verify strictly over [`offer_transcript`] with `binding`
+    ///    and verify strictly over [`offer_transcript`](Self::offer_transcript) with `binding`
     ///    ([`X3dhError::BadOfferSignature`]): a stripped one-time pre-key,
     ///    a stripped or reordered suite, or a bundle replayed from another
     ///    handshake stops here.
@@ -320,7 +320,7 @@ impl PreKeyBundle {
     /// with the offer checked by `check_offer` instead of against this
     /// bundle's `offer_signature`. For protocols that extend the bundle and
     /// sign an offer transcript of their own that contains
-    /// [`offer_transcript`] (the X3DH + ML-KEM-768 hybrid signs the
+    /// [`offer_transcript`](Self::offer_transcript) (the X3DH + ML-KEM-768 hybrid signs the
     /// classical transcript followed by its KEM pre-key), so that one
     /// signature covers both. In this order:
     ///
@@ -331,7 +331,7 @@ impl PreKeyBundle {
     /// 3. `check_offer(&bundle)` must succeed; its error is returned as is.
     ///
     /// `check_offer` must verify a signature by the identity key over a
-    /// transcript that covers everything [`offer_transcript`] covers, or the
+    /// transcript that covers everything [`offer_transcript`](Self::offer_transcript) covers, or the
     /// offer (suites, one-time pre-key, binding) is left unauthenticated.
     pub fn verify_with_offer_check<E: From<X3dhError>>(
         self,

@@ -171,7 +171,7 @@ impl ResponderKeys {
     /// A bundle with the current signed pre-key and, if `one_time_pre_key_id`
     /// names one, that one-time pre-key ([`X3dhError::UnknownOneTimePreKey`]
     /// if it is not held), its offer signed over `binding` (see
-    /// [`offer_transcript`](crate::bundle::offer_transcript)).
+    /// [`offer_transcript`](crate::PreKeyBundle::offer_transcript)).
     pub fn bound_bundle(
         &self,
         one_time_pre_key_id: Option<u32>,
