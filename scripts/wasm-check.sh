@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that the protocol's crates build for the browser
 # (wasm32-unknown-unknown) without the redb backend: the core traits and
-# wire format, X3DH, the session, both cipher plugins, and the store's
+# wire format, X3DH and the X3DH + ML-KEM-768 hybrid, the session, both
+# cipher plugins, and the store's
 # traits, record encodings, in-memory store and durable session, and the
 # connection engine (the whole protocol of a connection). Installs
 # the target if it is missing.
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=wasm32-unknown-unknown
-CRATES=(-p confidant-core -p confidant-x3dh -p confidant-session
+CRATES=(-p confidant-core -p confidant-x3dh -p confidant-x3dh-mlkem768 -p confidant-session
     -p confidant-aes-gcm -p confidant-chacha20poly1305 -p confidant-store
     -p confidant-engine)
 

@@ -7,14 +7,16 @@
 //! ```text
 //! cargo run --release -p confidant-bench            # full run
 //! cargo run --release -p confidant-bench -- --quick # a fast smoke run
-//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, storage, runtime, connector, postgres or python
+//! cargo run --release -p confidant-bench -- --only x3dh   # one section: suites, iv, x3dh, pqxdh, storage, runtime, connector, postgres or python
 //! cargo run --release -p confidant-bench -- --only throughput # the runtime's throughput round alone (for profiling)
 //! ```
 //!
 //! Sections: the suites' seal and open at 64 B, 1 KiB, 16 KiB and 1 MiB
 //! against the raw AEAD crate plus the IV cost; the IV strategies per
 //! message; a full X3DH (both sides) against the sum of its primitive
-//! operations; sealing with durable counter reservation on redb against the
+//! operations; the post-quantum hybrid (X3DH + ML-KEM-768, both sides)
+//! against classical X3DH and against its primitives, with its bundle and
+//! initial message sizes; sealing with durable counter reservation on redb against the
 //! in-memory store, session load/save latency and bytes per idle session;
 //! the runtime (`confidant-actors`): messages per second through two nodes
 //! against the session layer alone, resident memory and live heap per
@@ -56,6 +58,7 @@ mod backends;
 mod connector;
 mod connector_postgres;
 mod measure;
+mod pqxdh;
 mod python;
 mod runtime;
 mod storage;
@@ -186,6 +189,9 @@ fn main() {
     }
     if selected("x3dh") {
         x3dh::run(&settings, &mut verdicts);
+    }
+    if selected("pqxdh") {
+        pqxdh::run(&settings, &mut verdicts);
     }
     if selected("storage") {
         storage::run(&settings, &mut verdicts);

@@ -18,6 +18,8 @@ pub struct AgreedSecret {
     associated_data: Vec<u8>,
     #[zeroize(skip)]
     one_time_pre_key_id: Option<u32>,
+    #[zeroize(skip)]
+    one_time_kem_pre_key_id: Option<u32>,
 }
 
 impl AgreedSecret {
@@ -35,7 +37,18 @@ impl AgreedSecret {
             secret,
             associated_data,
             one_time_pre_key_id,
+            one_time_kem_pre_key_id: None,
         }
+    }
+
+    /// Records the responder's one-time KEM pre-key that this agreement
+    /// used (a post-quantum hybrid such as X3DH + ML-KEM-768); like the
+    /// one-time pre-key, the responder deletes it in the transaction that
+    /// stores the new session.
+    #[must_use]
+    pub fn with_one_time_kem_pre_key_id(mut self, id: Option<u32>) -> Self {
+        self.one_time_kem_pre_key_id = id;
+        self
     }
 
     /// The shared secret `SK`.
@@ -52,6 +65,12 @@ impl AgreedSecret {
     pub fn one_time_pre_key_id(&self) -> Option<u32> {
         self.one_time_pre_key_id
     }
+
+    /// The one-time KEM pre-key this agreement consumed, if any (always
+    /// `None` for a classical key agreement).
+    pub fn one_time_kem_pre_key_id(&self) -> Option<u32> {
+        self.one_time_kem_pre_key_id
+    }
 }
 
 impl fmt::Debug for AgreedSecret {
@@ -60,6 +79,7 @@ impl fmt::Debug for AgreedSecret {
             .field("secret", &"<redacted>")
             .field("associated_data_len", &self.associated_data.len())
             .field("one_time_pre_key_id", &self.one_time_pre_key_id)
+            .field("one_time_kem_pre_key_id", &self.one_time_kem_pre_key_id)
             .finish()
     }
 }
@@ -133,5 +153,15 @@ mod tests {
         assert!(!shown.contains("171"), "{shown}");
         assert!(!shown.to_lowercase().contains("ab, ab"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn one_time_kem_pre_key_id_is_reported_separately() {
+        let classical = AgreedSecret::new([1; 32], vec![], Some(7));
+        assert_eq!(classical.one_time_kem_pre_key_id(), None);
+        let hybrid = classical.with_one_time_kem_pre_key_id(Some(9));
+        assert_eq!(hybrid.one_time_pre_key_id(), Some(7));
+        assert_eq!(hybrid.one_time_kem_pre_key_id(), Some(9));
+        assert!(format!("{hybrid:?}").contains("one_time_kem_pre_key_id: Some(9)"));
     }
 }

@@ -68,10 +68,11 @@ pub fn offer_transcript(
     transcript
 }
 
-/// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A bundle
-/// with every field set is under 200 bytes; the rest leaves room for a long
-/// list of suites.
-pub const MAX_BUNDLE_LEN: usize = 1024;
+/// The longest encoded bundle [`PreKeyBundle::from_bytes`] accepts. A
+/// classical bundle with every field set is under 300 bytes; a hybrid one
+/// (X3DH + ML-KEM-768, whose fields this decoder skips) about 1,600. The
+/// rest leaves room for a long list of suites.
+pub const MAX_BUNDLE_LEN: usize = 4096;
 
 /// A one-time pre-key as offered in a bundle: its id and public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,7 +128,7 @@ impl PreKeyBundle {
     }
 
     /// The offer transcript of this bundle for `binding` (see
-    /// [`offer_transcript`]).
+    /// [`offer_transcript`](Self::offer_transcript)).
     pub fn offer_transcript(&self, binding: &[u8]) -> Vec<u8> {
         offer_transcript(
             binding,
@@ -221,6 +222,9 @@ impl PreKeyBundle {
                 .offer_signature
                 .map(|signature| signature.to_vec())
                 .unwrap_or_default(),
+            // The hybrid's fields (8 and 9) belong to the hybrid plugin,
+            // which adds them to this classical form.
+            ..Default::default()
         }
     }
 
@@ -294,7 +298,7 @@ impl PreKeyBundle {
     /// 2. the signed pre-key's signature must verify strictly under that
     ///    identity key, else [`X3dhError::BadSignature`];
     /// 3. the offer signature must be present ([`X3dhError::UnsignedOffer`])
-    ///    and verify strictly over [`offer_transcript`] with `binding`
+    ///    and verify strictly over [`offer_transcript`](Self::offer_transcript) with `binding`
     ///    ([`X3dhError::BadOfferSignature`]): a stripped one-time pre-key,
     ///    a stripped or reordered suite, or a bundle replayed from another
     ///    handshake stops here.
@@ -303,17 +307,45 @@ impl PreKeyBundle {
         expected_identity: &IdentityPublicKey,
         binding: &[u8],
     ) -> Result<VerifiedPreKeyBundle, X3dhError> {
+        self.verify_with_offer_check(expected_identity, |bundle| {
+            let signature = bundle.offer_signature.ok_or(X3dhError::UnsignedOffer)?;
+            bundle
+                .identity_key
+                .verify_strict(&bundle.offer_transcript(binding), &signature)
+                .map_err(|_| X3dhError::BadOfferSignature)
+        })
+    }
+
+    /// Checks the bundle as [`verify_bound`](Self::verify_bound) does, but
+    /// with the offer checked by `check_offer` instead of against this
+    /// bundle's `offer_signature`. For protocols that extend the bundle and
+    /// sign an offer transcript of their own that contains
+    /// [`offer_transcript`](Self::offer_transcript) (the X3DH + ML-KEM-768 hybrid signs the
+    /// classical transcript followed by its KEM pre-key), so that one
+    /// signature covers both. In this order:
+    ///
+    /// 1. the identity key must equal `expected_identity`
+    ///    ([`X3dhError::IdentityMismatch`]);
+    /// 2. the signed pre-key's signature must verify strictly
+    ///    ([`X3dhError::BadSignature`]);
+    /// 3. `check_offer(&bundle)` must succeed; its error is returned as is.
+    ///
+    /// `check_offer` must verify a signature by the identity key over a
+    /// transcript that covers everything [`offer_transcript`](Self::offer_transcript) covers, or the
+    /// offer (suites, one-time pre-key, binding) is left unauthenticated.
+    pub fn verify_with_offer_check<E: From<X3dhError>>(
+        self,
+        expected_identity: &IdentityPublicKey,
+        check_offer: impl FnOnce(&Self) -> Result<(), E>,
+    ) -> Result<VerifiedPreKeyBundle, E> {
         if self.identity_key != *expected_identity {
-            return Err(X3dhError::IdentityMismatch);
+            return Err(X3dhError::IdentityMismatch.into());
         }
         self.identity_key.verify_strict(
             self.signed_pre_key.as_bytes(),
             &self.signed_pre_key_signature,
         )?;
-        let signature = self.offer_signature.ok_or(X3dhError::UnsignedOffer)?;
-        self.identity_key
-            .verify_strict(&self.offer_transcript(binding), &signature)
-            .map_err(|_| X3dhError::BadOfferSignature)?;
+        check_offer(&self)?;
         Ok(VerifiedPreKeyBundle { bundle: self })
     }
 }

@@ -76,6 +76,8 @@ impl InitialMessageHeader {
             one_time_pre_key_id: self.one_time_pre_key_id,
             suite: self.suite.0,
             first_message,
+            // The hybrid's fields (7 and 8) belong to the hybrid plugin.
+            ..Default::default()
         }
     }
 

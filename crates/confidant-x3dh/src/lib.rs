@@ -116,7 +116,7 @@ mod keys;
 mod plugin;
 mod responder;
 
-pub use agreement::{DEFAULT_INFO, X3dhConfig};
+pub use agreement::{DEFAULT_INFO, DhOutputs, X3dhConfig};
 pub use bundle::{MAX_BUNDLE_LEN, PreKeyBundle, PublicOneTimePreKey, VerifiedPreKeyBundle};
 pub use error::{DhStep, X3dhError};
 pub use initial::{InitialMessageHeader, MAX_INITIAL_MESSAGE_LEN};

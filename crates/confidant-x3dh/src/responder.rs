@@ -1,7 +1,7 @@
 //! The responder's key store: identity, signed pre-keys and one-time
 //! pre-keys, each found by id.
 
-use crate::agreement::X3dhConfig;
+use crate::agreement::{DhOutputs, X3dhConfig};
 use crate::bundle::{PreKeyBundle, PublicOneTimePreKey};
 use crate::error::{DhStep, X3dhError};
 use crate::initial::InitialMessageHeader;
@@ -171,7 +171,7 @@ impl ResponderKeys {
     /// A bundle with the current signed pre-key and, if `one_time_pre_key_id`
     /// names one, that one-time pre-key ([`X3dhError::UnknownOneTimePreKey`]
     /// if it is not held), its offer signed over `binding` (see
-    /// [`offer_transcript`](crate::bundle::offer_transcript)).
+    /// [`offer_transcript`](crate::PreKeyBundle::offer_transcript)).
     pub fn bound_bundle(
         &self,
         one_time_pre_key_id: Option<u32>,
@@ -243,6 +243,20 @@ impl ResponderKeys {
         config: &X3dhConfig,
         initial: &InitialMessageHeader,
     ) -> Result<AgreedSecret, X3dhError> {
+        let dh_outputs = self.diffie_hellman(initial)?;
+        let secret = dh_outputs.derive_secret(&[], config.info())?;
+        Ok(AgreedSecret::new(
+            *secret,
+            config.associated_data(initial.identity_key(), &self.identity_public_key),
+            dh_outputs.one_time_pre_key_id(),
+        ))
+    }
+
+    /// Responder: the Diffie-Hellman half of [`respond`](Self::respond), for
+    /// protocols that extend X3DH's key derivation (see [`DhOutputs`]): the
+    /// same look-ups and checks, and the outputs `DH1 ‖ DH2 ‖ DH3 [‖ DH4]`
+    /// with the id of the one-time pre-key used (not deleted).
+    pub fn diffie_hellman(&self, initial: &InitialMessageHeader) -> Result<DhOutputs, X3dhError> {
         let signed_pre_key_id = initial.signed_pre_key_id();
         let signed_pre_key =
             self.signed_pre_key(signed_pre_key_id)
@@ -267,18 +281,13 @@ impl ResponderKeys {
         )?;
         let dh2 = diffie_hellman(DhStep::Dh2, &self.identity.dh_secret(), ephemeral_key)?;
         let dh3 = diffie_hellman(DhStep::Dh3, signed_pre_key.secret(), ephemeral_key)?;
-        let secret = match one_time_pre_key {
+        Ok(match one_time_pre_key {
             Some(one_time) => {
                 let dh4 = diffie_hellman(DhStep::Dh4, one_time.secret(), ephemeral_key)?;
-                config.derive_secret(&[&dh1, &dh2, &dh3, &dh4])?
+                DhOutputs::new(&[&dh1, &dh2, &dh3, &dh4], Some(one_time.id()))
             }
-            None => config.derive_secret(&[&dh1, &dh2, &dh3])?,
-        };
-        Ok(AgreedSecret::new(
-            *secret,
-            config.associated_data(initiator_identity, &self.identity_public_key),
-            one_time_pre_key.map(OneTimePreKey::id),
-        ))
+            None => DhOutputs::new(&[&dh1, &dh2, &dh3], None),
+        })
     }
 
     /// Responder without a separate store: [`respond`](Self::respond), then,
