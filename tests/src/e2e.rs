@@ -82,9 +82,23 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 /// The key a party (issuer or holder) is known by at the connector: the
 /// seed in its `DIR/relay.key`.
 pub fn relay_signer(party_dir: &Path) -> Result<RequestSigner, HarnessError> {
+    relay_signer_with(party_dir, None)
+}
+
+/// [`relay_signer`] for a party whose `relay.key` is sealed under the
+/// at-rest key `kek` (the bindings' nodes opened with one).
+pub fn relay_signer_with(
+    party_dir: &Path,
+    kek: Option<&confidant_store::KeyEncryptionKey>,
+) -> Result<RequestSigner, HarnessError> {
     let path = party_dir.join("relay.key");
     let bytes = std::fs::read(&path)
         .map_err(|error| HarnessError::new(format!("cannot read {}: {error}", path.display())))?;
+    let bytes = match kek {
+        None => zeroize::Zeroizing::new(bytes),
+        Some(kek) => confidant_store::at_rest::open_secret(kek, b"relay.key", &bytes)
+            .map_err(|error| HarnessError::new(format!("{}: {error}", path.display())))?,
+    };
     let seed: [u8; 32] = bytes
         .as_slice()
         .try_into()
@@ -95,7 +109,16 @@ pub fn relay_signer(party_dir: &Path) -> Result<RequestSigner, HarnessError> {
 /// Everything that waits for the party of `party_dir` at the connector at
 /// `url`, read with a signed `GetMessagesPaginated` (no acknowledgement).
 pub fn waiting_for(url: &str, party_dir: &Path) -> Result<Vec<Waiting>, HarnessError> {
-    let signer = relay_signer(party_dir)?;
+    waiting_for_with(url, party_dir, None)
+}
+
+/// [`waiting_for`] for a party whose `relay.key` is sealed under `kek`.
+pub fn waiting_for_with(
+    url: &str,
+    party_dir: &Path,
+    kek: Option<&confidant_store::KeyEncryptionKey>,
+) -> Result<Vec<Waiting>, HarnessError> {
+    let signer = relay_signer_with(party_dir, kek)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

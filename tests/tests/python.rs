@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use confidant_tests::e2e::{ConnectorProcess, waiting_for};
+use confidant_tests::e2e::{ConnectorProcess, waiting_for, waiting_for_with};
 use confidant_tests::hostile::{HostileRelay, Policy};
 use confidant_tests::process::{Process, run_to_end};
 use std::path::{Path, PathBuf};
@@ -235,7 +235,15 @@ fn a_python_holder_receives_stores_acknowledges_and_answers() {
             lines[acknowledged]["acknowledged message #".len()..].trim()
         )]
     );
-    assert_eq!(waiting_for(connector.url(), &holder_dir).unwrap(), []);
+    // The relay key is sealed under the at-rest key too (81 bytes, not the
+    // 32 of a plaintext seed), and opens with it.
+    let relay_key = std::fs::read(holder_dir.join("relay.key")).unwrap();
+    assert_eq!(relay_key.len(), 81);
+    let kek = confidant_store::KeyEncryptionKey::from_bytes([0x42; 32]);
+    assert_eq!(
+        waiting_for_with(connector.url(), &holder_dir, Some(&kek)).unwrap(),
+        []
+    );
     assert_eq!(waiting_for(connector.url(), &issuer_dir).unwrap(), []);
     // The node's store is sealed: without the key it does not open.
     let mut keyless = python_holder(&holder_dir, &["run", "--exit-after-credentials", "1"]);

@@ -75,7 +75,22 @@ pub async fn open_node(options: NodeOptions) -> Result<Arc<ConfidantNode>, Confi
     let sync_delivery = options.sync_delivery;
     let (node, events) = run(async move {
         files::create_data_dir(&dir)?;
-        let seed = files::relay_seed(&dir)?;
+        let mut store_options = StoreOptions::default();
+        if let Some(key) = key.clone() {
+            store_options = store_options.key_encryption_key(key);
+        }
+        // redb's file lock and the store's checks run on a blocking thread.
+        // The store first: its key check refuses a wrong at-rest key before
+        // `relay.key` is read (or sealed) with it.
+        let path = dir.join(NODE_STORE);
+        let store =
+            tokio::task::spawn_blocking(move || RedbStore::open_or_create(&path, store_options))
+                .await
+                .map_err(|error| {
+                    ConfidantError::internal(format!("opening the store: {error}"))
+                })??;
+        let seed = files::relay_seed(&dir, key.as_ref())?;
+        drop(key);
         let signer = RequestSigner::from_seed(&seed);
         drop(seed);
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -85,18 +100,6 @@ pub async fn open_node(options: NodeOptions) -> Result<Arc<ConfidantNode>, Confi
         if sync_delivery {
             transport = transport.with_sync_delivery();
         }
-        let mut store_options = StoreOptions::default();
-        if let Some(key) = key {
-            store_options = store_options.key_encryption_key(key);
-        }
-        // redb's file lock and the store's checks run on a blocking thread.
-        let path = dir.join(NODE_STORE);
-        let store =
-            tokio::task::spawn_blocking(move || RedbStore::open_or_create(&path, store_options))
-                .await
-                .map_err(|error| {
-                    ConfidantError::internal(format!("opening the store: {error}"))
-                })??;
         let (node, events) = Node::builder()
             .store(Arc::new(store))
             .suites(suites()?)

@@ -124,6 +124,85 @@ pub(crate) fn seal(
     key: &[u8],
     value: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
+    seal_with(kek, &associated_data(table, key), value)
+}
+
+/// Opens a value sealed by [`seal`] for record `key` in `table`.
+pub(crate) fn open(
+    kek: &KeyEncryptionKey,
+    table: Table,
+    key: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    open_with(
+        kek,
+        &associated_data(table, key),
+        sealed,
+        &format!("a value in table {}", table.name()),
+    )
+}
+
+/// The associated data of an application's own secret: no table has this
+/// name, so a secret and a record never open as each other.
+fn secret_associated_data(label: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(SECRET_DOMAIN.len() + 1 + label.len());
+    ad.extend_from_slice(SECRET_DOMAIN);
+    ad.push(0);
+    ad.extend_from_slice(label);
+    ad
+}
+
+/// The domain of [`seal_secret`]'s associated data.
+const SECRET_DOMAIN: &[u8] = b"confidant-app-secret";
+
+/// How many bytes [`seal_secret`] returns for a value of `len` bytes.
+pub const fn sealed_len(len: usize) -> usize {
+    OVERHEAD + len
+}
+
+/// Seals `value`, a secret the application keeps outside the store (in a
+/// file of its own, say), under `kek`, bound to `label`. The format is the
+/// store's (see the module's documentation), with associated data
+/// `"confidant-app-secret" ‖ 0x00 ‖ label`: a sealed secret opens only
+/// under the same label, and never as a record of the store.
+///
+/// ```
+/// use confidant_store::KeyEncryptionKey;
+/// use confidant_store::at_rest::{open_secret, seal_secret, sealed_len};
+///
+/// let kek = KeyEncryptionKey::from_bytes([7; 32]);
+/// let sealed = seal_secret(&kek, b"relay.key", &[1; 32])?;
+/// assert_eq!(sealed.len(), sealed_len(32));
+/// assert_eq!(open_secret(&kek, b"relay.key", &sealed)?.as_slice(), &[1; 32]);
+/// assert!(open_secret(&kek, b"other", &sealed).is_err());
+/// # Ok::<(), confidant_store::StoreError>(())
+/// ```
+pub fn seal_secret(
+    kek: &KeyEncryptionKey,
+    label: &[u8],
+    value: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    seal_with(kek, &secret_associated_data(label), value)
+}
+
+/// Opens a secret sealed by [`seal_secret`] under `label`. A wrong key, a
+/// wrong label and a damaged value all fail as [`StoreError::Corrupt`]
+/// (authentication cannot tell them apart: check the key first, as opening
+/// the store does).
+pub fn open_secret(
+    kek: &KeyEncryptionKey,
+    label: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    open_with(
+        kek,
+        &secret_associated_data(label),
+        sealed,
+        &format!("the secret {:?}", String::from_utf8_lossy(label)),
+    )
+}
+
+fn seal_with(kek: &KeyEncryptionKey, ad: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt)
         .map_err(|error| StoreError::Io(format!("OS random number generator failed: {error}")))?;
@@ -138,40 +217,33 @@ pub(crate) fn seal(
             "sealed value shorter than its header",
         ))?;
     let tag = cipher
-        .encrypt_inout_detached(
-            &Array::from(NONCE),
-            &associated_data(table, key),
-            body.into(),
-        )
+        .encrypt_inout_detached(&Array::from(NONCE), ad, body.into())
         .map_err(|_| StoreError::Inconsistent("value too long to encrypt at rest"))?;
     sealed.extend_from_slice(&tag);
     Ok(sealed)
 }
 
-/// Opens a value sealed by [`seal`] for record `key` in `table`.
-pub(crate) fn open(
+/// Opens a sealed value; `what` names it in errors.
+fn open_with(
     kek: &KeyEncryptionKey,
-    table: Table,
-    key: &[u8],
+    ad: &[u8],
     sealed: &[u8],
+    what: &str,
 ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let failed = || {
         StoreError::Corrupt(format!(
-            "a value in table {} failed authentication (damaged or tampered with)",
-            table.name()
+            "{what} failed authentication (damaged or tampered with)"
         ))
     };
     if sealed.len() < OVERHEAD {
         return Err(StoreError::Corrupt(format!(
-            "a value in table {} is too short to be encrypted",
-            table.name()
+            "{what} is too short to be encrypted"
         )));
     }
     let (&format, rest) = sealed.split_first().ok_or_else(failed)?;
     if format != FORMAT {
         return Err(StoreError::Corrupt(format!(
-            "a value in table {} has unknown at-rest format {format}",
-            table.name()
+            "{what} has unknown at-rest format {format}"
         )));
     }
     let (salt, rest) = rest.split_at(SALT_LEN);
@@ -182,7 +254,7 @@ pub(crate) fn open(
     cipher
         .decrypt_inout_detached(
             &Array::from(NONCE),
-            &associated_data(table, key),
+            ad,
             plaintext.as_mut_slice().into(),
             &Array::from(tag),
         )
