@@ -243,3 +243,134 @@ async fn postgres_sslmode_is_honoured_against_a_real_server() {
         .unwrap()
         .close();
 }
+
+/// Kills the child when dropped, so that a failed assertion leaves no
+/// process behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The connector binary on `database_url`, with `SSL_CERT_FILE` naming
+/// `system_roots` (the system's roots, as `rustls-native-certs` reads
+/// them) and an empty `SSL_CERT_DIR`.
+fn connector_binary(
+    database_url: &str,
+    system_roots: &std::path::Path,
+    empty_dir: &std::path::Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_confidant-connector"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+        .env("SSL_CERT_FILE", system_roots)
+        .env("SSL_CERT_DIR", empty_dir)
+        .env_remove("RUST_LOG");
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_binary_verifies_postgres_against_the_systems_roots() {
+    use std::io::BufRead as _;
+    let test = "the_connector_binary_verifies_postgres_against_the_systems_roots";
+    let Some(base_url) = database_url(test) else {
+        return;
+    };
+    let admin = superuser(&base_url).await;
+    let cert_file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schema = TestSchema::new(&base_url).await;
+    let role = TestRole::new(&schema).await;
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-certificates");
+    std::fs::create_dir(&empty).unwrap();
+    // `sslrootcert=system` without `sslmode`: verify-full, as libpq.
+    let url = role.url(&schema, "localhost", "tls_system", "sslrootcert=system");
+
+    // The system's roots hold another CA only: the binary does not start,
+    // and says why.
+    let other_root = dir.path().join("other-root.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&other_root, other.cert.pem()).unwrap();
+    let output = connector_binary(&url, &other_root, &empty)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to the database") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // A weaker sslmode with the system's roots is refused at start.
+    let weak = role.url(
+        &schema,
+        "localhost",
+        "tls_system",
+        "sslmode=require&sslrootcert=system",
+    );
+    let output = connector_binary(&weak, &other_root, &empty)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sslrootcert=system needs sslmode=verify-full"),
+        "{stderr}"
+    );
+
+    // The system's roots vouch for the server's certificate: the binary
+    // serves, and every connection it keeps to the database is TLS.
+    let mut child = Child(
+        connector_binary(&url, std::path::Path::new(&cert_file), &empty)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let client =
+        confidant_connector::SignedClient::new(&format!("http://{address}"), signer(2)).unwrap();
+    let tokens = client
+        .generate_connection_token(confidant_connector::proto::GenerateConnectionTokenRequest {
+            count: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tokens.tokens.len(), 1);
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = 'tls_system'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        tls >= 1 && plain == 0,
+        "sslrootcert=system: {tls} with TLS, {plain} without"
+    );
+    drop(child);
+}

@@ -13,6 +13,11 @@
 //! | `verify-ca` | always | chains to `sslrootcert` |
 //! | `verify-full` | always | chains to `sslrootcert` and is valid for the host name |
 //!
+//! `sslrootcert=system` trusts the system's root certificates (read by
+//! `rustls-native-certs`, which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`)
+//! and, as in libpq, implies `verify-full`: a weaker `sslmode` with it is
+//! refused.
+//!
 //! All cryptography is rustls's (with ring): the handshake signatures are
 //! always checked by rustls, and the chain and name by its webpki verifier.
 
@@ -60,6 +65,18 @@ impl SslMode {
         })
     }
 
+    /// The mode as a URL names it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
     /// tokio-postgres's mode for this one.
     fn driver_mode(self) -> tokio_postgres::config::SslMode {
         match self {
@@ -72,12 +89,21 @@ impl SslMode {
     }
 }
 
+/// What `sslrootcert` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RootCerts {
+    /// A PEM file of the CA certificates to trust.
+    File(PathBuf),
+    /// `system`: the system's root certificates.
+    System,
+}
+
 /// What the database URL asks of TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DatabaseTls {
     pub(crate) mode: SslMode,
-    /// `sslrootcert`: a PEM file of the CA certificates to trust.
-    pub(crate) root_cert: Option<PathBuf>,
+    /// `sslrootcert`: the CA certificates to trust.
+    pub(crate) root_cert: Option<RootCerts>,
 }
 
 fn unusable(reason: String) -> MailboxError {
@@ -94,24 +120,27 @@ pub(crate) fn config(url: &str) -> Result<(tokio_postgres::Config, DatabaseTls),
         } else {
             split_key_values(url)?
         };
-    let mode = mode.map_or(Ok(SslMode::Prefer), |mode| SslMode::parse(&mode))?;
     let root_cert = match root_cert {
-        Some(path) if path == "system" => {
-            return Err(unusable(
-                "sslrootcert=system is not supported: give the path of a PEM file of the CA \
-                 certificates to trust"
-                    .into(),
-            ));
-        }
+        Some(path) if path == "system" => Some(RootCerts::System),
         Some(path) if path.is_empty() => None,
-        other => other.map(PathBuf::from),
+        other => other.map(|path| RootCerts::File(PathBuf::from(path))),
     };
+    // As libpq: the system's roots imply verify-full, and refuse less.
+    let default_mode = if root_cert == Some(RootCerts::System) {
+        SslMode::VerifyFull
+    } else {
+        SslMode::Prefer
+    };
+    let mode = mode.map_or(Ok(default_mode), |mode| SslMode::parse(&mode))?;
+    if root_cert == Some(RootCerts::System) && mode != SslMode::VerifyFull {
+        return Err(unusable(format!(
+            "sslrootcert=system needs sslmode=verify-full (or no sslmode), not {}: the \
+             system's roots vouch for many names, so only the name check makes them safe",
+            mode.name()
+        )));
+    }
     if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
-        let name = if mode == SslMode::VerifyCa {
-            "verify-ca"
-        } else {
-            "verify-full"
-        };
+        let name = mode.name();
         return Err(unusable(format!(
             "sslmode={name} needs sslrootcert=PATH, a PEM file of the CA certificates to trust"
         )));
@@ -237,7 +266,8 @@ pub(crate) fn connector(
         .with_safe_default_protocol_versions()
         .map_err(|error| MailboxError::Storage(format!("cannot set TLS up: {error}")))?;
     let roots = match &tls.root_cert {
-        Some(path) if tls.mode != SslMode::Disable => Some(Arc::new(roots(path)?)),
+        Some(RootCerts::File(path)) if tls.mode != SslMode::Disable => Some(Arc::new(roots(path)?)),
+        Some(RootCerts::System) if tls.mode != SslMode::Disable => Some(Arc::new(system_roots()?)),
         _ => None,
     };
     if roots.is_none() && matches!(tls.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
@@ -272,6 +302,28 @@ fn roots(path: &std::path::Path) -> Result<RootCertStore, MailboxError> {
                 path.display()
             ))
         })?;
+    }
+    Ok(roots)
+}
+
+/// The system's root certificates, as `rustls-native-certs` finds them
+/// (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or the platform's store). Refused when
+/// none is usable.
+fn system_roots() -> Result<RootCertStore, MailboxError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(MailboxError::Schema(format!(
+            "sslrootcert=system: no usable root certificate found on this system (set \
+             SSL_CERT_FILE, or give sslrootcert=PATH){}",
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            }
+        )));
     }
     Ok(roots)
 }
@@ -379,7 +431,10 @@ mod tests {
             let (config, tls) = parsed(&url);
             assert_eq!(tls.mode, mode, "{url}");
             assert_eq!(config.get_ssl_mode(), driver, "{url}");
-            assert_eq!(tls.root_cert, Some(PathBuf::from("/ca.pem")));
+            assert_eq!(
+                tls.root_cert,
+                Some(RootCerts::File(PathBuf::from("/ca.pem")))
+            );
             assert_eq!(config.get_dbname(), Some("mail"));
             assert_eq!(config.get_ports(), [5433]);
         }
@@ -399,7 +454,10 @@ mod tests {
              &options=-csearch_path%3Dmine&sslrootcert=%2Fetc%2Fca%20x.pem",
         );
         assert_eq!(tls.mode, SslMode::Require);
-        assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/ca x.pem")));
+        assert_eq!(
+            tls.root_cert,
+            Some(RootCerts::File(PathBuf::from("/etc/ca x.pem")))
+        );
         assert_eq!(config.get_options(), Some("-csearch_path=mine"));
         assert!(
             config
@@ -419,7 +477,10 @@ mod tests {
              password='it\\'s' dbname=mail",
         );
         assert_eq!(tls.mode, SslMode::VerifyFull);
-        assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/my ca.pem")));
+        assert_eq!(
+            tls.root_cert,
+            Some(RootCerts::File(PathBuf::from("/etc/my ca.pem")))
+        );
         assert_eq!(config.get_ssl_mode(), Driver::Require);
         assert_eq!(config.get_password(), Some(&b"it's"[..]));
         assert_eq!(config.get_dbname(), Some("mail"));
@@ -440,11 +501,15 @@ mod tests {
                 "{missing}"
             );
         }
-        let system = refusal("postgres://u@localhost/mail?sslmode=verify-full&sslrootcert=system");
-        assert!(
-            system.contains("sslrootcert=system is not supported"),
-            "{system}"
-        );
+        for mode in ["require", "verify-ca", "prefer", "disable"] {
+            let weak = refusal(&format!(
+                "postgres://u@localhost/mail?sslmode={mode}&sslrootcert=system"
+            ));
+            assert!(
+                weak.contains("sslrootcert=system needs sslmode=verify-full"),
+                "{weak}"
+            );
+        }
         let encoding = refusal("postgres://u@localhost/mail?sslrootcert=%zz");
         assert!(encoding.contains("bad percent-encoding"), "{encoding}");
         let quoted = refusal("host=localhost sslrootcert='/ca.pem");
@@ -454,20 +519,34 @@ mod tests {
     }
 
     #[test]
+    fn sslrootcert_system_means_the_systems_roots_and_verify_full() {
+        for url in [
+            "postgres://u@localhost/mail?sslrootcert=system",
+            "postgres://u@localhost/mail?sslmode=verify-full&sslrootcert=system",
+            "host=localhost sslrootcert=system",
+        ] {
+            let (config, tls) = parsed(url);
+            assert_eq!(tls.mode, SslMode::VerifyFull, "{url}");
+            assert_eq!(tls.root_cert, Some(RootCerts::System), "{url}");
+            assert_eq!(config.get_ssl_mode(), Driver::Require, "{url}");
+        }
+    }
+
+    #[test]
     fn a_root_file_that_holds_no_certificate_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("root.pem");
         std::fs::write(&path, "not a certificate").unwrap();
         let tls = DatabaseTls {
             mode: SslMode::VerifyFull,
-            root_cert: Some(path.clone()),
+            root_cert: Some(RootCerts::File(path.clone())),
         };
         let error = connector(&tls).err().unwrap().to_string();
         assert!(error.contains("holds no certificate"), "{error}");
         assert!(error.contains(&path.display().to_string()), "{error}");
         let missing = DatabaseTls {
             mode: SslMode::VerifyCa,
-            root_cert: Some(dir.path().join("absent.pem")),
+            root_cert: Some(RootCerts::File(dir.path().join("absent.pem"))),
         };
         let error = connector(&missing).err().unwrap().to_string();
         assert!(error.contains("cannot read"), "{error}");
