@@ -67,7 +67,8 @@ pub struct OriginError {
 
 impl GrpcWeb {
     /// gRPC-Web for pages of `origins`: each `scheme://host[:port]`
-    /// (`http` or `https`, no path), or a single `*` for any origin.
+    /// (`http` or `https`, no path; compared in lower case, as browsers
+    /// send them), or a single `*` for any origin.
     ///
     /// ```
     /// use confidant_connector::web::GrpcWeb;
@@ -81,7 +82,11 @@ impl GrpcWeb {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
+        // Browsers send origins in lower case; the match is exact.
+        let origins: Vec<String> = origins
+            .into_iter()
+            .map(|origin| origin.into().to_ascii_lowercase())
+            .collect();
         if origins.iter().any(|origin| origin == "*") {
             if origins.len() > 1 {
                 return Err(OriginError {
@@ -183,6 +188,16 @@ mod tests {
         ] {
             assert!(GrpcWeb::new([bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn origins_are_kept_in_lower_case() {
+        assert_eq!(
+            GrpcWeb::new(["HTTPS://Wallet.Example:8443"])
+                .unwrap()
+                .origins(),
+            &AllowedOrigins::List(vec!["https://wallet.example:8443".to_owned()])
+        );
     }
 
     #[test]
