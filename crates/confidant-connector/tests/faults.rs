@@ -19,7 +19,6 @@ use confidant_connector::proto::{self, connector_client::ConnectorClient};
 use confidant_connector::{ClientTls, ConnectorTransport, SignedClient};
 use confidant_core::ConnectionId;
 use std::collections::HashMap;
-use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{TestSchema, signer};
+use common::{TestSchema, listening_address, signer};
 
 /// The bound of every wait: it ends at once when the code is right, and
 /// fails the test instead of hanging when it is not.
@@ -62,24 +61,7 @@ impl Instance {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = within(
-            "the connector's address",
-            tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                std::io::BufReader::new(stdout)
-                    .read_line(&mut line)
-                    .map(|_| line)
-            }),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let address = listening_address(&mut child, BOUND).await;
         Self {
             child,
             url: format!("http://{address}"),

@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
+mod common;
+
+use common::{Child, listening_address};
+
 /// The origin of the page allowed in these tests.
 const PAGE: &str = "http://wallet.test:8080";
 const STEP: Duration = Duration::from_secs(10);
@@ -378,20 +382,8 @@ async fn grpc_web_is_off_by_default() {
     served.stop().await;
 }
 
-/// Kills the child when dropped, so that a failed assertion leaves no
-/// process behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connector_binary_serves_grpc_web_with_grpc_web_and_cors_origin() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_confidant-connector");
     let run = |extra: &[&str]| {
@@ -424,22 +416,7 @@ async fn the_connector_binary_serves_grpc_web_with_grpc_web_and_cors_origin() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    });
-    let line = tokio::time::timeout(STEP, line)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let address = listening_address(&mut child.0, STEP).await;
     let url = format!("http://{address}");
     let party = Party::new(&url, 5).await;
     assert!(!party.audience.is_empty());

@@ -5,26 +5,16 @@
 
 use confidant_connector::SignedClient;
 use confidant_connector::proto;
-use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod common;
 
-use common::signer;
+use common::{Child, listening_address, signer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_confidant-connector");
 const BOUND: Duration = Duration::from_secs(60);
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn the_command_line_wants_one_storage() {
@@ -102,25 +92,7 @@ async fn metrics_and_health_are_served() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        BOUND,
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .map(|_| line)
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let address = listening_address(&mut child.0, BOUND).await;
     let url = format!("http://{address}");
 
     let client = SignedClient::new(&url, signer(1)).unwrap();

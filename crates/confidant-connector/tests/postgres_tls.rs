@@ -13,7 +13,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{TestSchema, database_url, signer};
+use common::{Child, TestSchema, database_url, listening_address, signer};
 
 /// A login role with a password, allowed into `schema`; dropped at the end.
 struct TestRole {
@@ -113,6 +113,14 @@ async fn tls_of_connections(base_url: &str, url: &str, tag: &str) -> (i64, i64) 
         assert!(tokio::time::Instant::now() < deadline, "never listened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let counts = tls_counts(base_url, tag).await;
+    store.close();
+    counts
+}
+
+/// How many of the database connections tagged `tag` (their
+/// `application_name`) use TLS, and how many not, from `pg_stat_ssl`.
+async fn tls_counts(base_url: &str, tag: &str) -> (i64, i64) {
     let row = superuser(base_url)
         .await
         .query_one(
@@ -123,7 +131,6 @@ async fn tls_of_connections(base_url: &str, url: &str, tag: &str) -> (i64, i64) 
         )
         .await
         .unwrap();
-    store.close();
     (row.get(0), row.get(1))
 }
 
@@ -244,17 +251,6 @@ async fn postgres_sslmode_is_honoured_against_a_real_server() {
         .close();
 }
 
-/// Kills the child when dropped, so that a failed assertion leaves no
-/// process behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The connector binary on `database_url`, with `SSL_CERT_FILE` naming
 /// `system_roots` (the system's roots, as `rustls-native-certs` reads
 /// them) and an empty `SSL_CERT_DIR`.
@@ -274,7 +270,6 @@ fn connector_binary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connector_binary_verifies_postgres_against_the_systems_roots() {
-    use std::io::BufRead as _;
     let test = "the_connector_binary_verifies_postgres_against_the_systems_roots";
     let Some(base_url) = database_url(test) else {
         return;
@@ -333,22 +328,7 @@ async fn the_connector_binary_verifies_postgres_against_the_systems_roots() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), line)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let address = listening_address(&mut child.0, Duration::from_secs(30)).await;
     let client =
         confidant_connector::SignedClient::new(&format!("http://{address}"), signer(2)).unwrap();
     let tokens = client
@@ -358,16 +338,7 @@ async fn the_connector_binary_verifies_postgres_against_the_systems_roots() {
         .await
         .unwrap();
     assert_eq!(tokens.tokens.len(), 1);
-    let row = admin
-        .query_one(
-            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
-             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-             WHERE a.application_name = 'tls_system'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    let (tls, plain) = tls_counts(&base_url, "tls_system").await;
     assert!(
         tls >= 1 && plain == 0,
         "sslrootcert=system: {tls} with TLS, {plain} without"

@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
+mod common;
+
+use common::{Child, listening_address};
+
 /// Every network step of these tests ends within this.
 const STEP: Duration = Duration::from_secs(20);
 
@@ -403,20 +407,8 @@ fn bad_pem_files_are_refused_with_their_names() {
     named(error, &not_a_certificate, "not a usable CA certificate");
 }
 
-/// Kills the child process when dropped (a failing test must not leave a
-/// connector running).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connector_binary_serves_tls_with_tls_cert_and_tls_key() {
-    use std::io::BufRead as _;
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.server_identity(&["127.0.0.1"]);
@@ -465,19 +457,7 @@ async fn the_connector_binary_serves_tls_with_tls_cert_and_tls_key() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    });
-    let line = within(line).await.unwrap().unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let address = listening_address(&mut child.0, STEP).await;
 
     let client =
         SignedClient::with_tls(&format!("https://{address}"), signer(1), &ca.client()).unwrap();

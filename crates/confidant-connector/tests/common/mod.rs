@@ -277,3 +277,42 @@ pub async fn connect(
         .unwrap()
         .connection_id
 }
+
+/// A connector process, killed and reaped when dropped, so that a failing
+/// test leaves none behind.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The address a connector process announces on the first line of its
+/// stdout (`listening on ADDRESS`), read within `limit`. The child must
+/// have been started with a piped stdout, which this takes.
+pub async fn listening_address(child: &mut std::process::Child, limit: Duration) -> String {
+    use std::io::BufRead as _;
+    let stdout = child
+        .stdout
+        .take()
+        .expect("the connector's stdout is piped, and read once");
+    let line = tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the connector announced no address within {limit:?}"))
+    .unwrap()
+    .unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
