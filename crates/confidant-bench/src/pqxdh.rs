@@ -16,7 +16,6 @@ use ml_kem::{Decapsulate, KeyExport, ml_kem_768};
 use prost::Message;
 use sha2::Sha256;
 use std::hint::black_box;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The issuer's keys for both plugins: the same classical keys (with a
 /// one-time pre-key), plus a last-resort ML-KEM-768 pre-key for the
@@ -36,6 +35,35 @@ fn issuer_keys() -> Option<(ResponderKeys, HybridResponderKeys)> {
         .ok()?;
     let hybrid = HybridResponderKeys::new(classical.clone(), last_resort).ok()?;
     Some((classical, hybrid))
+}
+
+/// Nanoseconds per full handshake with `plugin`, both sides, each run
+/// building its bundle: the issuer signs the offer(s), the holder
+/// (`initiator`: its keys and the invitation's identity key) verifies and
+/// agrees, the issuer answers. One-time keys are only reported, so the same
+/// keys serve every run.
+fn handshake_ns<K>(
+    plugin: &K,
+    issuer: &K::ResponderKeys,
+    (holder, invitation): (&IdentityKeyPair, &[u8]),
+    (suite, binding): (SuiteId, &[u8]),
+    iterations: u64,
+) -> f64
+where
+    K: KeyAgreement<InitiatorKeys = IdentityKeyPair>,
+{
+    per_call(iterations, || {
+        let Ok(bundle) = plugin.bundle(black_box(issuer), &[suite], binding) else {
+            return;
+        };
+        let Ok((holder_secret, initial)) =
+            plugin.initiate(holder, invitation, black_box(&bundle), suite, binding)
+        else {
+            return;
+        };
+        let issuer_secret = plugin.respond(issuer, black_box(&initial)).ok();
+        black_box((holder_secret, issuer_secret));
+    })
 }
 
 /// Runs the hybrid benchmark and prints its table.
@@ -83,32 +111,22 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
     // issuer answers. One-time keys are only reported, so the same keys
     // serve every run.
     let mut hybrid_handshake = || {
-        per_call(iterations, || {
-            let Ok(bundle) = hybrid.bundle(black_box(&hybrid_issuer), &[suite], binding) else {
-                return;
-            };
-            let Ok((holder_secret, initial)) =
-                hybrid.initiate(&holder, &invitation, black_box(&bundle), suite, binding)
-            else {
-                return;
-            };
-            let issuer_secret = hybrid.respond(&hybrid_issuer, black_box(&initial)).ok();
-            black_box((holder_secret, issuer_secret));
-        })
+        handshake_ns(
+            &hybrid,
+            &hybrid_issuer,
+            (&holder, &invitation),
+            (suite, binding),
+            iterations,
+        )
     };
     let mut classical_handshake = || {
-        per_call(iterations, || {
-            let Ok(bundle) = x3dh.bundle(black_box(&classical_issuer), &[suite], binding) else {
-                return;
-            };
-            let Ok((holder_secret, initial)) =
-                x3dh.initiate(&holder, &invitation, black_box(&bundle), suite, binding)
-            else {
-                return;
-            };
-            let issuer_secret = x3dh.respond(&classical_issuer, black_box(&initial)).ok();
-            black_box((holder_secret, issuer_secret));
-        })
+        handshake_ns(
+            &x3dh,
+            &classical_issuer,
+            (&holder, &invitation),
+            (suite, binding),
+            iterations,
+        )
     };
 
     // The primitives, on the same kind of inputs.
@@ -133,20 +151,8 @@ pub fn run(settings: &Settings, verdicts: &mut Vec<Verdict>) {
             black_box(ok);
         })
     };
-    let secret = StaticSecret::from([0x05; 32]);
-    let peer = PublicKey::from(&StaticSecret::from([0x06; 32]));
-    let mut dh = || {
-        per_call(iterations, || {
-            black_box(black_box(&secret).diffie_hellman(black_box(&peer)));
-        })
-    };
-    let mut x25519_keygen = || {
-        let mut seed = 0u8;
-        per_call(iterations, || {
-            seed = seed.wrapping_add(1);
-            black_box(PublicKey::from(&StaticSecret::from([seed; 32])));
-        })
-    };
+    let mut dh = || crate::x3dh::dh_ns(iterations);
+    let mut x25519_keygen = || crate::x3dh::x25519_keygen_ns(iterations);
     let decapsulation_key = ml_kem_768::DecapsulationKey::from_seed(ml_kem::Seed::from([0x07; 64]));
     let encapsulation_key_bytes = decapsulation_key.encapsulation_key().to_bytes();
     let encapsulation_key = decapsulation_key.encapsulation_key().clone();
