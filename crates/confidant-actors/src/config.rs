@@ -40,6 +40,15 @@ pub struct NodeConfig {
     /// Most store calls running at once on the node's blocking threads.
     /// Default 8.
     pub blocking_threads: usize,
+    /// A signed pre-key (and the hybrid's last-resort KEM pre-key beside
+    /// it) older than this is replaced, at start and while the node runs
+    /// (checked every quarter of this, at least every hour). Default 7
+    /// days.
+    pub pre_key_rotation: Duration,
+    /// A replaced signed pre-key is kept this long after its successor was
+    /// made, for initial messages answering bundles that offered it, then
+    /// deleted. Default 30 days.
+    pub pre_key_grace: Duration,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +64,8 @@ impl Default for NodeConfig {
             event_capacity: 4096,
             max_envelope_len: confidant_core::wire::DEFAULT_MAX_ENVELOPE_LEN,
             blocking_threads: 8,
+            pre_key_rotation: Duration::from_secs(7 * 24 * 3600),
+            pre_key_grace: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -96,6 +107,28 @@ impl NodeConfig {
         self
     }
 
+    /// Sets [`NodeConfig::pre_key_rotation`] and
+    /// [`NodeConfig::pre_key_grace`].
+    pub fn with_pre_key_rotation(mut self, every: Duration, grace: Duration) -> Self {
+        self.pre_key_rotation = every;
+        self.pre_key_grace = grace;
+        self
+    }
+
+    /// The engine's rotation settings.
+    pub(crate) fn rotation(&self) -> confidant_engine::setup::Rotation {
+        confidant_engine::setup::Rotation {
+            every_seconds: self.pre_key_rotation.as_secs(),
+            grace_seconds: self.pre_key_grace.as_secs(),
+        }
+    }
+
+    /// How often a running node checks whether its signed pre-key is due:
+    /// a quarter of the rotation period, between 1 second and 1 hour.
+    pub(crate) fn rotation_check_interval(&self) -> Duration {
+        (self.pre_key_rotation / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+    }
+
     /// The engine's part of the configuration.
     pub(crate) fn protocol(&self) -> confidant_engine::ProtocolConfig {
         confidant_engine::ProtocolConfig::new(self.offered_suites.clone())
@@ -115,6 +148,9 @@ impl NodeConfig {
             || self.blocking_threads == 0
         {
             return invalid("batch sizes and event capacity must be at least 1");
+        }
+        if self.pre_key_rotation.as_secs() == 0 {
+            return invalid("pre_key_rotation must be at least 1 second");
         }
         if self.reservation_block == 0 {
             return invalid("reservation_block must be at least 1");

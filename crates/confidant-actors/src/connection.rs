@@ -297,7 +297,7 @@ impl ConnState {
         let resume = self.resume.take();
         let (engine, effects) = self
             .off_thread(move || {
-                Connection::load_resuming(Arc::clone(&shared.engine), &*shared.store, id, resume)
+                Connection::load_resuming(shared.engine(), &*shared.store, id, resume)
             })
             .await?
             .map_err(NodeError::Store)?;

@@ -17,9 +17,11 @@ use crate::syncing::SyncWaiters;
 use crate::transport::{Transport, TransportError};
 use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
+use confidant_engine::hybrid::Hybrid;
 use confidant_engine::records::ConnectionRecord;
-use confidant_store::{IdentityStore, PreKeyStore, RawStore, SendResume, StoreError, WriteBatch};
-use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
+use confidant_store::{IdentityStore, RawStore, SendResume, StoreError, WriteBatch};
+use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
+use confidant_x3dh_mlkem768::X3dhMlKem768;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,9 +60,41 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub struct NodeBuilder {
     store: Option<Arc<dyn RawStore>>,
     suites: Option<SuiteRegistry>,
-    agreement: Option<Arc<dyn confidant_engine::Handshaker>>,
+    agreement: Option<AgreementChoice>,
     transport: Option<Arc<dyn Transport>>,
     config: NodeConfig,
+}
+
+/// The key agreement a builder was given.
+#[derive(Clone)]
+enum AgreementChoice {
+    /// One over X3DH's keys alone.
+    Classical(Arc<dyn confidant_engine::Handshaker>),
+    /// The X3DH + ML-KEM-768 hybrid, loaded with the node's KEM pre-keys at
+    /// start and after each rotation.
+    Hybrid(X3dhMlKem768),
+}
+
+impl AgreementChoice {
+    /// What mints the keys of a rotation (no keys needed).
+    fn minting(&self) -> Arc<dyn confidant_engine::Handshaker> {
+        match self {
+            Self::Classical(agreement) => Arc::clone(agreement),
+            Self::Hybrid(agreement) => Arc::new(Hybrid::new(agreement.clone())),
+        }
+    }
+
+    /// The agreement for a context over `keys`.
+    fn loaded(
+        &self,
+        store: &dyn RawStore,
+        keys: &ResponderKeys,
+    ) -> Result<Arc<dyn confidant_engine::Handshaker>, NodeError> {
+        Ok(match self {
+            Self::Classical(agreement) => Arc::clone(agreement),
+            Self::Hybrid(agreement) => Arc::new(Hybrid::load(agreement.clone(), store, keys)?),
+        })
+    }
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -91,7 +125,21 @@ impl NodeBuilder {
     where
         K: KeyAgreement<ResponderKeys = ResponderKeys, InitiatorKeys = IdentityKeyPair>,
     {
-        self.agreement = Some(Arc::new(agreement));
+        self.agreement = Some(AgreementChoice::Classical(Arc::new(agreement)));
+        self
+    }
+
+    /// The post-quantum hybrid, X3DH + ML-KEM-768 (PQXDH-style), as the key
+    /// agreement: the node keeps a signed last-resort ML-KEM-768 pre-key
+    /// beside each signed pre-key (rotated with it) and mints a signed
+    /// one-time one for every bundle, deleted with the session's commit.
+    /// Its settings say whether a bundle without the hybrid is refused
+    /// ([`X3dhMlKem768::with_require_hybrid`], on by default: a relay that
+    /// strips it is detected) and whether classical initial messages are
+    /// answered ([`X3dhMlKem768::with_allow_classical`], off by default).
+    /// [`Event::Connected`] says which a session got (`post_quantum`).
+    pub fn hybrid_key_agreement(mut self, agreement: X3dhMlKem768) -> Self {
+        self.agreement = Some(AgreementChoice::Hybrid(agreement));
         self
     }
 
@@ -202,36 +250,89 @@ impl Drop for Inner {
 
 type Started = Result<(Parts, Events), NodeError>;
 
-/// Loads the node's identity and signed pre-key, creating them on first
-/// start.
-fn load_or_create_keys(store: &dyn RawStore) -> Result<ResponderKeys, NodeError> {
+/// The time now, in seconds since the Unix epoch (0 for a clock before it).
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Loads the node's identity (creating it on first start), brings its
+/// signed pre-keys up to date (creating the first, rotating a due one,
+/// deleting those past their grace, minting the agreement's keys beside
+/// them) in one durable commit, and reads the keys back with the agreement
+/// loaded over them. Says whether anything was committed.
+fn load_keys(
+    store: &dyn RawStore,
+    choice: &AgreementChoice,
+    rotation: confidant_engine::setup::Rotation,
+) -> Result<(ResponderKeys, Arc<dyn confidant_engine::Handshaker>, bool), NodeError> {
+    let mut batch = WriteBatch::new();
     let identity = match store.identity()? {
         Some(identity) => identity,
         None => {
             let identity = IdentityKeyPair::generate();
-            let signed = SignedPreKey::generate(&identity, 1);
-            let mut batch = WriteBatch::new();
             batch.put_identity(&identity);
-            batch.put_signed_pre_key(&signed);
-            store.commit(batch)?;
             identity
         }
     };
-    let ids = store.signed_pre_key_ids()?;
-    let current = match ids.last() {
-        Some(&id) => store
-            .signed_pre_key(id)?
-            .ok_or(StoreError::Inconsistent("signed pre-key vanished"))?,
-        None => {
-            let signed = SignedPreKey::generate(&identity, 1);
-            let mut batch = WriteBatch::new();
-            batch.put_signed_pre_key(&signed);
-            store.commit(batch)?;
-            signed
+    batch.append(confidant_engine::setup::rotate_signed_pre_keys(
+        &*choice.minting(),
+        &identity,
+        &crate::config::SystemRandom,
+        store,
+        now_seconds(),
+        rotation,
+    )?);
+    let changed = !batch.is_empty();
+    if changed {
+        store.commit(batch)?;
+    }
+    let keys = confidant_engine::setup::responder_keys(store)?.ok_or(StoreError::Inconsistent(
+        "no signed pre-key after the rotation",
+    ))?;
+    let agreement = choice.loaded(store, &keys)?;
+    Ok((keys, agreement, changed))
+}
+
+/// Rotates the node's signed pre-keys while it runs: every `interval`, the
+/// rotation of [`load_keys`]; when it changed anything, the context that
+/// connections load from is replaced.
+async fn rotation_loop(
+    shared: Arc<Shared>,
+    choice: AgreementChoice,
+    mut stop: watch::Receiver<bool>,
+) {
+    let rotation = shared.config.rotation();
+    let interval = shared.config.rotation_check_interval();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
         }
-    };
-    ResponderKeys::new(identity, current)
-        .map_err(|error| NodeError::Store(StoreError::Corrupt(format!("stored keys: {error}"))))
+        let store = Arc::clone(&shared.store);
+        let choice = choice.clone();
+        let loaded = shared
+            .blocking(move || load_keys(&*store, &choice, rotation))
+            .await;
+        match loaded {
+            Ok(Ok((keys, agreement, true))) => {
+                let old = shared.engine();
+                shared.set_engine(Arc::new(confidant_engine::Context {
+                    registry: Arc::clone(&old.registry),
+                    agreement,
+                    keys,
+                    config: old.config.clone(),
+                    random: Arc::clone(&old.random),
+                }));
+                tracing::info!("signed pre-keys rotated");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) | Err(error) => {
+                tracing::warn!(%error, "signed pre-key rotation failed; tried again later");
+            }
+        }
+    }
 }
 
 /// Reads the resume points a clean shutdown stored and deletes them in one
@@ -255,14 +356,14 @@ fn take_resume_points(
 fn run_node(
     store: Arc<dyn RawStore>,
     registry: SuiteRegistry,
-    agreement: Arc<dyn confidant_engine::Handshaker>,
+    choice: AgreementChoice,
     transport: Arc<dyn Transport>,
     config: NodeConfig,
     ready: oneshot::Sender<Started>,
     done: oneshot::Sender<()>,
 ) {
-    let keys = match load_or_create_keys(&*store) {
-        Ok(keys) => keys,
+    let (keys, agreement) = match load_keys(&*store, &choice, config.rotation()) {
+        Ok((keys, agreement, _)) => (keys, agreement),
         Err(error) => {
             let _ = ready.send(Err(error));
             return;
@@ -293,13 +394,13 @@ fn run_node(
         let shared = Arc::new(Shared {
             committer,
             store,
-            engine: Arc::new(confidant_engine::Context {
+            engine: std::sync::RwLock::new(Arc::new(confidant_engine::Context {
                 registry: Arc::new(registry),
                 agreement,
                 keys,
                 config: config.protocol(),
                 random: Arc::new(crate::config::SystemRandom),
-            }),
+            })),
             blocking_permits: Arc::new(tokio::sync::Semaphore::new(config.blocking_threads)),
             joins: crate::shared::Joins::default(),
             config,
@@ -308,6 +409,11 @@ fn run_node(
         });
         let hub = Hub::new(Arc::clone(&shared), handles, resume).start();
         let (stop, stop_receiver) = watch::channel(false);
+        actix_rt::spawn(rotation_loop(
+            Arc::clone(&shared),
+            choice,
+            stop_receiver.clone(),
+        ));
         let (events_sender, events_receiver) = mpsc::channel(event_capacity);
         let (inbound_done_sender, inbound_done) = oneshot::channel();
         let waiters = SyncWaiters::default();
@@ -515,7 +621,7 @@ impl Inbound {
         let shared = Arc::clone(&self.shared);
         let resumed = self
             .shared
-            .blocking(move || confidant_engine::setup::resume(&shared.engine, &*shared.store))
+            .blocking(move || confidant_engine::setup::resume(&shared.engine(), &*shared.store))
             .await??;
         let again: Vec<_> = resumed
             .again

@@ -18,8 +18,11 @@ pub(crate) struct OutboxItem {
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn RawStore>,
-    /// What the connections' engines share.
-    pub(crate) engine: Arc<Context>,
+    /// What the connections' engines share. Replaced whole when the
+    /// node's signed pre-keys rotate: a connection keeps the context it
+    /// loaded with (whose keys stay valid for the grace period), a
+    /// connection loaded after takes the new one.
+    pub(crate) engine: std::sync::RwLock<Arc<Context>>,
     /// Every change the node stores goes through it (group commit).
     pub(crate) committer: crate::committer::Committer,
     pub(crate) config: NodeConfig,
@@ -31,6 +34,26 @@ pub(crate) struct Shared {
     pub(crate) blocking_permits: Arc<tokio::sync::Semaphore>,
     /// Joins whose connection record is not stored yet.
     pub(crate) joins: Joins,
+}
+
+impl Shared {
+    /// The engine's context now.
+    pub(crate) fn engine(&self) -> Arc<Context> {
+        Arc::clone(
+            &self
+                .engine
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the engine's context (after a rotation of the keys).
+    pub(crate) fn set_engine(&self, context: Arc<Context>) {
+        *self
+            .engine
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = context;
+    }
 }
 
 /// The joins between asking the relay and storing their connection's

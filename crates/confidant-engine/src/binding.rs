@@ -3,11 +3,13 @@
 
 use crate::context::Context;
 use crate::error::EngineError;
+use crate::extras;
 use crate::failure::HandshakeFailure;
 use confidant_core::ConnectionId;
 use confidant_core::wire::{PreKeyBundle, SessionReset};
-use confidant_store::{PreKeyStore, RawStore};
+use confidant_store::{PreKeyStore, RawStore, WriteBatch};
 use confidant_x3dh::{IdentityPublicKey, OneTimePreKey};
+use zeroize::Zeroizing;
 
 /// Label of a session reset request's signature.
 const RESET_LABEL: &[u8] = b"confidant-v1-session-reset";
@@ -110,20 +112,63 @@ pub(crate) fn reset_request_is_valid(
             })
 }
 
-/// The node's bundle with one one-time pre-key, its offer signed over
-/// `binding`.
+/// A one-time pre-key with the key agreement's extra for it (the hybrid's
+/// one-time KEM pre-key), as stored and offered together.
+pub struct OneTimeKeys {
+    /// The X25519 one-time pre-key.
+    pub key: OneTimePreKey,
+    /// What the key agreement keeps beside it, if anything.
+    pub extra: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl OneTimeKeys {
+    /// Adds both to `batch`.
+    pub(crate) fn put(&self, batch: &mut WriteBatch) {
+        batch.put_one_time_pre_key(&self.key);
+        if let Some(extra) = &self.extra {
+            extras::put_one_time(batch, self.key.id(), extra);
+        }
+    }
+}
+
+/// Adds the deletion of one-time pre-key `id` and of its extra to `batch`.
+pub(crate) fn delete_one_time(batch: &mut WriteBatch, id: u32) {
+    batch.delete_one_time_pre_key(id);
+    extras::delete_one_time(batch, id);
+}
+
+/// The node's bundle with one one-time pre-key (and its extra), its offer
+/// signed over `binding`.
 pub fn bundle_with(
     context: &Context,
-    key: OneTimePreKey,
+    one_time: OneTimeKeys,
     binding: &[u8],
 ) -> Result<PreKeyBundle, EngineError> {
     let mut keys = context.keys.clone();
-    keys.add_one_time_pre_key(key)
+    keys.add_one_time_pre_key(one_time.key)
         .map_err(|error| HandshakeFailure::from_key_agreement(&error))?;
     context
         .agreement
-        .bundle(&keys, &context.config.offered_suites, binding)
+        .bundle(
+            &keys,
+            one_time.extra.as_deref().map(Vec::as_slice),
+            &context.config.offered_suites,
+            binding,
+        )
         .map_err(EngineError::Handshake)
+}
+
+/// The stored one-time pre-key `key_id` with its extra; `None` if that key
+/// is gone (its handshake finished).
+pub fn stored_one_time(
+    store: &dyn RawStore,
+    key_id: u32,
+) -> Result<Option<OneTimeKeys>, EngineError> {
+    let Some(key) = store.one_time_pre_key(key_id)? else {
+        return Ok(None);
+    };
+    let extra = extras::one_time(store, key_id)?;
+    Ok(Some(OneTimeKeys { key, extra }))
 }
 
 /// The node's bundle with the stored one-time pre-key `key_id`; `None` if
@@ -134,28 +179,40 @@ pub fn stored_bundle(
     key_id: u32,
     binding: &[u8],
 ) -> Result<Option<PreKeyBundle>, EngineError> {
-    store
-        .one_time_pre_key(key_id)?
-        .map(|key| bundle_with(context, key, binding))
+    stored_one_time(store, key_id)?
+        .map(|one_time| bundle_with(context, one_time, binding))
         .transpose()
 }
 
-/// A fresh one-time pre-key whose id is not in the store.
+/// One-time pre-key ids stay below 2³¹: the hybrid numbers its
+/// last-resort KEM pre-keys from 2³¹ up, and KEM pre-key ids must not
+/// collide.
+pub const ONE_TIME_ID_LIMIT: u32 = 1 << 31;
+
+/// A fresh one-time pre-key whose id is not in the store (below
+/// [`ONE_TIME_ID_LIMIT`]), with the key agreement's extra for it.
 pub(crate) fn new_one_time_pre_key(
     context: &Context,
     store: &dyn RawStore,
-) -> Result<OneTimePreKey, EngineError> {
+) -> Result<OneTimeKeys, EngineError> {
     for _ in 0..16 {
         let mut id = [0u8; 4];
         context.random.fill(&mut id).map_err(EngineError::Random)?;
-        let id = u32::from_be_bytes(id);
+        let id = u32::from_be_bytes(id) % ONE_TIME_ID_LIMIT;
         if store.one_time_pre_key(id)?.is_none() {
             let mut secret = zeroize::Zeroizing::new([0u8; 32]);
             context
                 .random
                 .fill(secret.as_mut())
                 .map_err(EngineError::Random)?;
-            return Ok(OneTimePreKey::new(id, *secret));
+            let extra = context
+                .agreement
+                .new_one_time_extra(context.identity(), id, &*context.random)
+                .map_err(EngineError::Handshake)?;
+            return Ok(OneTimeKeys {
+                key: OneTimePreKey::new(id, *secret),
+                extra,
+            });
         }
     }
     Err(EngineError::Store(

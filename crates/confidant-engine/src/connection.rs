@@ -37,8 +37,8 @@ use confidant_core::wire::{
 use confidant_session::handshake::ResponderPolicy;
 use confidant_session::{KeyStatus, OpenError};
 use confidant_store::{
-    CounterReservation, DurableSession, InboxEntry, PreKeyStore, RawStore, ReceiveError,
-    SendResume, StoreError, WriteBatch,
+    CounterReservation, DurableSession, InboxEntry, RawStore, ReceiveError, SendResume, StoreError,
+    WriteBatch,
 };
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -237,6 +237,7 @@ enum Then {
         envelope: Vec<u8>,
         peer_identity: [u8; 32],
         reset: bool,
+        post_quantum: bool,
     },
     Responded {
         delivery: DeliveryId,
@@ -245,6 +246,7 @@ enum Then {
         peer_identity: [u8; 32],
         first: Option<InboxEntry>,
         reset: bool,
+        post_quantum: bool,
     },
     ResetBundle {
         delivery: DeliveryId,
@@ -982,12 +984,12 @@ impl Connection {
             if !records::has_invitation(store, token)? {
                 return Ok(None);
             }
-            let key = binding::new_one_time_pre_key(&self.context, store)?;
+            let one_time = binding::new_one_time_pre_key(&self.context, store)?;
             let record = ConnectionRecord {
                 side: Side::Inviter,
                 peer_identity: None,
                 phase: Phase::BundleSent {
-                    one_time_pre_key: key.id(),
+                    one_time_pre_key: one_time.key.id(),
                 },
                 pending_initial: None,
                 reset_requested: false,
@@ -997,11 +999,11 @@ impl Connection {
                 reset_bundle_key: None,
             };
             let mut batch = WriteBatch::new();
-            batch.put_one_time_pre_key(&key);
+            one_time.put(&mut batch);
             records::delete_invitation(&mut batch, token);
             record.insert(&mut batch, &self.id)?;
             let binding = invitation_binding(&self.id, Some(token));
-            let bundle = bundle_with(&self.context, key, &binding)?;
+            let bundle = bundle_with(&self.context, one_time, &binding)?;
             Ok(Some((batch, record, bundle)))
         })();
         match created {
@@ -1090,6 +1092,7 @@ impl Connection {
                     context.config.session.clone(),
                 )
                 .map_err(EngineError::Handshake)?;
+            let post_quantum = context.agreement.is_post_quantum(&initial);
             let envelope = encode(Body::Initial(initial));
             let mut record = record;
             record.phase = Phase::Established;
@@ -1109,10 +1112,10 @@ impl Connection {
             record.put(&mut batch, &self.id)?;
             let session =
                 DurableSession::stage_new(session, &mut batch, context.config.reservation_block)?;
-            Ok((batch, record, session, envelope))
+            Ok((batch, record, session, envelope, post_quantum))
         })();
         match initiated {
-            Ok((batch, record, session, envelope)) => self.commit(
+            Ok((batch, record, session, envelope, post_quantum)) => self.commit(
                 batch,
                 CommitKind::Step,
                 Then::Initiated {
@@ -1122,6 +1125,7 @@ impl Connection {
                     envelope,
                     peer_identity: expected,
                     reset,
+                    post_quantum,
                 },
                 effects,
             ),
@@ -1183,8 +1187,7 @@ impl Connection {
         }
         let responded = (|| -> Result<_, EngineError> {
             let context = &self.context;
-            let key = store
-                .one_time_pre_key(key_id)?
+            let one_time = binding::stored_one_time(store, key_id)?
                 .ok_or(HandshakeFailure::OneTimePreKeyUsed(key_id))?;
             let peer_identity: [u8; 32] =
                 initial.identity_key.as_slice().try_into().map_err(|_| {
@@ -1193,12 +1196,13 @@ impl Connection {
                     )
                 })?;
             let mut keys = context.keys.clone();
-            keys.add_one_time_pre_key(key)
+            keys.add_one_time_pre_key(one_time.key)
                 .map_err(|error| HandshakeFailure::from_key_agreement(&error))?;
             let responded = context
                 .agreement
                 .respond(
                     &keys,
+                    one_time.extra.as_deref().map(Vec::as_slice),
                     &initial,
                     ResponderPolicy {
                         offered: &context.config.offered_suites,
@@ -1210,17 +1214,25 @@ impl Connection {
                     context.config.session.clone(),
                 )
                 .map_err(EngineError::Handshake)?;
+            let post_quantum = context.agreement.is_post_quantum(&initial);
+            // The one-time keys the agreement used (the X25519 one-time
+            // pre-key and, for the hybrid, the one-time KEM pre-key kept
+            // beside it) go in the transaction that stores the session, so
+            // a replayed initial message finds them gone.
             let mut batch = WriteBatch::new();
             if let Some(used) = responded.one_time_pre_key_id {
-                batch.delete_one_time_pre_key(used);
+                binding::delete_one_time(&mut batch, used);
+            }
+            if let Some(used) = responded.one_time_kem_pre_key_id {
+                binding::delete_one_time(&mut batch, used);
             }
             // Whatever other bundle of this connection is still open is
             // closed with it.
             if let Phase::BundleSent { one_time_pre_key } = record.phase {
-                batch.delete_one_time_pre_key(one_time_pre_key);
+                binding::delete_one_time(&mut batch, one_time_pre_key);
             }
             if let Some(reset_key) = record.reset_one_time_pre_key {
-                batch.delete_one_time_pre_key(reset_key);
+                binding::delete_one_time(&mut batch, reset_key);
             }
             // A reset's first message is a control message with no content
             // for the application.
@@ -1246,10 +1258,10 @@ impl Connection {
                 &mut batch,
                 context.config.reservation_block,
             )?;
-            Ok((batch, record, session, peer_identity, entry))
+            Ok((batch, record, session, peer_identity, entry, post_quantum))
         })();
         match responded {
-            Ok((batch, record, session, peer_identity, first)) => self.commit(
+            Ok((batch, record, session, peer_identity, first, post_quantum)) => self.commit(
                 batch,
                 CommitKind::Step,
                 Then::Responded {
@@ -1258,6 +1270,7 @@ impl Connection {
                     session: Box::new(session),
                     peer_identity,
                     first,
+                    post_quantum,
                     reset,
                 },
                 effects,
@@ -1348,15 +1361,15 @@ impl Connection {
             effects.ack.push(delivery);
             return Ok(());
         }
-        let key = binding::new_one_time_pre_key(&self.context, store)?;
+        let one_time = binding::new_one_time_pre_key(&self.context, store)?;
         let mut batch = WriteBatch::new();
-        if let Some(previous) = record.reset_one_time_pre_key.replace(key.id()) {
-            batch.delete_one_time_pre_key(previous);
+        if let Some(previous) = record.reset_one_time_pre_key.replace(one_time.key.id()) {
+            binding::delete_one_time(&mut batch, previous);
         }
         record.reset_nonce = Some(nonce);
-        batch.put_one_time_pre_key(&key);
+        one_time.put(&mut batch);
         record.put(&mut batch, &self.id)?;
-        let bundle = bundle_with(&self.context, key, &bound)?;
+        let bundle = bundle_with(&self.context, one_time, &bound)?;
         self.commit(
             batch,
             CommitKind::Step,
@@ -1511,6 +1524,7 @@ impl Connection {
                 envelope,
                 peer_identity,
                 reset,
+                post_quantum,
             } => {
                 self.record = Some(record);
                 self.session = Some(*session);
@@ -1527,6 +1541,7 @@ impl Connection {
                         side: Side::Invitee,
                         peer_identity,
                         reset,
+                        post_quantum,
                     },
                 );
             }
@@ -1537,6 +1552,7 @@ impl Connection {
                 peer_identity,
                 first,
                 reset,
+                post_quantum,
             } => {
                 self.record = Some(record);
                 self.session = Some(*session);
@@ -1550,6 +1566,7 @@ impl Connection {
                         side: Side::Inviter,
                         peer_identity,
                         reset,
+                        post_quantum,
                     },
                 );
                 if let Some(first) = first {

@@ -11,6 +11,7 @@ use confidant_session::{Session, SessionConfig};
 use confidant_store::DEFAULT_RESERVATION_BLOCK;
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// The protocol's settings.
 #[derive(Debug, Clone)]
@@ -102,12 +103,58 @@ impl Context {
 
 /// A key agreement over X3DH's key types, with its error type erased, so
 /// the engine and its drivers need no type parameter.
+///
+/// Every key agreement over [`ResponderKeys`] and [`IdentityKeyPair`] is one
+/// (a blanket implementation: classical X3DH, or a user's own over the
+/// same keys). An agreement that needs key material beyond X3DH's — the
+/// X3DH + ML-KEM-768 hybrid ([`crate::hybrid::Hybrid`]) and its signed
+/// KEM pre-keys — mints it with [`new_signed_extra`](Self::new_signed_extra)
+/// and [`new_one_time_extra`](Self::new_one_time_extra): the engine stores
+/// each *extra* in the same batch as the pre-key it belongs to, hands the
+/// one-time one back to [`bundle`](Self::bundle) and
+/// [`respond`](Self::respond), and deletes it in the transaction that
+/// stores the session, as it does the one-time pre-key.
 pub trait Handshaker: Send + Sync + 'static {
+    /// The key material to keep beside a new signed pre-key (the hybrid: its
+    /// signed last-resort KEM pre-key), in a form the agreement reads back;
+    /// `None`, the default, when it needs none.
+    fn new_signed_extra(
+        &self,
+        identity: &IdentityKeyPair,
+        signed_pre_key_id: u32,
+        random: &dyn Random,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, HandshakeFailure> {
+        let _ = (identity, signed_pre_key_id, random);
+        Ok(None)
+    }
+
+    /// The key material to keep beside a new one-time pre-key (the hybrid:
+    /// a signed one-time KEM pre-key); `None`, the default, when it needs
+    /// none.
+    fn new_one_time_extra(
+        &self,
+        identity: &IdentityKeyPair,
+        one_time_pre_key_id: u32,
+        random: &dyn Random,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, HandshakeFailure> {
+        let _ = (identity, one_time_pre_key_id, random);
+        Ok(None)
+    }
+
+    /// Whether a finished handshake's initial message made a post-quantum
+    /// session (the hybrid's KEM part was in it).
+    fn is_post_quantum(&self, initial: &InitialMessage) -> bool {
+        initial.kem_pre_key_id.is_some()
+    }
+
     /// The responder's bundle offering `suites`, its offer signed over
-    /// `binding`.
+    /// `binding`; `keys` hold the one one-time pre-key to offer, and
+    /// `one_time_extra` what [`new_one_time_extra`](Self::new_one_time_extra)
+    /// minted beside it (`None` if nothing was).
     fn bundle(
         &self,
         keys: &ResponderKeys,
+        one_time_extra: Option<&[u8]>,
         suites: &[SuiteId],
         binding: &[u8],
     ) -> Result<PreKeyBundle, HandshakeFailure>;
@@ -127,10 +174,13 @@ pub trait Handshaker: Send + Sync + 'static {
         config: SessionConfig,
     ) -> Result<(Session, InitialMessage), HandshakeFailure>;
 
-    /// The responder's side: answers `initial` under `policy`.
+    /// The responder's side: answers `initial` under `policy`, with the
+    /// one-time pre-key it names in `keys` and its extra, if any.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         keys: &ResponderKeys,
+        one_time_extra: Option<&[u8]>,
         initial: &InitialMessage,
         policy: ResponderPolicy<'_>,
         registry: &SuiteRegistry,
@@ -146,6 +196,7 @@ where
     fn bundle(
         &self,
         keys: &ResponderKeys,
+        _one_time_extra: Option<&[u8]>,
         suites: &[SuiteId],
         binding: &[u8],
     ) -> Result<PreKeyBundle, HandshakeFailure> {
@@ -164,26 +215,23 @@ where
         first: &[u8],
         config: SessionConfig,
     ) -> Result<(Session, InitialMessage), HandshakeFailure> {
-        handshake::initiate(
+        initiate_with(
             self,
             identity,
             expected,
             bundle,
-            InitiatorPolicy {
-                binding,
-                require_one_time_pre_key: true,
-            },
+            binding,
             registry,
             connection_id,
             first,
             config,
         )
-        .map_err(HandshakeFailure::from)
     }
 
     fn respond(
         &self,
         keys: &ResponderKeys,
+        _one_time_extra: Option<&[u8]>,
         initial: &InitialMessage,
         policy: ResponderPolicy<'_>,
         registry: &SuiteRegistry,
@@ -193,4 +241,38 @@ where
         handshake::respond(self, keys, initial, policy, registry, connection_id, config)
             .map_err(HandshakeFailure::from)
     }
+}
+
+/// The initiator's side with any key agreement over an identity key pair:
+/// the bundle must offer a one-time pre-key and be bound to `binding`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn initiate_with<K>(
+    agreement: &K,
+    identity: &IdentityKeyPair,
+    expected: &[u8],
+    bundle: &PreKeyBundle,
+    binding: &[u8],
+    registry: &SuiteRegistry,
+    connection_id: ConnectionId,
+    first: &[u8],
+    config: SessionConfig,
+) -> Result<(Session, InitialMessage), HandshakeFailure>
+where
+    K: KeyAgreement<InitiatorKeys = IdentityKeyPair>,
+{
+    handshake::initiate(
+        agreement,
+        identity,
+        expected,
+        bundle,
+        InitiatorPolicy {
+            binding,
+            require_one_time_pre_key: true,
+        },
+        registry,
+        connection_id,
+        first,
+        config,
+    )
+    .map_err(HandshakeFailure::from)
 }

@@ -49,6 +49,10 @@ pub enum Event {
         peer_identity: [u8; 32],
         /// Whether this replaced an earlier session.
         reset: bool,
+        /// Whether the session's secret came from the post-quantum hybrid
+        /// (X3DH + ML-KEM-768), so that traffic recorded now stays secret
+        /// against a future quantum computer; `false` for classical X3DH.
+        post_quantum: bool,
     },
     /// A handshake step was refused (for an invitee: a bundle whose
     /// identity key is not the invitation's, or a bad signature). The

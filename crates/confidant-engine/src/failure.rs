@@ -3,6 +3,7 @@
 use confidant_core::UnknownSuite;
 use confidant_session::handshake::HandshakeError;
 use confidant_x3dh::X3dhError;
+use confidant_x3dh_mlkem768::HybridError;
 
 /// Why a handshake step was refused, in kinds an application can tell
 /// apart (reported in [`Event::HandshakeFailed`](crate::Event::HandshakeFailed),
@@ -55,6 +56,15 @@ pub enum HandshakeFailure {
     /// order).
     #[error("unusable identity key: {0}")]
     InvalidIdentityKey(String),
+    /// The invitation promised the post-quantum hybrid (X3DH + ML-KEM-768)
+    /// and the bundle came without its KEM part: someone between the
+    /// parties stripped it to force a classical session (a downgrade).
+    #[error("the bundle's post-quantum part is missing and the hybrid is required (a downgrade)")]
+    HybridStripped,
+    /// This side requires the post-quantum hybrid and the other side's
+    /// initial message is classical X3DH.
+    #[error("a classical initial message was refused: the hybrid is required")]
+    ClassicalRefused,
     /// Anything else the key agreement refused (undecodable bytes, a
     /// non-contributory Diffie-Hellman, a retired signed pre-key, …).
     #[error("key agreement failed: {0}")]
@@ -68,6 +78,17 @@ impl HandshakeFailure {
     /// The kind of a key agreement's own error: X3DH's errors keep their
     /// meaning; another key agreement's are [`HandshakeFailure::KeyAgreement`].
     pub fn from_key_agreement(error: &(dyn std::error::Error + 'static)) -> Self {
+        if let Some(hybrid) = error.downcast_ref::<HybridError>() {
+            return match hybrid {
+                HybridError::X3dh(error) => Self::from_key_agreement(error),
+                HybridError::HybridStripped => Self::HybridStripped,
+                HybridError::ClassicalRefused => Self::ClassicalRefused,
+                error @ (HybridError::BadKemSignature | HybridError::BadHybridOfferSignature) => {
+                    Self::BadSignature(error.to_string())
+                }
+                other => Self::KeyAgreement(other.to_string()),
+            };
+        }
         match error.downcast_ref::<X3dhError>() {
             Some(X3dhError::IdentityMismatch) => Self::IdentityMismatch,
             Some(

@@ -43,7 +43,9 @@ pub mod connection;
 pub mod context;
 pub mod error;
 pub mod event;
+pub mod extras;
 pub mod failure;
+pub mod hybrid;
 pub mod records;
 pub mod setup;
 

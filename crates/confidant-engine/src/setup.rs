@@ -3,15 +3,16 @@
 //! resume points that carry sending counters across a clean restart.
 
 use crate::binding::{invitation_binding, reset_binding, signed_reset_request, stored_bundle};
-use crate::context::Context;
+use crate::context::{Context, Handshaker, Random};
 use crate::error::EngineError;
 use crate::records::{self, ConnectionRecord, Phase, Side};
 use confidant_core::ConnectionId;
 use confidant_core::wire::{self, envelope::Body};
 use confidant_store::{
-    InboxEntry, InboxStore, RawStore, SendResume, StoreError, Table, WriteBatch, WriteOp,
-    decode_resume_point,
+    IdentityStore, InboxEntry, InboxStore, PreKeyStore, RawStore, SendResume, StoreError, Table,
+    WriteBatch, WriteOp, decode_resume_point,
 };
+use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey, X3dhError};
 
 /// The changes that store a new invitation's token (used once, by the
 /// first join).
@@ -143,4 +144,142 @@ pub fn stored_resume_points(
         });
     }
     Ok((points, batch))
+}
+
+/// When signed pre-keys are replaced, and how long a replaced one is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// A signed pre-key older than this many seconds is replaced by a new
+    /// one (with the key agreement's extra beside it: the hybrid's
+    /// last-resort KEM pre-key).
+    pub every_seconds: u64,
+    /// A replaced signed pre-key (and its extra) is deleted this many
+    /// seconds after its successor was made: initial messages answering a
+    /// bundle that offered it are taken until then.
+    pub grace_seconds: u64,
+}
+
+impl Default for Rotation {
+    /// Every 7 days, kept 30 days after.
+    fn default() -> Self {
+        Self {
+            every_seconds: 7 * 24 * 3600,
+            grace_seconds: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// The node's identity and every stored signed pre-key (the one with the
+/// highest id is the current one, advertised in bundles), without one-time
+/// pre-keys (those are added per handshake). `None` before the first
+/// [`rotate_signed_pre_keys`].
+pub fn responder_keys(store: &dyn RawStore) -> Result<Option<ResponderKeys>, StoreError> {
+    let Some(identity) = store.identity()? else {
+        return Ok(None);
+    };
+    let mut ids = store.signed_pre_key_ids()?;
+    ids.sort_unstable();
+    let keys_error = |error: X3dhError| StoreError::Corrupt(format!("stored pre-key: {error}"));
+    let mut keys: Option<ResponderKeys> = None;
+    for id in ids {
+        let key = store
+            .signed_pre_key(id)?
+            .ok_or(StoreError::Inconsistent("signed pre-key vanished"))?;
+        match keys.as_mut() {
+            None => keys = Some(ResponderKeys::new(identity.clone(), key).map_err(keys_error)?),
+            Some(keys) => keys.add_signed_pre_key(key).map_err(keys_error)?,
+        }
+    }
+    Ok(keys)
+}
+
+/// The changes that bring the node's signed pre-keys up to date at
+/// `now_seconds` (Unix time, from the driver's clock), under `rotation`;
+/// an empty batch when nothing is due. Commit it before building the
+/// context from [`responder_keys`].
+///
+/// - A signed pre-key stored without the time it was made (every key of a
+///   store written before rotation existed) is taken as made now.
+/// - A signed pre-key without the extra `agreement` keeps beside it (the
+///   hybrid's last-resort KEM pre-key) gets one: a node that turns the
+///   hybrid on needs one for each key it still answers with.
+/// - When the current signed pre-key (the highest id) was made
+///   `every_seconds` ago or more, a new one with the next id, its extra and
+///   its time are added. With no signed pre-key at all, the first (id 1).
+/// - A signed pre-key whose successor was made `grace_seconds` ago or more
+///   is deleted with its extra and time. The current one never is.
+///
+/// A clock set backwards delays rotation; it never deletes the current key.
+pub fn rotate_signed_pre_keys(
+    agreement: &dyn Handshaker,
+    identity: &IdentityKeyPair,
+    random: &dyn Random,
+    store: &dyn RawStore,
+    now_seconds: u64,
+    rotation: Rotation,
+) -> Result<WriteBatch, EngineError> {
+    let mut batch = WriteBatch::new();
+    let mut ids = store.signed_pre_key_ids()?;
+    ids.sort_unstable();
+    let made: std::collections::BTreeMap<u32, u64> =
+        crate::extras::made_at(store)?.into_iter().collect();
+    let with_extra: std::collections::BTreeSet<u32> = crate::extras::signed(store)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let made_at = |id: u32, batch: &mut WriteBatch| match made.get(&id) {
+        Some(&seconds) => seconds,
+        None => {
+            crate::extras::put_made_at(batch, id, now_seconds);
+            now_seconds
+        }
+    };
+    let mut times = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        times.push((id, made_at(id, &mut batch)));
+        if !with_extra.contains(&id)
+            && let Some(extra) = agreement
+                .new_signed_extra(identity, id, random)
+                .map_err(EngineError::Handshake)?
+        {
+            crate::extras::put_signed(&mut batch, id, &extra);
+        }
+    }
+    let due = match times.last() {
+        None => Some(1),
+        Some(&(id, made)) if now_seconds.saturating_sub(made) >= rotation.every_seconds => Some(
+            id.checked_add(1)
+                .ok_or(EngineError::Store(StoreError::Inconsistent(
+                    "signed pre-key ids are exhausted",
+                )))?,
+        ),
+        Some(_) => None,
+    };
+    if let Some(id) = due {
+        let secret = {
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            random.fill(secret.as_mut()).map_err(EngineError::Random)?;
+            secret
+        };
+        let key = SignedPreKey::new(identity, id, *secret);
+        batch.put_signed_pre_key(&key);
+        crate::extras::put_made_at(&mut batch, id, now_seconds);
+        if let Some(extra) = agreement
+            .new_signed_extra(identity, id, random)
+            .map_err(EngineError::Handshake)?
+        {
+            crate::extras::put_signed(&mut batch, id, &extra);
+        }
+        times.push((id, now_seconds));
+    }
+    // Each key but the newest is retired when its successor was made.
+    for pair in times.windows(2) {
+        let (old, _) = pair[0];
+        let (_, successor_made) = pair[1];
+        if now_seconds.saturating_sub(successor_made) >= rotation.grace_seconds {
+            batch.delete_signed_pre_key(old);
+            crate::extras::delete_signed(&mut batch, old);
+        }
+    }
+    Ok(batch)
 }

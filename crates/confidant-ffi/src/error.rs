@@ -162,6 +162,12 @@ pub enum HandshakeFailureKind {
     OtherParties,
     /// An identity key is not a usable Ed25519 key.
     InvalidIdentityKey,
+    /// The post-quantum hybrid is required and the bundle came without it:
+    /// someone between the parties stripped it (a downgrade).
+    HybridStripped,
+    /// The post-quantum hybrid is required and the other side's initial
+    /// message is classical.
+    ClassicalRefused,
     /// Anything else the key agreement refused.
     KeyAgreement,
     /// This side could not set up the session.
@@ -239,6 +245,8 @@ pub(crate) fn handshake_kind(failure: &HandshakeFailure) -> HandshakeFailureKind
         HandshakeFailure::OneTimePreKeyUsed(_) => Kind::OneTimePreKeyUsed,
         HandshakeFailure::OtherParties => Kind::OtherParties,
         HandshakeFailure::InvalidIdentityKey(_) => Kind::InvalidIdentityKey,
+        HandshakeFailure::HybridStripped => Kind::HybridStripped,
+        HandshakeFailure::ClassicalRefused => Kind::ClassicalRefused,
         HandshakeFailure::KeyAgreement(_) => Kind::KeyAgreement,
         HandshakeFailure::Session(_) => Kind::Session,
         _ => Kind::Other,

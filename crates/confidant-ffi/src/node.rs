@@ -103,7 +103,7 @@ pub async fn open_node(options: NodeOptions) -> Result<Arc<ConfidantNode>, Confi
         let (node, events) = Node::builder()
             .store(Arc::new(store))
             .suites(suites()?)
-            .key_agreement(confidant_x3dh::X3dh::default())
+            .hybrid_key_agreement(confidant_x3dh_mlkem768::X3dhMlKem768::default())
             .transport(transport)
             .config(NodeConfig::default())
             .start()

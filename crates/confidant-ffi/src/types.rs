@@ -112,6 +112,9 @@ pub enum NodeEvent {
         peer_fingerprint: String,
         /// Whether this replaced an earlier session.
         reset: bool,
+        /// Whether the session's secret came from the post-quantum hybrid
+        /// (X3DH + ML-KEM-768), the default; `false` for classical X3DH.
+        post_quantum: bool,
     },
     /// A handshake step was refused (for a holder: a bundle whose identity
     /// key is not the invitation's, `IdentityMismatch`, a swapped bundle).
@@ -162,12 +165,14 @@ impl From<Event> for NodeEvent {
                 side,
                 peer_identity,
                 reset,
+                post_quantum,
             } => Self::Connected {
                 connection_id: connection_id.as_str().to_owned(),
                 side: side.into(),
                 peer_identity_key: peer_identity.to_vec(),
                 peer_fingerprint: fingerprint(&peer_identity),
                 reset,
+                post_quantum,
             },
             Event::HandshakeFailed {
                 connection_id,

@@ -98,8 +98,13 @@ async fn connected(node: &ConfidantNode) -> (String, Side, Vec<u8>, String, bool
             peer_identity_key,
             peer_fingerprint,
             reset,
+            post_quantum,
         } => Some((
-            connection_id,
+            {
+                // Every node the bindings open uses the hybrid.
+                assert!(post_quantum, "the bindings' session is not post-quantum");
+                connection_id
+            },
             side,
             peer_identity_key,
             peer_fingerprint,

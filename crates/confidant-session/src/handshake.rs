@@ -153,6 +153,10 @@ pub struct Responded {
     /// The one-time pre-key the agreement used: delete it in the same
     /// transaction that stores `session`.
     pub one_time_pre_key_id: Option<u32>,
+    /// The one-time KEM pre-key a hybrid agreement used (see
+    /// [`AgreedSecret::one_time_kem_pre_key_id`](confidant_core::AgreedSecret::one_time_kem_pre_key_id)):
+    /// delete it in the same transaction too.
+    pub one_time_kem_pre_key_id: Option<u32>,
 }
 
 impl std::fmt::Debug for Responded {
@@ -161,6 +165,7 @@ impl std::fmt::Debug for Responded {
             .field("session", &self.session)
             .field("first_plaintext_len", &self.first_plaintext.len())
             .field("one_time_pre_key_id", &self.one_time_pre_key_id)
+            .field("one_time_kem_pre_key_id", &self.one_time_kem_pre_key_id)
             .finish()
     }
 }
@@ -236,5 +241,6 @@ pub fn respond<K: KeyAgreement>(
         session,
         first_plaintext: Zeroizing::new(first_plaintext),
         one_time_pre_key_id: agreed.one_time_pre_key_id(),
+        one_time_kem_pre_key_id: agreed.one_time_kem_pre_key_id(),
     })
 }

@@ -44,11 +44,16 @@ pub enum Table {
     /// Invitations the runtime created and nobody has used yet, by token.
     /// Sealed at rest.
     Invitations,
+    /// Key material of the key agreement beyond X3DH's own keys (the
+    /// hybrid's ML-KEM pre-keys), opaque to the store and keyed by the
+    /// engine, and when each signed pre-key was made (for its rotation).
+    /// Secret.
+    AgreementKeys,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Identity,
         Table::SignedPreKeys,
@@ -60,6 +65,7 @@ impl Table {
         Table::Invitations,
         Table::InboxRuns,
         Table::ResumePoints,
+        Table::AgreementKeys,
     ];
 
     /// The table's name in the file.
@@ -76,6 +82,7 @@ impl Table {
             Table::Invitations => "invitations",
             Table::InboxRuns => "inbox_runs",
             Table::ResumePoints => "resume_points",
+            Table::AgreementKeys => "agreement_keys",
         }
     }
 
@@ -99,6 +106,7 @@ impl Table {
                 | Table::InboxRuns
                 | Table::Connections
                 | Table::Invitations
+                | Table::AgreementKeys
         )
     }
 }

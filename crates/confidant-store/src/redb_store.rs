@@ -20,13 +20,14 @@
 //! | `inbox_runs` | first sequence number `u64` ‖ end `u64` | a run of opened messages: for each, sequence `u64` ‖ length `u32` ‖ the `inbox` value above ([`crate::inbox`]) |
 //! | `connections` | connection id (UTF-8) | the runtime's connection record (encoded by `confidant-actors`) |
 //! | `invitations` | invitation token (UTF-8) | the runtime's invitation record (encoded by `confidant-actors`) |
+//! | `agreement_keys` | a kind tag and an id, chosen by the engine | key material of the key agreement beyond X3DH's (the hybrid's ML-KEM pre-keys, encoded by the plugin), and when each signed pre-key was made |
 //!
 //! **Without a key-encryption key, every value above is on disk in
 //! plaintext**: the identity key, the pre-keys, the session keys and the
 //! opened messages waiting in the inbox. Whoever can read the file (or a
 //! backup of it) can impersonate the node and read those messages. With a
 //! [`KeyEncryptionKey`] in [`StoreOptions`], the values of the secret tables
-//! (identity, pre-keys, sessions, inbox and inbox runs, connections, invitations) and of `counters` (for integrity)
+//! (identity, pre-keys, sessions, inbox and inbox runs, connections, invitations, agreement keys) and of `counters` and `resume_points` (for integrity)
 //! are sealed with AES-256-GCM (format in [`crate::at_rest`]); keys and
 //! `confidant_meta` stay in plaintext. redb's page cache holds the file's bytes in memory, and it is
 //! not wiped: ciphertext with a KEK, plaintext without.
@@ -251,6 +252,7 @@ fn table_index(table: Table) -> usize {
         Table::Invitations => 8,
         Table::InboxRuns => 9,
         Table::ResumePoints => 10,
+        Table::AgreementKeys => 11,
     }
 }
 

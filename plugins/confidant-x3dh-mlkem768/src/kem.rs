@@ -320,6 +320,11 @@ impl fmt::Debug for KemKeyPair {
     }
 }
 
+/// Version byte of [`KemPreKey::to_storage_bytes`].
+const KEM_PRE_KEY_STORAGE_VERSION: u8 = 1;
+/// Length of [`KemPreKey::to_storage_bytes`].
+pub const KEM_PRE_KEY_STORAGE_LEN: usize = 2 + 4 + KEM_SEED_LEN + SIGNATURE_LEN;
+
 /// Whether a KEM pre-key serves many handshakes (PQXDH's signed
 /// last-resort `PQSPK_B`) or one (a one-time `PQOPK_B`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -440,6 +445,59 @@ impl KemPreKey {
     /// `Sig(IK, EncodeKEM(PQPK))`.
     pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
         self.signature
+    }
+
+    /// The storage encoding: a version byte (1), the kind's transcript
+    /// byte, the id (`u32` big-endian), the 64-byte seed `d ‖ z` of the key
+    /// pair and the 64-byte signature: 134 bytes, secret. `None` for a key
+    /// pair rebuilt from an expanded decapsulation key, which has no seed.
+    pub fn to_storage_bytes(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let seed = self.key_pair.to_seed()?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(KEM_PRE_KEY_STORAGE_LEN));
+        bytes.push(KEM_PRE_KEY_STORAGE_VERSION);
+        bytes.push(self.kind.transcript_byte());
+        bytes.extend_from_slice(&self.id.to_be_bytes());
+        bytes.extend_from_slice(seed.as_ref());
+        bytes.extend_from_slice(&self.signature);
+        Some(bytes)
+    }
+
+    /// Decodes [`to_storage_bytes`](Self::to_storage_bytes): a wrong
+    /// length, version or kind is [`HybridError::Decode`], never a panic.
+    /// The signature is not checked here; it is when the key is added to
+    /// [`HybridResponderKeys`](crate::HybridResponderKeys).
+    pub fn from_storage_bytes(bytes: &[u8]) -> Result<Self, HybridError> {
+        let malformed = |what: &str| {
+            HybridError::Decode(wire::DecodeError::Malformed(format!(
+                "stored KEM pre-key: {what}"
+            )))
+        };
+        if bytes.len() != KEM_PRE_KEY_STORAGE_LEN {
+            return Err(malformed("wrong length"));
+        }
+        if bytes[0] != KEM_PRE_KEY_STORAGE_VERSION {
+            return Err(malformed("unknown version"));
+        }
+        let kind = match bytes[1] {
+            b if b == KemPreKeyKind::LastResort.transcript_byte() => KemPreKeyKind::LastResort,
+            b if b == KemPreKeyKind::OneTime.transcript_byte() => KemPreKeyKind::OneTime,
+            _ => return Err(malformed("unknown kind")),
+        };
+        let id = u32::from_be_bytes(bytes[2..6].try_into().map_err(|_| malformed("id"))?);
+        let seed: Zeroizing<[u8; KEM_SEED_LEN]> = Zeroizing::new(
+            bytes[6..6 + KEM_SEED_LEN]
+                .try_into()
+                .map_err(|_| malformed("seed"))?,
+        );
+        let signature: [u8; SIGNATURE_LEN] = bytes[6 + KEM_SEED_LEN..]
+            .try_into()
+            .map_err(|_| malformed("signature"))?;
+        Ok(Self::from_parts(
+            id,
+            kind,
+            KemKeyPair::from_seed_bytes(&seed),
+            signature,
+        ))
     }
 
     /// Whether the signature verifies under `identity`.

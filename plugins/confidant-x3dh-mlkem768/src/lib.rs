@@ -62,8 +62,8 @@ pub use bundle::{
 pub use error::HybridError;
 pub use initial::{HybridInitialMessage, KemEncapsulation};
 pub use kem::{
-    KEM_CIPHERTEXT_LEN, KEM_DECAPSULATION_KEY_LEN, KEM_PUBLIC_KEY_LEN, KEM_SEED_LEN,
-    KEM_SHARED_SECRET_LEN, KEM_TYPE_ML_KEM_768, KemCiphertext, KemKeyPair, KemPreKey,
+    KEM_CIPHERTEXT_LEN, KEM_DECAPSULATION_KEY_LEN, KEM_PRE_KEY_STORAGE_LEN, KEM_PUBLIC_KEY_LEN,
+    KEM_SEED_LEN, KEM_SHARED_SECRET_LEN, KEM_TYPE_ML_KEM_768, KemCiphertext, KemKeyPair, KemPreKey,
     KemPreKeyKind, KemPublicKey, KemSharedSecret,
 };
 pub use plugin::{DEFAULT_HYBRID_INFO, X3dhMlKem768};

@@ -56,6 +56,30 @@ impl HybridResponderKeys {
         &mut self.classical
     }
 
+    /// Replaces the classical keys (with the one-time pre-key of one
+    /// handshake added, say), keeping the KEM pre-keys. Their signatures
+    /// are checked again, and the call fails as [`new`](Self::new) would,
+    /// only if the identity key differs.
+    pub fn set_classical(&mut self, classical: ResponderKeys) -> Result<(), HybridError> {
+        if classical.identity_public_key().to_bytes()
+            != self.classical.identity_public_key().to_bytes()
+        {
+            check(
+                &classical,
+                &self.current_last_resort,
+                KemPreKeyKind::LastResort,
+            )?;
+            for key in self.older_last_resort.values() {
+                check(&classical, key, KemPreKeyKind::LastResort)?;
+            }
+            for key in self.one_time.values() {
+                check(&classical, key, KemPreKeyKind::OneTime)?;
+            }
+        }
+        self.classical = classical;
+        Ok(())
+    }
+
     fn holds(&self, id: u32) -> bool {
         self.kem_pre_key(id).is_some()
     }

@@ -9,6 +9,7 @@ use confidant_core::wire::{self, envelope::Body};
 use confidant_core::{
     Aead, ConnectionId, KeyLengthError, OpenError, SealError, SuiteId, SuiteOf, SuiteRegistry, Tag,
 };
+use confidant_engine::hybrid::Hybrid;
 use confidant_engine::{
     CommitKind, Connection, Context, DeliveryId, Effects, EngineError, Event, Item, Outbound,
     ProtocolConfig, Random, Report, setup,
@@ -18,6 +19,7 @@ use confidant_store::{
     Committed, InboxStore, MemoryStore, RawStore, Record, StoreError, Table, WriteBatch,
 };
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey, X3dh};
+use confidant_x3dh_mlkem768::X3dhMlKem768;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -138,6 +140,52 @@ pub fn context(session: SessionConfig, block: u64) -> Arc<Context> {
     })
 }
 
+/// A context over `store`'s keys with the X3DH + ML-KEM-768 hybrid: the
+/// node's identity and first signed pre-key (with its last-resort KEM
+/// pre-key) are stored in `store` first, as a node does at its first start.
+pub fn hybrid_context_in(store: &TestStore, agreement: X3dhMlKem768) -> Arc<Context> {
+    let identity = IdentityKeyPair::generate();
+    let mut batch = WriteBatch::new();
+    batch.put_identity(&identity);
+    batch.append(
+        setup::rotate_signed_pre_keys(
+            &Hybrid::new(agreement.clone()),
+            &identity,
+            &SystemRandom,
+            store,
+            START_SECONDS,
+            setup::Rotation::default(),
+        )
+        .expect("rotation"),
+    );
+    store.apply(batch).expect("keys stored");
+    hybrid_context_over(store, agreement)
+}
+
+/// The hybrid context over the keys already in `store`.
+pub fn hybrid_context_over(store: &TestStore, agreement: X3dhMlKem768) -> Arc<Context> {
+    let keys = setup::responder_keys(store)
+        .expect("keys read")
+        .expect("keys stored");
+    let hybrid = Hybrid::load(agreement, store, &keys).expect("hybrid loads");
+    let base = small_context();
+    Arc::new(Context {
+        registry: Arc::clone(&base.registry),
+        agreement: Arc::new(hybrid),
+        keys,
+        config: base.config.clone(),
+        random: Arc::new(SystemRandom),
+    })
+}
+
+/// The Unix time the hybrid contexts' keys are made at.
+pub const START_SECONDS: u64 = 1_000_000;
+
+/// The system's randomness, for tests that mint keys themselves.
+pub fn system_random() -> impl Random {
+    SystemRandom
+}
+
 /// The settings most tests use: 3 counters per reservation, 12 messages
 /// per epoch.
 pub fn small_context() -> Arc<Context> {
@@ -228,6 +276,8 @@ pub struct Party {
     pub key_update_fault: Option<KeyUpdateFault>,
     /// How often it died.
     pub crashes: usize,
+    /// Every batch its store took, in order.
+    pub applied: Vec<WriteBatch>,
 }
 
 /// Two parties (0 the inviter, 1 the invitee) of one connection and the
@@ -266,20 +316,42 @@ impl Sim {
     /// is issued, the invitee has joined and the relay holds the join
     /// notice for the inviter.
     pub fn new(context: impl Fn() -> Arc<Context>) -> Self {
+        Self::new_with(|_| context(), |_| context())
+    }
+
+    /// As [`Sim::new`], each party's context built over its own store
+    /// (which may store the party's keys first).
+    pub fn new_with(
+        inviter: impl FnOnce(&TestStore) -> Arc<Context>,
+        invitee: impl FnOnce(&TestStore) -> Arc<Context>,
+    ) -> Self {
         forget_seals();
-        let party = |name| Party {
-            name,
-            context: context(),
-            store: TestStore::default(),
-            engine: None,
-            events: Vec::new(),
-            crash: None,
-            commits_seen: 0,
-            failing_commits: 0,
-            key_update_fault: None,
-            crashes: 0,
+        let party = |name, context: &mut dyn FnMut(&TestStore) -> Arc<Context>| {
+            let store = TestStore::default();
+            Party {
+                name,
+                context: context(&store),
+                store,
+                engine: None,
+                events: Vec::new(),
+                crash: None,
+                commits_seen: 0,
+                failing_commits: 0,
+                key_update_fault: None,
+                crashes: 0,
+                applied: Vec::new(),
+            }
         };
-        let parties = [party("inviter"), party("invitee")];
+        let mut inviter = Some(inviter);
+        let mut invitee = Some(invitee);
+        let parties = [
+            party("inviter", &mut |store| {
+                (inviter.take().expect("once"))(store)
+            }),
+            party("invitee", &mut |store| {
+                (invitee.take().expect("once"))(store)
+            }),
+        ];
         let id = ConnectionId::new("connection-1").expect("valid id");
         parties[0]
             .store
@@ -419,6 +491,7 @@ impl Sim {
                 p.failing_commits -= 1;
                 Err(StoreError::Io("the test's disk failed".into()))
             } else {
+                p.applied.push(commit.batch.clone());
                 p.store.apply(commit.batch).map(|committed| committed.inbox)
             };
             if p.crash == Some(Crash::After(index)) {
