@@ -1609,17 +1609,29 @@ class HandshakeFailureKind(enum.Enum):
     An identity key is not a usable Ed25519 key.
 """
     
-    KEY_AGREEMENT = 10
+    HYBRID_STRIPPED = 10
+    """
+    The post-quantum hybrid is required and the bundle came without it:
+    someone between the parties stripped it (a downgrade).
+"""
+    
+    CLASSICAL_REFUSED = 11
+    """
+    The post-quantum hybrid is required and the other side's initial
+    message is classical.
+"""
+    
+    KEY_AGREEMENT = 12
     """
     Anything else the key agreement refused.
 """
     
-    SESSION = 11
+    SESSION = 13
     """
     This side could not set up the session.
 """
     
-    OTHER = 12
+    OTHER = 14
     """
     A kind this version of the bindings does not know.
 """
@@ -1651,10 +1663,14 @@ class _UniffiFfiConverterTypeHandshakeFailureKind(_UniffiConverterRustBuffer):
         if variant == 10:
             return HandshakeFailureKind.INVALID_IDENTITY_KEY
         if variant == 11:
-            return HandshakeFailureKind.KEY_AGREEMENT
+            return HandshakeFailureKind.HYBRID_STRIPPED
         if variant == 12:
-            return HandshakeFailureKind.SESSION
+            return HandshakeFailureKind.CLASSICAL_REFUSED
         if variant == 13:
+            return HandshakeFailureKind.KEY_AGREEMENT
+        if variant == 14:
+            return HandshakeFailureKind.SESSION
+        if variant == 15:
             return HandshakeFailureKind.OTHER
         raise InternalError("Raw enum value doesn't match any cases")
 
@@ -1679,6 +1695,10 @@ class _UniffiFfiConverterTypeHandshakeFailureKind(_UniffiConverterRustBuffer):
         if value == HandshakeFailureKind.OTHER_PARTIES:
             return
         if value == HandshakeFailureKind.INVALID_IDENTITY_KEY:
+            return
+        if value == HandshakeFailureKind.HYBRID_STRIPPED:
+            return
+        if value == HandshakeFailureKind.CLASSICAL_REFUSED:
             return
         if value == HandshakeFailureKind.KEY_AGREEMENT:
             return
@@ -1710,12 +1730,16 @@ class _UniffiFfiConverterTypeHandshakeFailureKind(_UniffiConverterRustBuffer):
             buf.write_i32(9)
         if value == HandshakeFailureKind.INVALID_IDENTITY_KEY:
             buf.write_i32(10)
-        if value == HandshakeFailureKind.KEY_AGREEMENT:
+        if value == HandshakeFailureKind.HYBRID_STRIPPED:
             buf.write_i32(11)
-        if value == HandshakeFailureKind.SESSION:
+        if value == HandshakeFailureKind.CLASSICAL_REFUSED:
             buf.write_i32(12)
-        if value == HandshakeFailureKind.OTHER:
+        if value == HandshakeFailureKind.KEY_AGREEMENT:
             buf.write_i32(13)
+        if value == HandshakeFailureKind.SESSION:
+            buf.write_i32(14)
+        if value == HandshakeFailureKind.OTHER:
+            buf.write_i32(15)
 
 
 
@@ -2339,7 +2363,7 @@ class NodeEvent:
         `reset` is true and the session was replaced.
 """
         
-        def __init__(self, connection_id:str, side:Side, peer_identity_key:bytes, peer_fingerprint:str, reset:bool):
+        def __init__(self, connection_id:str, side:Side, peer_identity_key:bytes, peer_fingerprint:str, reset:bool, post_quantum:bool):
             self.connection_id = connection_id
             
             """
@@ -2370,6 +2394,13 @@ class NodeEvent:
         Whether this replaced an earlier session.
 """
         
+            self.post_quantum = post_quantum
+            
+            """
+        Whether the session's secret came from the post-quantum hybrid
+        (X3DH + ML-KEM-768), the default; `false` for classical X3DH.
+"""
+        
             pass
 
     
@@ -2377,7 +2408,7 @@ class NodeEvent:
             
     
         def __str__(self):
-            return "NodeEvent.CONNECTED(connection_id={}, side={}, peer_identity_key={}, peer_fingerprint={}, reset={})".format(self.connection_id, self.side, self.peer_identity_key, self.peer_fingerprint, self.reset)
+            return "NodeEvent.CONNECTED(connection_id={}, side={}, peer_identity_key={}, peer_fingerprint={}, reset={}, post_quantum={})".format(self.connection_id, self.side, self.peer_identity_key, self.peer_fingerprint, self.reset, self.post_quantum)
         def __eq__(self, other):
             if not isinstance(other, NodeEvent):
                 return NotImplemented
@@ -2392,6 +2423,8 @@ class NodeEvent:
             if self.peer_fingerprint != other.peer_fingerprint:
                 return False
             if self.reset != other.reset:
+                return False
+            if self.post_quantum != other.post_quantum:
                 return False
             return True
 
@@ -2619,6 +2652,7 @@ class _UniffiFfiConverterTypeNodeEvent(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterBytes.read(buf),
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
             )
         if variant == 3:
             return NodeEvent.HANDSHAKE_FAILED(
@@ -2654,6 +2688,7 @@ class _UniffiFfiConverterTypeNodeEvent(_UniffiConverterRustBuffer):
             _UniffiFfiConverterBytes.check_lower(value.peer_identity_key)
             _UniffiFfiConverterString.check_lower(value.peer_fingerprint)
             _UniffiFfiConverterBoolean.check_lower(value.reset)
+            _UniffiFfiConverterBoolean.check_lower(value.post_quantum)
             return
         if value.is_HANDSHAKE_FAILED():
             _UniffiFfiConverterString.check_lower(value.connection_id)
@@ -2686,6 +2721,7 @@ class _UniffiFfiConverterTypeNodeEvent(_UniffiConverterRustBuffer):
             _UniffiFfiConverterBytes.write(value.peer_identity_key, buf)
             _UniffiFfiConverterString.write(value.peer_fingerprint, buf)
             _UniffiFfiConverterBoolean.write(value.reset, buf)
+            _UniffiFfiConverterBoolean.write(value.post_quantum, buf)
         if value.is_HANDSHAKE_FAILED():
             buf.write_i32(3)
             _UniffiFfiConverterString.write(value.connection_id, buf)

@@ -1796,6 +1796,16 @@ public enum HandshakeFailureKind: Equatable, Hashable {
      */
     case invalidIdentityKey
     /**
+     * The post-quantum hybrid is required and the bundle came without it:
+     * someone between the parties stripped it (a downgrade).
+     */
+    case hybridStripped
+    /**
+     * The post-quantum hybrid is required and the other side's initial
+     * message is classical.
+     */
+    case classicalRefused
+    /**
      * Anything else the key agreement refused.
      */
     case keyAgreement
@@ -1848,11 +1858,15 @@ public struct FfiConverterTypeHandshakeFailureKind: FfiConverterRustBuffer {
         
         case 10: return .invalidIdentityKey
         
-        case 11: return .keyAgreement
+        case 11: return .hybridStripped
         
-        case 12: return .session
+        case 12: return .classicalRefused
         
-        case 13: return .other
+        case 13: return .keyAgreement
+        
+        case 14: return .session
+        
+        case 15: return .other
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -1902,16 +1916,24 @@ public struct FfiConverterTypeHandshakeFailureKind: FfiConverterRustBuffer {
             writeInt(&buf, Int32(10))
         
         
-        case .keyAgreement:
+        case .hybridStripped:
             writeInt(&buf, Int32(11))
         
         
-        case .session:
+        case .classicalRefused:
             writeInt(&buf, Int32(12))
         
         
-        case .other:
+        case .keyAgreement:
             writeInt(&buf, Int32(13))
+        
+        
+        case .session:
+            writeInt(&buf, Int32(14))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(15))
         
         }
     }
@@ -2074,7 +2096,11 @@ public enum NodeEvent: Equatable, Hashable {
          */peerFingerprint: String, 
         /**
          * Whether this replaced an earlier session.
-         */reset: Bool
+         */reset: Bool, 
+        /**
+         * Whether the session's secret came from the post-quantum hybrid
+         * (X3DH + ML-KEM-768), the default; `false` for classical X3DH.
+         */postQuantum: Bool
     )
     /**
      * A handshake step was refused (for a holder: a bundle whose identity
@@ -2153,7 +2179,7 @@ public struct FfiConverterTypeNodeEvent: FfiConverterRustBuffer {
         case 1: return .joined(connectionId: try FfiConverterString.read(from: &buf)
         )
         
-        case 2: return .connected(connectionId: try FfiConverterString.read(from: &buf), side: try FfiConverterTypeSide.read(from: &buf), peerIdentityKey: try FfiConverterData.read(from: &buf), peerFingerprint: try FfiConverterString.read(from: &buf), reset: try FfiConverterBool.read(from: &buf)
+        case 2: return .connected(connectionId: try FfiConverterString.read(from: &buf), side: try FfiConverterTypeSide.read(from: &buf), peerIdentityKey: try FfiConverterData.read(from: &buf), peerFingerprint: try FfiConverterString.read(from: &buf), reset: try FfiConverterBool.read(from: &buf), postQuantum: try FfiConverterBool.read(from: &buf)
         )
         
         case 3: return .handshakeFailed(connectionId: try FfiConverterString.read(from: &buf), kind: try FfiConverterTypeHandshakeFailureKind.read(from: &buf), message: try FfiConverterString.read(from: &buf)
@@ -2181,13 +2207,14 @@ public struct FfiConverterTypeNodeEvent: FfiConverterRustBuffer {
             FfiConverterString.write(connectionId, into: &buf)
             
         
-        case let .connected(connectionId,side,peerIdentityKey,peerFingerprint,reset):
+        case let .connected(connectionId,side,peerIdentityKey,peerFingerprint,reset,postQuantum):
             writeInt(&buf, Int32(2))
             FfiConverterString.write(connectionId, into: &buf)
             FfiConverterTypeSide.write(side, into: &buf)
             FfiConverterData.write(peerIdentityKey, into: &buf)
             FfiConverterString.write(peerFingerprint, into: &buf)
             FfiConverterBool.write(reset, into: &buf)
+            FfiConverterBool.write(postQuantum, into: &buf)
             
         
         case let .handshakeFailed(connectionId,kind,message):

@@ -553,13 +553,13 @@ fn the_whole_flow_delivers_a_credential_and_its_reply_and_the_connector_keeps_no
     let holder_key = key_of(&holder_lines, "holder identity key: ");
     assert!(
         holder_lines.contains(&format!(
-            "connected: connection {connection}, issuer identity key {issuer_key} (X3DH done)"
+            "connected: connection {connection}, issuer identity key {issuer_key} (post-quantum X3DH + ML-KEM-768 done)"
         )),
         "{holder_lines:#?}"
     );
     assert!(
         issuer_lines.contains(&format!(
-            "connected: connection {connection}, holder identity key {holder_key} (X3DH done)"
+            "connected: connection {connection}, holder identity key {holder_key} (post-quantum X3DH + ML-KEM-768 done)"
         )),
         "{issuer_lines:#?}"
     );

@@ -6,21 +6,27 @@
 //! invitee refuses any bundle whose identity key is not the invitation's,
 //! so a relay that swaps the bundle is caught.
 //!
-//! ## Text form, version 2
+//! ## Text form, version 3
 //!
 //! ```text
-//! "confidant2:" ‖ base64url-no-pad(payload ‖ checksum)
+//! "confidant3:" ‖ base64url-no-pad(payload ‖ checksum)
 //! payload  = relay length (u16 BE) ‖ relay (UTF-8)
 //!          ‖ token length (u16 BE) ‖ token (UTF-8)
 //!          ‖ identity key (32 bytes, Ed25519)
-//! checksum = the first 4 bytes of SHA-256("confidant2:" ‖ payload)
+//!          ‖ features (1 byte: bit 0 = the inviter has the post-quantum
+//!            hybrid and requires it; the other bits are written 0 and
+//!            ignored when read)
+//! checksum = the first 4 bytes of SHA-256("confidant3:" ‖ payload)
 //! ```
 //!
 //! Each length is 1 to 1,024. The checksum catches a mistyped or truncated
 //! text before the invitee spends the single-use token on it; it is not an
 //! authenticator (the invitation's own channel, a QR code shown in person,
-//! is what makes it authentic). The version is the number in the prefix:
-//! a text with another `confidantN:` prefix (version 1 had none of the
+//! is what makes it authentic, and so also the hybrid bit: a relay cannot
+//! clear it). The version is the number in the prefix. Version 2
+//! (`confidant2:`, the same payload without the features byte, checksum
+//! over `"confidant2:" ‖ payload`) is still read, as an inviter without
+//! the hybrid; a text with another `confidantN:` prefix (version 1 had no
 //! checksum) is refused as [`InvitationError::UnsupportedVersion`].
 //! Whitespace anywhere in the text (a paste wrapped over lines) is
 //! ignored. `docs/apps.md` has a worked example.
@@ -28,9 +34,12 @@
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-/// The version this code writes and reads.
-pub const INVITATION_VERSION: u32 = 2;
-const PREFIX: &str = "confidant2:";
+/// The version this code writes (it also reads version 2).
+pub const INVITATION_VERSION: u32 = 3;
+const PREFIX: &str = "confidant3:";
+const PREFIX_V2: &str = "confidant2:";
+/// Bit 0 of the features byte: the inviter has the hybrid.
+const FEATURE_HYBRID: u8 = 0x01;
 const MAX_FIELD: usize = 1024;
 const CHECKSUM_LEN: usize = 4;
 
@@ -43,6 +52,11 @@ pub struct Invitation {
     pub token: String,
     /// The inviter's Ed25519 identity key.
     pub identity_key: [u8; 32],
+    /// The inviter has the post-quantum hybrid (X3DH + ML-KEM-768) and
+    /// requires it: the invitee refuses a bundle without it (a relay that
+    /// stripped it), whatever its own settings. `false` for a version 2
+    /// invitation.
+    pub hybrid: bool,
 }
 
 /// An invitation's text cannot be used.
@@ -91,7 +105,8 @@ impl Invitation {
             bytes.extend_from_slice(field.as_bytes());
         }
         bytes.extend_from_slice(&self.identity_key);
-        let checksum = checksum(&bytes);
+        bytes.push(if self.hybrid { FEATURE_HYBRID } else { 0 });
+        let checksum = checksum(PREFIX, &bytes);
         bytes.extend_from_slice(&checksum);
         Ok(format!(
             "{PREFIX}{}",
@@ -102,9 +117,10 @@ impl Invitation {
     /// Reads the text form, checking its version and checksum.
     pub fn from_text(text: &str) -> Result<Self, InvitationError> {
         let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        let body = match text.strip_prefix(PREFIX) {
-            Some(body) => body,
-            None => return Err(version_error(&text)),
+        let (prefix, body) = match (text.strip_prefix(PREFIX), text.strip_prefix(PREFIX_V2)) {
+            (Some(body), _) => (PREFIX, body),
+            (None, Some(body)) => (PREFIX_V2, body),
+            (None, None) => return Err(version_error(&text)),
         };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
@@ -112,7 +128,7 @@ impl Invitation {
         let (payload, sum) = bytes
             .split_last_chunk::<CHECKSUM_LEN>()
             .ok_or(InvitationError::Damaged("too short"))?;
-        if checksum(payload) != *sum {
+        if checksum(prefix, payload) != *sum {
             return Err(InvitationError::Damaged("the checksum does not match"));
         }
         // The checksum held, so what follows only fails for a text that was
@@ -135,21 +151,30 @@ impl Invitation {
         };
         let relay = field()?;
         let token = field()?;
-        let identity_key: [u8; 32] = rest
+        let (identity_key, features) = if prefix == PREFIX {
+            let (&features, key) = rest
+                .split_last()
+                .ok_or(InvitationError::Damaged("too short"))?;
+            (key, features)
+        } else {
+            (rest, 0)
+        };
+        let identity_key: [u8; 32] = identity_key
             .try_into()
             .map_err(|_| InvitationError::Damaged("the identity key is not 32 bytes"))?;
         Ok(Self {
             relay,
             token,
             identity_key,
+            hybrid: features & FEATURE_HYBRID != 0,
         })
     }
 }
 
 /// The first bytes of SHA-256 over the prefix and the payload.
-fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
+fn checksum(prefix: &str, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     let digest = Sha256::new()
-        .chain_update(PREFIX.as_bytes())
+        .chain_update(prefix.as_bytes())
         .chain_update(payload)
         .finalize();
     let mut sum = [0; CHECKSUM_LEN];
@@ -195,6 +220,7 @@ mod tests {
             relay: "http://127.0.0.1:50051".into(),
             token: "q1w2e3r4t5y6u7i8o9p0aa".into(),
             identity_key: [0x5A; 32],
+            hybrid: true,
         }
     }
 
@@ -202,7 +228,7 @@ mod tests {
     fn text_round_trips_and_every_truncation_is_refused_as_damaged() {
         let invitation = example();
         let text = invitation.to_text();
-        assert!(text.starts_with("confidant2:"));
+        assert!(text.starts_with("confidant3:"));
         assert_eq!(Invitation::from_text(&text).unwrap(), invitation);
         assert_eq!(text.parse::<Invitation>().unwrap(), invitation);
         let body = &text[PREFIX.len()..];
@@ -262,8 +288,8 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            Invitation::from_text("confidant3:AAAA").unwrap_err(),
-            InvitationError::UnsupportedVersion("3".into())
+            Invitation::from_text("confidant4:AAAA").unwrap_err(),
+            InvitationError::UnsupportedVersion("4".into())
         );
         for other in [
             "",
@@ -297,6 +323,7 @@ mod tests {
             relay: "http://127.0.0.1:50051".into(),
             token: "AAECAwQFBgcICQoLDA0ODw".into(),
             identity_key: core::array::from_fn(|i| u8::try_from(i).unwrap_or(0)),
+            hybrid: true,
         };
         let text = invitation.to_text();
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -307,13 +334,60 @@ mod tests {
         expected.extend_from_slice(&[0, 22]);
         expected.extend_from_slice(b"AAECAwQFBgcICQoLDA0ODw");
         expected.extend(0u8..32);
-        let digest = Sha256::digest([b"confidant2:".as_slice(), &expected].concat());
+        expected.push(0x01);
+        let digest = Sha256::digest([b"confidant3:".as_slice(), &expected].concat());
         expected.extend_from_slice(&digest[..4]);
         assert_eq!(bytes, expected);
         assert_eq!(text, DOCUMENTED_EXAMPLE);
     }
 
-    const DOCUMENTED_EXAMPLE: &str = "confidant2:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUxABZBQUVDQXdRRkJnY0lDUW9MREEwT0R3AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh-eiuhR";
+    const DOCUMENTED_EXAMPLE: &str = "confidant3:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUxABZBQUVDQXdRRkJnY0lDUW9MREEwT0R3AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8BOoLfaw";
+
+    /// Version 2 texts (before the features byte) are still read, as an
+    /// inviter without the hybrid; the documented version 2 example.
+    #[test]
+    fn version_2_texts_are_read_as_classical() {
+        let invitation = Invitation::from_text(VERSION_2_EXAMPLE).unwrap();
+        assert_eq!(invitation.relay, "http://127.0.0.1:50051");
+        assert_eq!(invitation.token, "AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(invitation.identity_key[31], 31);
+        assert!(!invitation.hybrid);
+        // Its checksum is over the version 2 prefix: the same body under
+        // the version 3 prefix is damaged, not misread.
+        let moved = VERSION_2_EXAMPLE.replacen("confidant2:", "confidant3:", 1);
+        assert!(matches!(
+            Invitation::from_text(&moved),
+            Err(InvitationError::Damaged(_))
+        ));
+    }
+
+    const VERSION_2_EXAMPLE: &str = "confidant2:ABZodHRwOi8vMTI3LjAuMC4xOjUwMDUxABZBQUVDQXdRRkJnY0lDUW9MREEwT0R3AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh-eiuhR";
+
+    #[test]
+    fn the_hybrid_bit_round_trips_and_other_feature_bits_are_ignored() {
+        let mut invitation = example();
+        for hybrid in [false, true] {
+            invitation.hybrid = hybrid;
+            assert_eq!(
+                Invitation::from_text(&invitation.to_text()).unwrap(),
+                invitation
+            );
+        }
+        // A writer from the future sets bit 1 too.
+        let text = invitation.to_text();
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&text[PREFIX.len()..])
+            .unwrap();
+        bytes.truncate(bytes.len() - CHECKSUM_LEN);
+        *bytes.last_mut().unwrap() = 0x03;
+        let sum = checksum(PREFIX, &bytes);
+        bytes.extend_from_slice(&sum);
+        let future = format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes)
+        );
+        assert_eq!(Invitation::from_text(&future).unwrap(), invitation);
+    }
 
     #[test]
     fn fields_outside_the_format_have_no_text() {

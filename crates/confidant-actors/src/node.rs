@@ -231,6 +231,9 @@ struct Parts {
     stop: watch::Sender<bool>,
     inbound_done: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     identity_key: [u8; 32],
+    /// Whether the node's key agreement is the hybrid (its invitations
+    /// say so).
+    hybrid: bool,
     /// Who waits in [`Node::sync`] for which acknowledgements.
     waiters: SyncWaiters,
 }
@@ -362,6 +365,7 @@ fn run_node(
     ready: oneshot::Sender<Started>,
     done: oneshot::Sender<()>,
 ) {
+    let hybrid = matches!(choice, AgreementChoice::Hybrid(_));
     let (keys, agreement) = match load_keys(&*store, &choice, config.rotation()) {
         Ok((keys, agreement, _)) => (keys, agreement),
         Err(error) => {
@@ -443,6 +447,7 @@ fn run_node(
             stop,
             inbound_done: std::sync::Mutex::new(Some(inbound_done)),
             identity_key,
+            hybrid,
             waiters,
         };
         let _ = ready.send(Ok((
@@ -847,6 +852,7 @@ impl Node {
             relay: relay.relay,
             token: relay.token,
             identity_key: self.identity_key(),
+            hybrid: parts.hybrid,
         })
     }
 
@@ -872,6 +878,7 @@ impl Node {
         let shared = self.shared()?;
         let token = invitation.token.clone();
         let identity = invitation.identity_key;
+        let hybrid = invitation.hybrid;
         let greeting = greeting.into();
         run_on_node(&parts.hub, async move {
             // Until the record is stored, a delivery for a connection
@@ -881,7 +888,13 @@ impl Node {
             let _joining = shared.joins.start();
             let connection_id = transport.join(&token).await?;
             let batch =
-                confidant_engine::setup::joined(&connection_id, identity, &token, greeting)?;
+                confidant_engine::setup::joined(
+                &connection_id,
+                identity,
+                &token,
+                greeting,
+                hybrid,
+            )?;
             // Stored with the other joins and steps in flight (group
             // commit).
             match shared.committer.commit(batch).await {

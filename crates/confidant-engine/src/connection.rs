@@ -997,6 +997,7 @@ impl Connection {
                 invitation_token: Some(token.to_owned()),
                 reset_nonce: None,
                 reset_bundle_key: None,
+                hybrid_required: false,
             };
             let mut batch = WriteBatch::new();
             one_time.put(&mut batch);
@@ -1090,6 +1091,7 @@ impl Connection {
                     self.id.clone(),
                     &greeting,
                     context.config.session.clone(),
+                    record.hybrid_required,
                 )
                 .map_err(EngineError::Handshake)?;
             let post_quantum = context.agreement.is_post_quantum(&initial);

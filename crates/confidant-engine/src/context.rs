@@ -161,6 +161,10 @@ pub trait Handshaker: Send + Sync + 'static {
 
     /// The initiator's side: checks `bundle` against `expected` and
     /// `binding`, and seals `first` into the initial message.
+    /// `hybrid_required`: the invitation said the inviter has the
+    /// post-quantum hybrid, so an agreement that knows the hybrid refuses a
+    /// bundle without it ([`HandshakeFailure::HybridStripped`]) whatever
+    /// its own setting; a classical agreement ignores it.
     #[allow(clippy::too_many_arguments)]
     fn initiate(
         &self,
@@ -172,6 +176,7 @@ pub trait Handshaker: Send + Sync + 'static {
         connection_id: ConnectionId,
         first: &[u8],
         config: SessionConfig,
+        hybrid_required: bool,
     ) -> Result<(Session, InitialMessage), HandshakeFailure>;
 
     /// The responder's side: answers `initial` under `policy`, with the
@@ -214,6 +219,7 @@ where
         connection_id: ConnectionId,
         first: &[u8],
         config: SessionConfig,
+        _hybrid_required: bool,
     ) -> Result<(Session, InitialMessage), HandshakeFailure> {
         initiate_with(
             self,

@@ -233,9 +233,17 @@ impl Handshaker for Hybrid {
         connection_id: ConnectionId,
         first: &[u8],
         config: SessionConfig,
+        hybrid_required: bool,
     ) -> Result<(Session, InitialMessage), HandshakeFailure> {
+        let strict;
+        let agreement = if hybrid_required && !self.agreement.require_hybrid() {
+            strict = self.agreement.clone().with_require_hybrid(true);
+            &strict
+        } else {
+            &self.agreement
+        };
         initiate_with(
-            &self.agreement,
+            agreement,
             identity,
             expected,
             bundle,

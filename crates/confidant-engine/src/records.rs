@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// Version 2 added the handshake bindings (invitation token, reset nonce)
-/// and the reset bundle's key; version 1 records are still read.
-const RECORD_VERSION: u8 = 2;
+/// and the reset bundle's key, version 3 whether the invitation promised
+/// the hybrid; versions 1 and 2 are still read.
+const RECORD_VERSION: u8 = 3;
+const RECORD_VERSION_2: u8 = 2;
 const RECORD_VERSION_1: u8 = 1;
 
 /// Which side of the handshake this node is on a connection.
@@ -80,6 +82,43 @@ pub struct ConnectionRecord {
     /// Invitee: the one-time pre-key of the reset bundle it answered; a copy
     /// of that bundle makes it send its initial message again, nothing more.
     pub reset_bundle_key: Option<u32>,
+    /// Invitee: the invitation said the inviter has the post-quantum hybrid,
+    /// so every bundle of this connection (first contact and resets) must
+    /// carry it; one without it was stripped and is refused. `false` in
+    /// records written before version 3.
+    pub hybrid_required: bool,
+}
+
+/// The layout of version 2 records.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ConnectionRecordV2 {
+    side: Side,
+    peer_identity: Option<[u8; 32]>,
+    phase: Phase,
+    pending_initial: Option<Vec<u8>>,
+    reset_requested: bool,
+    reset_one_time_pre_key: Option<u32>,
+    invitation_token: Option<String>,
+    reset_nonce: Option<Vec<u8>>,
+    reset_bundle_key: Option<u32>,
+}
+
+impl From<ConnectionRecordV2> for ConnectionRecord {
+    fn from(old: ConnectionRecordV2) -> Self {
+        Self {
+            side: old.side,
+            peer_identity: old.peer_identity,
+            phase: old.phase,
+            pending_initial: old.pending_initial,
+            reset_requested: old.reset_requested,
+            reset_one_time_pre_key: old.reset_one_time_pre_key,
+            invitation_token: old.invitation_token,
+            reset_nonce: old.reset_nonce,
+            reset_bundle_key: old.reset_bundle_key,
+            hybrid_required: false,
+        }
+    }
 }
 
 /// The layout of version 1 records.
@@ -106,6 +145,7 @@ impl From<ConnectionRecordV1> for ConnectionRecord {
             invitation_token: None,
             reset_nonce: None,
             reset_bundle_key: None,
+            hybrid_required: false,
         }
     }
 }
@@ -141,6 +181,7 @@ impl std::fmt::Debug for ConnectionRecord {
             .field("has_invitation_token", &self.invitation_token.is_some())
             .field("reset_nonce", &self.reset_nonce.as_ref().map(hex::encode))
             .field("reset_bundle_key", &self.reset_bundle_key)
+            .field("hybrid_required", &self.hybrid_required)
             .finish()
     }
 }
@@ -157,11 +198,14 @@ impl ConnectionRecord {
         Ok(bytes)
     }
 
-    /// Reads a stored record (this version or version 1); an error, never a
-    /// panic, for bytes that are not one.
+    /// Reads a stored record (this version, version 2 or version 1); an
+    /// error, never a panic, for bytes that are not one.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         match bytes.split_first() {
             Some((&RECORD_VERSION, body)) => postcard::from_bytes(body)
+                .map_err(|error| StoreError::Corrupt(format!("connection record: {error}"))),
+            Some((&RECORD_VERSION_2, body)) => postcard::from_bytes::<ConnectionRecordV2>(body)
+                .map(Self::from)
                 .map_err(|error| StoreError::Corrupt(format!("connection record: {error}"))),
             Some((&RECORD_VERSION_1, body)) => postcard::from_bytes::<ConnectionRecordV1>(body)
                 .map(Self::from)
@@ -263,6 +307,7 @@ mod tests {
             invitation_token: Some("token".into()),
             reset_nonce: Some(vec![9; 16]),
             reset_bundle_key: Some(4),
+            hybrid_required: true,
         };
         let bytes = record.encode().unwrap();
         assert_eq!(ConnectionRecord::decode(&bytes).unwrap(), record);
@@ -293,6 +338,30 @@ mod tests {
     }
 
     #[test]
+    fn version_2_records_are_still_read() {
+        let old = ConnectionRecordV2 {
+            side: Side::Invitee,
+            peer_identity: Some([4; 32]),
+            phase: Phase::Established,
+            pending_initial: Some(vec![5]),
+            reset_requested: true,
+            reset_one_time_pre_key: None,
+            invitation_token: Some("token".into()),
+            reset_nonce: Some(vec![6; 16]),
+            reset_bundle_key: Some(8),
+        };
+        let mut bytes = vec![2u8];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let record = ConnectionRecord::decode(&bytes).unwrap();
+        assert_eq!(record.invitation_token.as_deref(), Some("token"));
+        assert_eq!(record.reset_bundle_key, Some(8));
+        assert!(!record.hybrid_required);
+        // Read back as this version, it keeps every field.
+        let again = ConnectionRecord::decode(&record.encode().unwrap()).unwrap();
+        assert_eq!(again, record);
+    }
+
+    #[test]
     fn debug_shows_no_greeting_or_token() {
         let record = ConnectionRecord {
             side: Side::Invitee,
@@ -306,6 +375,7 @@ mod tests {
             invitation_token: Some("the-single-use-token".into()),
             reset_nonce: None,
             reset_bundle_key: None,
+            hybrid_required: false,
         };
         let shown = format!("{record:?}");
         assert!(!shown.contains("secret"), "{shown}");

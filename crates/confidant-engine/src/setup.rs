@@ -24,7 +24,9 @@ pub fn invitation_created(token: &str) -> WriteBatch {
 
 /// Invitee: the record of a connection just joined with an invitation
 /// (issued by `identity`, with `token`), waiting for the inviter's bundle;
-/// `greeting` is sealed into the initial message. The batch *inserts* the
+/// `greeting` is sealed into the initial message. `hybrid`: the invitation
+/// says the inviter has the post-quantum hybrid, so this connection's
+/// bundles must carry it (see [`Handshaker::initiate`]). The batch *inserts* the
 /// record: its commit fails with [`StoreError::AlreadyExists`] if the relay
 /// answered with the id of a connection this node already has, which must
 /// be refused.
@@ -33,6 +35,7 @@ pub fn joined(
     identity: [u8; 32],
     token: &str,
     greeting: Vec<u8>,
+    hybrid: bool,
 ) -> Result<WriteBatch, StoreError> {
     let record = ConnectionRecord {
         side: Side::Invitee,
@@ -44,6 +47,7 @@ pub fn joined(
         invitation_token: Some(token.to_owned()),
         reset_nonce: None,
         reset_bundle_key: None,
+        hybrid_required: hybrid,
     };
     let mut batch = WriteBatch::new();
     record.insert(&mut batch, connection_id)?;

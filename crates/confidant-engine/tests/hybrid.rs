@@ -546,3 +546,43 @@ fn a_damaged_stored_kem_key_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn the_invitations_promise_refuses_a_stripped_bundle_where_classical_is_allowed() {
+    // The invitee would take a classical inviter, but this invitation said
+    // the inviter has the hybrid: a stripped bundle is refused, at first
+    // contact and at a reset.
+    let lenient = |store: &TestStore| {
+        hybrid_context_in(store, X3dhMlKem768::default().with_require_hybrid(false))
+    };
+    let mut sim = Sim::new_with(hybrid, lenient);
+    sim.deliver_all(INVITER);
+    strip_bundles(&mut sim);
+    sim.deliver_all(INVITEE);
+    assert_eq!(
+        failures(&sim, INVITEE),
+        vec![HandshakeFailure::HybridStripped]
+    );
+    assert!(!sim.established(INVITEE));
+
+    let mut sim = Sim::new_with(hybrid, lenient);
+    sim.connect();
+    let effects = sim.parties[INVITEE]
+        .engine
+        .as_mut()
+        .expect("loaded")
+        .reset();
+    sim.run(INVITEE, effects);
+    sim.deliver_all(INVITER);
+    strip_bundles(&mut sim);
+    sim.deliver_all(INVITEE);
+    assert_eq!(
+        failures(&sim, INVITEE),
+        vec![HandshakeFailure::HybridStripped]
+    );
+    // The old session goes on; the real reset bundle, sent again, replaces
+    // it with a post-quantum one.
+    sim.kill(INVITER);
+    sim.settle();
+    assert_eq!(post_quantum(&sim, INVITEE), vec![true, true]);
+}

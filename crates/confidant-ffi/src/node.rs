@@ -132,6 +132,7 @@ pub fn parse_invitation(text: String) -> Result<InvitationInfo, ConfidantError> 
         connector_url: invitation.relay,
         inviter_identity_key: invitation.identity_key.to_vec(),
         inviter_fingerprint: fingerprint_of(&invitation.identity_key),
+        post_quantum: invitation.hybrid,
     })
 }
 

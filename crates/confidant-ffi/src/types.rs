@@ -88,6 +88,9 @@ pub struct InvitationInfo {
     pub inviter_identity_key: Vec<u8>,
     /// Its fingerprint, to compare with what the inviter shows.
     pub inviter_fingerprint: String,
+    /// The inviter has the post-quantum hybrid (X3DH + ML-KEM-768) and
+    /// requires it; its bundles are refused without it.
+    pub post_quantum: bool,
 }
 
 /// What happens on the node's connections, in order.

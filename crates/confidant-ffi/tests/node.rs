@@ -163,11 +163,18 @@ async fn invitation_handshake_messages_acknowledgement_restart_and_reset() {
     // The invitation names the connector and the issuer's key; its
     // fingerprint is the one the issuer shows.
     let text = issuer.create_invitation().await.unwrap();
-    assert!(text.starts_with("confidant2:"), "{text}");
+    assert!(text.starts_with("confidant3:"), "{text}");
+    assert!(
+        confidant_actors::Invitation::from_text(&text)
+            .unwrap()
+            .hybrid,
+        "the bindings' invitations say the node has the hybrid"
+    );
     let info = parse_invitation(text.clone()).unwrap();
     assert_eq!(info.connector_url, connector.url);
     assert_eq!(info.inviter_identity_key, issuer.identity_key());
     assert_eq!(info.inviter_fingerprint, issuer.fingerprint());
+    assert!(info.post_quantum);
     assert_eq!(
         fingerprint(issuer.identity_key()).unwrap(),
         issuer.fingerprint()

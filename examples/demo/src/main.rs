@@ -11,7 +11,8 @@
 //! 3. starts the issuer (`serve --invite`), which shows an invitation (text
 //!    and QR code) and writes it to `issuer/invitation.txt`;
 //! 4. starts the holder (`accept --invitation-file …`), which joins, checks
-//!    the issuer's bundle against the invitation's identity key, runs X3DH,
+//!    the issuer's bundle against the invitation's identity key, runs the
+//!    post-quantum hybrid (X3DH + ML-KEM-768; both sides must say so),
 //!    receives the credential (a university degree, JSON), stores it,
 //!    acknowledges it and answers;
 //! 5. waits for both to exit (at most 120 s), stops the connector with
@@ -144,6 +145,18 @@ fn run() -> Result<(), Error> {
         children.wait_success(name, remaining)?;
         say(&format!("the {name} exited successfully"));
     }
+    // Both sides say which key agreement their session came from.
+    for name in ["issuer", "holder"] {
+        let lines = children.lines(name)?;
+        let connected = lines
+            .iter()
+            .find(|line| line.starts_with("connected: "))
+            .ok_or_else(|| format!("the {name} never said it connected"))?;
+        if !connected.contains("(post-quantum X3DH + ML-KEM-768 done)") {
+            return Err(format!("the {name}'s session is not post-quantum: {connected}").into());
+        }
+    }
+    say("check passed: both sides connected with the post-quantum hybrid (X3DH + ML-KEM-768)");
     // The connector stops on SIGTERM.
     children.terminate("connector", CONNECTOR_LIMIT)?;
     say("the connector stopped (SIGTERM)");
@@ -248,7 +261,11 @@ struct Process {
     name: &'static str,
     child: Child,
     readers: Vec<JoinHandle<()>>,
+    /// Every line it printed on stdout.
+    lines: Lines,
 }
+
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// The children; whichever still runs when this is dropped (on an error)
 /// is killed.
@@ -277,18 +294,35 @@ impl Children {
             .spawn()
             .map_err(|error| format!("cannot start the {name}: {error}"))?;
         let mut readers = Vec::new();
+        let lines = Lines::default();
         if let Some(stdout) = child.stdout.take() {
-            readers.push(stream(name, stdout, false, first_line)?);
+            readers.push(stream(
+                name,
+                stdout,
+                Some(std::sync::Arc::clone(&lines)),
+                first_line,
+            )?);
         }
         if let Some(stderr) = child.stderr.take() {
-            readers.push(stream(name, stderr, true, None)?);
+            readers.push(stream(name, stderr, None, None)?);
         }
         self.processes.push(Process {
             name,
             child,
             readers,
+            lines,
         });
         Ok(())
+    }
+
+    /// The lines `name` printed on stdout so far.
+    fn lines(&mut self, name: &str) -> Result<Vec<String>, Error> {
+        let process = self.get(name)?;
+        Ok(process
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
     }
 
     fn get(&mut self, name: &str) -> Result<&mut Process, Error> {
@@ -365,11 +399,12 @@ impl Drop for Children {
     }
 }
 
-/// A thread that prints each line of `from` prefixed with `[name]`.
+/// A thread that prints each line of `from` prefixed with `[name]`: to
+/// stdout, keeping it in `lines`, if `lines` is given, to stderr otherwise.
 fn stream(
     name: &'static str,
     from: impl Read + Send + 'static,
-    to_stderr: bool,
+    lines: Option<Lines>,
     mut first_line: Option<mpsc::Sender<String>>,
 ) -> Result<JoinHandle<()>, Error> {
     let handle = std::thread::Builder::new()
@@ -385,10 +420,15 @@ fn stream(
                 }
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
-                if to_stderr {
-                    eprintln!("[{name}] {text}");
-                } else {
-                    println!("[{name}] {text}");
+                match &lines {
+                    None => eprintln!("[{name}] {text}"),
+                    Some(lines) => {
+                        println!("[{name}] {text}");
+                        lines
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(text.to_owned());
+                    }
                 }
                 if let Some(sender) = first_line.take() {
                     let _ = sender.send(text.to_owned());

@@ -101,6 +101,7 @@ use confidant_connector::proto::GetMessagesPaginatedRequest;
 use confidant_connector::{ClientTls, ConnectorTransport, RequestSigner};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
+use confidant_x3dh_mlkem768::X3dhMlKem768;
 use credentials::CredentialStore;
 use files::{CREDENTIALS, Error, NODE_STORE};
 use sha2::{Digest as _, Sha256};
@@ -123,6 +124,12 @@ pub struct Args {
     /// instead of the system's roots.
     #[arg(long, value_name = "PATH")]
     pub connector_ca: Option<PathBuf>,
+    /// Also connect to issuers that only offer classical X3DH. By default
+    /// the holder requires the post-quantum hybrid (X3DH + ML-KEM-768) and
+    /// refuses a bundle without it, which is also how it catches a relay
+    /// that strips the hybrid out.
+    #[arg(long)]
+    pub allow_classical: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -209,8 +216,14 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
             // invitation and this holder's directory pass every check.
             check_before_accepting(&dir, &invitation, &tls).await?;
             let mut signals = Signals::new()?;
-            let mut holder =
-                Holder::start(&dir, &invitation.relay, &tls, exit_after_credentials).await?;
+            let mut holder = Holder::start(
+                &dir,
+                &invitation.relay,
+                &tls,
+                exit_after_credentials,
+                args.allow_classical,
+            )
+            .await?;
             let result = async {
                 let connection = holder
                     .node
@@ -246,7 +259,14 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                 )
             })?;
             let mut signals = Signals::new()?;
-            let mut holder = Holder::start(&dir, &url, &tls, exit_after_credentials).await?;
+            let mut holder = Holder::start(
+                &dir,
+                &url,
+                &tls,
+                exit_after_credentials,
+                args.allow_classical,
+            )
+            .await?;
             let result = async {
                 for connection in holder.node.connections().await? {
                     println!(
@@ -446,6 +466,7 @@ impl Holder {
         url: &str,
         tls: &ClientTls,
         exit_after: Option<u64>,
+        allow_classical: bool,
     ) -> Result<Self, Error> {
         files::create_data_dir(dir)?;
         let credentials = CredentialStore::open_or_create(&dir.join(CREDENTIALS))?;
@@ -457,7 +478,7 @@ impl Holder {
         let (node, events) = Node::builder()
             .store(std::sync::Arc::new(store))
             .suites(suites()?)
-            .key_agreement(confidant_x3dh::X3dh::default())
+            .hybrid_key_agreement(X3dhMlKem768::default().with_require_hybrid(!allow_classical))
             .transport(transport.clone())
             .config(NodeConfig::default())
             .start()
@@ -528,12 +549,18 @@ impl Holder {
                 connection_id,
                 peer_identity,
                 reset,
+                post_quantum,
                 ..
             } => {
-                let how = if reset {
-                    "X3DH done, session replaced"
+                let agreement = if post_quantum {
+                    "post-quantum X3DH + ML-KEM-768"
                 } else {
-                    "X3DH done"
+                    "classical X3DH"
+                };
+                let how = if reset {
+                    format!("{agreement} done, session replaced")
+                } else {
+                    format!("{agreement} done")
                 };
                 tracing::debug!(
                     issuer = %hex::encode(peer_identity),
@@ -677,6 +704,7 @@ mod tests {
             relay: "http://127.0.0.1:50051".into(),
             token: "q1w2e3r4t5y6u7i8o9p0aa".into(),
             identity_key: [0x5A; 32],
+            hybrid: true,
         };
         let text = invitation.to_text();
         let text = text.as_str();

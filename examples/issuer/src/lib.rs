@@ -97,6 +97,7 @@ use confidant_actors::{ConnectionState, Event, Events, Node, NodeConfig, Side};
 use confidant_connector::{ClientTls, ConnectorTransport, RequestSigner};
 use confidant_core::{ConnectionId, SuiteRegistry};
 use confidant_store::{RedbStore, StoreOptions};
+use confidant_x3dh_mlkem768::X3dhMlKem768;
 use files::{Error, INVITATION, INVITATION_PNG, IssuerState, NODE_STORE};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -126,6 +127,11 @@ pub struct Args {
     /// not at all. DIR/invitation.png is written in every case.
     #[arg(long, value_name = "THEME", value_enum, default_value = "auto")]
     pub qr: qr::Terminal,
+    /// Also answer holders that only know classical X3DH. By default the
+    /// issuer requires the post-quantum hybrid (X3DH + ML-KEM-768) and
+    /// refuses a classical initial message.
+    #[arg(long)]
+    pub allow_classical: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -260,6 +266,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                 &args.data_dir,
                 &args.connector,
                 args.connector_ca.as_deref(),
+                args.allow_classical,
             )
             .await?;
             let result = invite(&node, &args.data_dir, args.qr).await;
@@ -287,6 +294,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                 &args.data_dir,
                 &args.connector,
                 args.connector_ca.as_deref(),
+                args.allow_classical,
             )
             .await?;
             let result = async {
@@ -349,11 +357,13 @@ fn suites() -> Result<SuiteRegistry, Error> {
 }
 
 /// Starts the node on `DIR/node.redb`, talking to the connector at `url`
-/// (verified against `ca` if given) under the key in `DIR/relay.key`.
+/// (verified against `ca` if given) under the key in `DIR/relay.key`, with
+/// the post-quantum hybrid (classical holders answered if `allow_classical`).
 async fn start_node(
     dir: &Path,
     url: &str,
     ca: Option<&Path>,
+    allow_classical: bool,
 ) -> Result<(Node, Events, ConnectorTransport), Error> {
     let seed = files::relay_seed(dir)?;
     let tls = match ca {
@@ -374,7 +384,7 @@ async fn start_node(
     let (node, events) = Node::builder()
         .store(std::sync::Arc::new(store))
         .suites(suites()?)
-        .key_agreement(confidant_x3dh::X3dh::default())
+        .hybrid_key_agreement(X3dhMlKem768::default().with_allow_classical(allow_classical))
         .transport(transport.clone())
         .config(NodeConfig::default())
         .start()
@@ -589,12 +599,18 @@ impl Server {
                 connection_id,
                 peer_identity,
                 reset,
+                post_quantum,
                 ..
             } => {
-                let how = if reset {
-                    "X3DH done, session replaced"
+                let agreement = if post_quantum {
+                    "post-quantum X3DH + ML-KEM-768"
                 } else {
-                    "X3DH done"
+                    "classical X3DH"
+                };
+                let how = if reset {
+                    format!("{agreement} done, session replaced")
+                } else {
+                    format!("{agreement} done")
                 };
                 tracing::debug!(holder = %hex::encode(peer_identity), reset, "X3DH done, connected");
                 println!(

@@ -2696,6 +2696,16 @@ enum class HandshakeFailureKind {
      */
     INVALID_IDENTITY_KEY,
     /**
+     * The post-quantum hybrid is required and the bundle came without it:
+     * someone between the parties stripped it (a downgrade).
+     */
+    HYBRID_STRIPPED,
+    /**
+     * The post-quantum hybrid is required and the other side's initial
+     * message is classical.
+     */
+    CLASSICAL_REFUSED,
+    /**
      * Anything else the key agreement refused.
      */
     KEY_AGREEMENT,
@@ -2837,7 +2847,12 @@ sealed class NodeEvent {
         /**
          * Whether this replaced an earlier session.
          */
-        val `reset`: kotlin.Boolean) : NodeEvent()
+        val `reset`: kotlin.Boolean, 
+        /**
+         * Whether the session's secret came from the post-quantum hybrid
+         * (X3DH + ML-KEM-768), the default; `false` for classical X3DH.
+         */
+        val `postQuantum`: kotlin.Boolean) : NodeEvent()
         
     {
         
@@ -2956,6 +2971,7 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
                 FfiConverterByteArray.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterBoolean.read(buf),
+                FfiConverterBoolean.read(buf),
                 )
             3 -> NodeEvent.HandshakeFailed(
                 FfiConverterString.read(buf),
@@ -2995,6 +3011,7 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
                 + FfiConverterByteArray.allocationSize(value.`peerIdentityKey`)
                 + FfiConverterString.allocationSize(value.`peerFingerprint`)
                 + FfiConverterBoolean.allocationSize(value.`reset`)
+                + FfiConverterBoolean.allocationSize(value.`postQuantum`)
             )
         }
         is NodeEvent.HandshakeFailed -> {
@@ -3046,6 +3063,7 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
                 FfiConverterByteArray.write(value.`peerIdentityKey`, buf)
                 FfiConverterString.write(value.`peerFingerprint`, buf)
                 FfiConverterBoolean.write(value.`reset`, buf)
+                FfiConverterBoolean.write(value.`postQuantum`, buf)
                 Unit
             }
             is NodeEvent.HandshakeFailed -> {

@@ -358,9 +358,24 @@ impl Sim {
             .apply(setup::invitation_created(TOKEN))
             .expect("invitation stored");
         let identity = parties[0].context.keys.identity_public_key().to_bytes();
+        // The invitation says whether the inviter has the hybrid, as a
+        // node's does: a hybrid inviter keeps KEM keys beside its signed
+        // pre-keys.
+        let hybrid_invitation = !confidant_engine::extras::signed(&parties[0].store)
+            .expect("agreement keys read")
+            .is_empty();
         parties[1]
             .store
-            .apply(setup::joined(&id, identity, TOKEN, b"greeting".to_vec()).expect("record"))
+            .apply(
+                setup::joined(
+                    &id,
+                    identity,
+                    TOKEN,
+                    b"greeting".to_vec(),
+                    hybrid_invitation,
+                )
+                .expect("record"),
+            )
             .expect("join stored");
         let mut sim = Self {
             parties,
