@@ -1311,28 +1311,52 @@ class _UniffiFfiConverterTypeConnectionInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalBytes.write(value.peer_identity_key, buf)
         _UniffiFfiConverterOptionalString.write(value.peer_fingerprint, buf)
 
+class _UniffiFfiConverterBoolean:
+    @classmethod
+    def check_lower(cls, value):
+        return not not value
+
+    @classmethod
+    def lower(cls, value):
+        return 1 if value else 0
+
+    @staticmethod
+    def lift(value):
+        return value != 0
+
+    @classmethod
+    def read(cls, buf):
+        return cls.lift(buf.read_u8())
+
+    @classmethod
+    def write(cls, value, buf):
+        buf.write_u8(value)
+
 @dataclass
 class InvitationInfo:
     """
     What an invitation's text holds (nothing secret but the token, which
     is not shown).
 """
-    def __init__(self, *, connector_url:str, inviter_identity_key:bytes, inviter_fingerprint:str):
+    def __init__(self, *, connector_url:str, inviter_identity_key:bytes, inviter_fingerprint:str, post_quantum:bool):
         self.connector_url = connector_url
         self.inviter_identity_key = inviter_identity_key
         self.inviter_fingerprint = inviter_fingerprint
+        self.post_quantum = post_quantum
         
         
 
     
     def __str__(self):
-        return "InvitationInfo(connector_url={}, inviter_identity_key={}, inviter_fingerprint={})".format(self.connector_url, self.inviter_identity_key, self.inviter_fingerprint)
+        return "InvitationInfo(connector_url={}, inviter_identity_key={}, inviter_fingerprint={}, post_quantum={})".format(self.connector_url, self.inviter_identity_key, self.inviter_fingerprint, self.post_quantum)
     def __eq__(self, other):
         if self.connector_url != other.connector_url:
             return False
         if self.inviter_identity_key != other.inviter_identity_key:
             return False
         if self.inviter_fingerprint != other.inviter_fingerprint:
+            return False
+        if self.post_quantum != other.post_quantum:
             return False
         return True
 
@@ -1343,6 +1367,7 @@ class _UniffiFfiConverterTypeInvitationInfo(_UniffiConverterRustBuffer):
             connector_url=_UniffiFfiConverterString.read(buf),
             inviter_identity_key=_UniffiFfiConverterBytes.read(buf),
             inviter_fingerprint=_UniffiFfiConverterString.read(buf),
+            post_quantum=_UniffiFfiConverterBoolean.read(buf),
         )
 
     @staticmethod
@@ -1350,12 +1375,14 @@ class _UniffiFfiConverterTypeInvitationInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.check_lower(value.connector_url)
         _UniffiFfiConverterBytes.check_lower(value.inviter_identity_key)
         _UniffiFfiConverterString.check_lower(value.inviter_fingerprint)
+        _UniffiFfiConverterBoolean.check_lower(value.post_quantum)
 
     @staticmethod
     def write(value, buf):
         _UniffiFfiConverterString.write(value.connector_url, buf)
         _UniffiFfiConverterBytes.write(value.inviter_identity_key, buf)
         _UniffiFfiConverterString.write(value.inviter_fingerprint, buf)
+        _UniffiFfiConverterBoolean.write(value.post_quantum, buf)
 
 class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
     @classmethod
@@ -1379,27 +1406,6 @@ class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterString.read(buf) for i in range(count)
         ]
-
-class _UniffiFfiConverterBoolean:
-    @classmethod
-    def check_lower(cls, value):
-        return not not value
-
-    @classmethod
-    def lower(cls, value):
-        return 1 if value else 0
-
-    @staticmethod
-    def lift(value):
-        return value != 0
-
-    @classmethod
-    def read(cls, buf):
-        return cls.lift(buf.read_u8())
-
-    @classmethod
-    def write(cls, value, buf):
-        buf.write_u8(value)
 
 @dataclass
 class NodeOptions:

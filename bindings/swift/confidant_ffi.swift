@@ -1121,6 +1121,11 @@ public struct InvitationInfo: Equatable, Hashable {
      * Its fingerprint, to compare with what the inviter shows.
      */
     public var inviterFingerprint: String
+    /**
+     * The inviter has the post-quantum hybrid (X3DH + ML-KEM-768) and
+     * requires it; its bundles are refused without it.
+     */
+    public var postQuantum: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1133,10 +1138,15 @@ public struct InvitationInfo: Equatable, Hashable {
          */inviterIdentityKey: Data, 
         /**
          * Its fingerprint, to compare with what the inviter shows.
-         */inviterFingerprint: String) {
+         */inviterFingerprint: String, 
+        /**
+         * The inviter has the post-quantum hybrid (X3DH + ML-KEM-768) and
+         * requires it; its bundles are refused without it.
+         */postQuantum: Bool) {
         self.connectorUrl = connectorUrl
         self.inviterIdentityKey = inviterIdentityKey
         self.inviterFingerprint = inviterFingerprint
+        self.postQuantum = postQuantum
     }
 
     
@@ -1157,7 +1167,8 @@ public struct FfiConverterTypeInvitationInfo: FfiConverterRustBuffer {
             try InvitationInfo(
                 connectorUrl: FfiConverterString.read(from: &buf), 
                 inviterIdentityKey: FfiConverterData.read(from: &buf), 
-                inviterFingerprint: FfiConverterString.read(from: &buf)
+                inviterFingerprint: FfiConverterString.read(from: &buf), 
+                postQuantum: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1165,6 +1176,7 @@ public struct FfiConverterTypeInvitationInfo: FfiConverterRustBuffer {
         FfiConverterString.write(value.connectorUrl, into: &buf)
         FfiConverterData.write(value.inviterIdentityKey, into: &buf)
         FfiConverterString.write(value.inviterFingerprint, into: &buf)
+        FfiConverterBool.write(value.postQuantum, into: &buf)
     }
 }
 

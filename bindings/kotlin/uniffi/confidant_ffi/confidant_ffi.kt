@@ -1985,6 +1985,12 @@ data class InvitationInfo (
      * Its fingerprint, to compare with what the inviter shows.
      */
     var `inviterFingerprint`: kotlin.String
+    , 
+    /**
+     * The inviter has the post-quantum hybrid (X3DH + ML-KEM-768) and
+     * requires it; its bundles are refused without it.
+     */
+    var `postQuantum`: kotlin.Boolean
     
 ){
     
@@ -2004,19 +2010,22 @@ public object FfiConverterTypeInvitationInfo: FfiConverterRustBuffer<InvitationI
             FfiConverterString.read(buf),
             FfiConverterByteArray.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
     override fun allocationSize(value: InvitationInfo) = (
             FfiConverterString.allocationSize(value.`connectorUrl`) +
             FfiConverterByteArray.allocationSize(value.`inviterIdentityKey`) +
-            FfiConverterString.allocationSize(value.`inviterFingerprint`)
+            FfiConverterString.allocationSize(value.`inviterFingerprint`) +
+            FfiConverterBoolean.allocationSize(value.`postQuantum`)
     )
 
     override fun write(value: InvitationInfo, buf: ByteBuffer) {
             FfiConverterString.write(value.`connectorUrl`, buf)
             FfiConverterByteArray.write(value.`inviterIdentityKey`, buf)
             FfiConverterString.write(value.`inviterFingerprint`, buf)
+            FfiConverterBoolean.write(value.`postQuantum`, buf)
     }
 }
 
