@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! -> invite
-//! <- ok confidant2:…          (the invitation, also written to DIR/invitation.txt and .png)
+//! <- ok confidant3:…          (the invitation, also written to DIR/invitation.txt and .png)
 //! <- error REASON
 //! ```
 //!
