@@ -71,10 +71,11 @@ pub fn delete_signed(batch: &mut WriteBatch, id: u32) {
     delete(batch, MADE, id);
 }
 
+/// An extra, by the id of the pre-key it belongs to.
+pub type Extra = (u32, Zeroizing<Vec<u8>>);
+
 /// Every signed pre-key's extra, by id, in increasing order.
-pub fn signed(
-    store: &(impl RawStore + ?Sized),
-) -> Result<Vec<(u32, Zeroizing<Vec<u8>>)>, StoreError> {
+pub fn signed(store: &(impl RawStore + ?Sized)) -> Result<Vec<Extra>, StoreError> {
     let mut extras = Vec::new();
     for (key, value) in store.entries(Table::AgreementKeys)? {
         match parse(&key) {

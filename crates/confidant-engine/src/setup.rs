@@ -277,9 +277,7 @@ pub fn rotate_signed_pre_keys(
         times.push((id, now_seconds));
     }
     // Each key but the newest is retired when its successor was made.
-    for pair in times.windows(2) {
-        let (old, _) = pair[0];
-        let (_, successor_made) = pair[1];
+    for (&(old, _), &(_, successor_made)) in times.iter().zip(times.iter().skip(1)) {
         if now_seconds.saturating_sub(successor_made) >= rotation.grace_seconds {
             batch.delete_signed_pre_key(old);
             crate::extras::delete_signed(&mut batch, old);

@@ -475,23 +475,24 @@ impl KemPreKey {
         if bytes.len() != KEM_PRE_KEY_STORAGE_LEN {
             return Err(malformed("wrong length"));
         }
-        if bytes[0] != KEM_PRE_KEY_STORAGE_VERSION {
+        let (&[version, kind, id @ ..], rest) = bytes
+            .split_first_chunk::<6>()
+            .ok_or_else(|| malformed("wrong length"))?;
+        if version != KEM_PRE_KEY_STORAGE_VERSION {
             return Err(malformed("unknown version"));
         }
-        let kind = match bytes[1] {
+        let kind = match kind {
             b if b == KemPreKeyKind::LastResort.transcript_byte() => KemPreKeyKind::LastResort,
             b if b == KemPreKeyKind::OneTime.transcript_byte() => KemPreKeyKind::OneTime,
             _ => return Err(malformed("unknown kind")),
         };
-        let id = u32::from_be_bytes(bytes[2..6].try_into().map_err(|_| malformed("id"))?);
-        let seed: Zeroizing<[u8; KEM_SEED_LEN]> = Zeroizing::new(
-            bytes[6..6 + KEM_SEED_LEN]
-                .try_into()
-                .map_err(|_| malformed("seed"))?,
-        );
-        let signature: [u8; SIGNATURE_LEN] = bytes[6 + KEM_SEED_LEN..]
-            .try_into()
-            .map_err(|_| malformed("signature"))?;
+        let id = u32::from_be_bytes(id);
+        let (seed, signature) = rest
+            .split_first_chunk::<KEM_SEED_LEN>()
+            .ok_or_else(|| malformed("seed"))?;
+        let seed: Zeroizing<[u8; KEM_SEED_LEN]> = Zeroizing::new(*seed);
+        let signature: [u8; SIGNATURE_LEN] =
+            signature.try_into().map_err(|_| malformed("signature"))?;
         Ok(Self::from_parts(
             id,
             kind,
