@@ -63,6 +63,28 @@ pub async fn start_on<S: RawStore + 'static>(
     (node, collector)
 }
 
+/// A node with the post-quantum hybrid as its key agreement.
+pub async fn start_hybrid<S: RawStore + 'static>(
+    relay: &MemoryRelay,
+    party: &str,
+    store: Arc<S>,
+    config: NodeConfig,
+    agreement: confidant_x3dh_mlkem768::X3dhMlKem768,
+) -> (Node, Collector) {
+    let (node, events) = Node::builder()
+        .store(store)
+        .suites(suites())
+        .hybrid_key_agreement(agreement)
+        .transport(relay.transport(party))
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    let collector = Collector::default();
+    collector.attach(node.clone(), events);
+    (node, collector)
+}
+
 /// What a node reported, recorded by a background task that acknowledges
 /// every message after recording it.
 #[derive(Clone, Default)]
@@ -80,6 +102,8 @@ pub struct Seen {
     pub sequences: HashSet<u64>,
     pub replays: usize,
     pub connected: Vec<(ConnectionId, bool)>,
+    /// Whether each `Connected` was post-quantum, in the same order.
+    pub post_quantum: Vec<bool>,
     pub joined: Vec<ConnectionId>,
     pub failed: Vec<(ConnectionId, confidant_actors::HandshakeFailure)>,
     pub dropped: Vec<ConnectionId>,
@@ -117,8 +141,12 @@ impl Collector {
                             Event::Connected {
                                 connection_id,
                                 reset,
+                                post_quantum,
                                 ..
-                            } => seen.connected.push((connection_id, reset)),
+                            } => {
+                                seen.connected.push((connection_id, reset));
+                                seen.post_quantum.push(post_quantum);
+                            }
                             Event::Joined { connection_id } => seen.joined.push(connection_id),
                             Event::HandshakeFailed {
                                 connection_id,
