@@ -557,3 +557,76 @@ fn the_invitations_promise_refuses_a_stripped_bundle_where_classical_is_allowed(
     sim.settle();
     assert_eq!(post_quantum(&sim, INVITEE), vec![true, true]);
 }
+
+#[test]
+fn a_bundle_sent_before_the_hybrid_was_turned_on_is_sent_again_with_the_last_resort_kem_key() {
+    // A classical inviter: its keys in its store, X3DH as its agreement.
+    let classical_over = |store: &TestStore| {
+        let identity = confidant_x3dh::IdentityKeyPair::generate();
+        let mut batch = WriteBatch::new();
+        batch.put_identity(&identity);
+        batch.append(
+            setup::rotate_signed_pre_keys(
+                &confidant_x3dh::X3dh::default(),
+                &identity,
+                &system_random(),
+                store,
+                START_SECONDS,
+                Rotation::default(),
+            )
+            .unwrap(),
+        );
+        store.apply(batch).unwrap();
+        let keys = setup::responder_keys(store).unwrap().unwrap();
+        let base = small_context();
+        std::sync::Arc::new(confidant_engine::Context {
+            registry: std::sync::Arc::clone(&base.registry),
+            agreement: std::sync::Arc::new(confidant_x3dh::X3dh::default()),
+            keys,
+            config: base.config.clone(),
+            random: std::sync::Arc::clone(&base.random),
+        })
+    };
+    let mut sim = Sim::new_with(classical_over, hybrid);
+    // It takes the join and sends a classical bundle, which is lost; its
+    // one-time pre-key has no KEM key beside it.
+    sim.deliver_all(INVITER);
+    let bundles = bundles_for_invitee(&sim);
+    assert_eq!(bundles.len(), 1);
+    assert!(bundles[0].1.kem_pre_key.is_none());
+    sim.drop_delivery(INVITEE, bundles[0].0);
+    let store = &sim.parties[INVITER].store;
+    assert!(agreement_keys(store, b'o').is_empty());
+    // It restarts with the hybrid: the rotation at start gives signed
+    // pre-key 1 its last-resort KEM key, and the bundle sent again for the
+    // stored one-time pre-key offers that key.
+    store.apply(rotate(store, START_SECONDS + 60)).unwrap();
+    sim.parties[INVITER].context = hybrid_context_over(store, X3dhMlKem768::default());
+    let again = setup::resume(&sim.parties[INVITER].context, store)
+        .unwrap()
+        .again;
+    let [(_, envelope)] = again.as_slice() else {
+        panic!("not one step to send again: {again:?}");
+    };
+    let Ok(Body::Bundle(bundle)) = wire::decode_envelope(envelope, 1 << 16) else {
+        panic!("not a bundle");
+    };
+    let kem = bundle.kem_pre_key.expect("the bundle sent again is hybrid");
+    assert_eq!(kem.kind, wire::KemPreKeyKind::LastResort as i32);
+    assert_eq!(kem.id, last_resort_id(1));
+    sim.kill(INVITER);
+    sim.settle();
+    let offered: Vec<_> = sim
+        .carried
+        .iter()
+        .filter(|(from, kind)| *from == INVITER && *kind == "bundle")
+        .collect();
+    assert_eq!(offered.len(), 2, "{:?}", sim.carried);
+    assert!(sim.established(INVITER) && sim.established(INVITEE));
+    assert_eq!(post_quantum(&sim, INVITEE), vec![true]);
+    assert_eq!(post_quantum(&sim, INVITER), vec![true]);
+    // The last-resort key serves many handshakes: it stays.
+    let store = &sim.parties[INVITER].store;
+    assert_eq!(agreement_keys(store, b's').len(), 1);
+    assert!(store.one_time_pre_key_ids().unwrap().is_empty());
+}
