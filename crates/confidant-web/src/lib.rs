@@ -24,6 +24,7 @@
 // transport, renamed in the workspace (see `tonic-codegen` there).
 extern crate tonic_codegen as tonic;
 
+pub mod bench;
 pub mod credentials;
 pub mod error;
 pub mod mirror;
