@@ -61,10 +61,10 @@ impl Credential {
         let damaged = || WebError::new(ErrorKind::Storage, "a stored credential is damaged");
         let value: serde_json::Value = serde_json::from_str(text).map_err(|_| damaged())?;
         Ok(Self {
-            connection_id: value["connection_id"].as_str().ok_or_else(damaged)?.to_owned(),
-            sequence: value["sequence"].as_u64().ok_or_else(damaged)?,
-            json: value["json"].as_str().ok_or_else(damaged)?.to_owned(),
-            replied: value["replied"].as_bool().ok_or_else(damaged)?,
+            connection_id: value.get("connection_id").ok_or_else(damaged)?.as_str().ok_or_else(damaged)?.to_owned(),
+            sequence: value.get("sequence").ok_or_else(damaged)?.as_u64().ok_or_else(damaged)?,
+            json: value.get("json").ok_or_else(damaged)?.as_str().ok_or_else(damaged)?.to_owned(),
+            replied: value.get("replied").ok_or_else(damaged)?.as_bool().ok_or_else(damaged)?,
         })
     }
 

@@ -46,7 +46,7 @@ pub enum AppChange {
 /// What the database held when the page started.
 pub struct Loaded {
     /// The engine's records.
-    pub records: Vec<(Table, Vec<u8>, Zeroizing<Vec<u8>>)>,
+    pub records: Vec<crate::mirror::StoredRecord>,
     /// The page's records: text values.
     pub text: Vec<(String, String)>,
     /// The page's records: byte values.

@@ -28,6 +28,9 @@ use confidant_store::{Committed, MemoryStore, RawStore, StoreError, Table, Write
 use std::collections::BTreeSet;
 use zeroize::Zeroizing;
 
+/// A record as IndexedDB holds it: table, key, value.
+pub type StoredRecord = (Table, Vec<u8>, Zeroizing<Vec<u8>>);
+
 /// One record-level change of a staged commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -80,7 +83,7 @@ pub fn table_named(name: &str) -> Option<Table> {
         .find(|table| table_name(*table) == name)
 }
 
-fn copy_of(records: &[(Table, Vec<u8>, Zeroizing<Vec<u8>>)]) -> Result<MemoryStore, StoreError> {
+fn copy_of(records: &[StoredRecord]) -> Result<MemoryStore, StoreError> {
     let store = MemoryStore::new();
     let mut batch = WriteBatch::new();
     for (table, key, value) in records {
@@ -96,7 +99,7 @@ fn copy_of(records: &[(Table, Vec<u8>, Zeroizing<Vec<u8>>)]) -> Result<MemorySto
     Ok(store)
 }
 
-fn all_records(store: &MemoryStore) -> Result<Vec<(Table, Vec<u8>, Zeroizing<Vec<u8>>)>, StoreError> {
+fn all_records(store: &MemoryStore) -> Result<Vec<StoredRecord>, StoreError> {
     let mut records = Vec::new();
     for table in Table::ALL {
         for (key, value) in store.entries(table)? {
@@ -110,7 +113,7 @@ impl Mirror {
     /// The mirror of `records` (every record IndexedDB holds). An empty
     /// database gives a new store (with its schema version, which the
     /// first commit writes).
-    pub fn load(records: Vec<(Table, Vec<u8>, Zeroizing<Vec<u8>>)>) -> Result<Self, StoreError> {
+    pub fn load(records: Vec<StoredRecord>) -> Result<Self, StoreError> {
         Ok(Self {
             durable: copy_of(&records)?,
             shadow: copy_of(&records)?,
@@ -157,7 +160,7 @@ impl Mirror {
         } else {
             &[]
         };
-        let before: Vec<(Table, Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>)> = diffed
+        let before: Vec<(Table, Vec<confidant_store::Record>)> = diffed
             .iter()
             .map(|table| Ok((*table, self.shadow.entries(*table)?)))
             .collect::<Result<_, StoreError>>()?;

@@ -1,0 +1,111 @@
+// The browser half of the web holder's end-to-end test (tests/tests/web.rs
+// starts the connector, the issuer and the page's server, then runs this).
+// It drives Debian's Chromium with playwright-core: opens the page, pastes
+// the invitation, waits for the credential and part of the burst, reloads
+// the page in the middle of the burst, waits for everything, times
+// seal/open in the page, takes a screenshot, and prints one JSON line
+// (`result: {...}`) for the Rust test to check. Every wait is bounded; the
+// browser is closed on every path.
+//
+// Environment: PAGE_URL, INVITATION, EXPECTED (credentials in all),
+// RELOAD_AT (credentials stored before the reload), SCREENSHOT, CHROMIUM,
+// USER_DATA_DIR, TIMEOUT_MS.
+import { chromium } from "playwright-core";
+
+const env = (name, fallback) => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) throw new Error(`${name} is not set`);
+  return value;
+};
+const pageUrl = env("PAGE_URL");
+const invitation = env("INVITATION");
+const expected = Number(env("EXPECTED"));
+const reloadAt = Number(env("RELOAD_AT"));
+const screenshot = env("SCREENSHOT");
+const timeout = Number(env("TIMEOUT_MS", "120000"));
+
+const browser = await chromium.launchPersistentContext(env("USER_DATA_DIR"), {
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+  viewport: { width: 1200, height: 1400 },
+});
+const deadline = setTimeout(() => {
+  console.error(`e2e.mjs: gave up after ${timeout} ms`);
+  browser.close().finally(() => process.exit(2));
+}, timeout + 30000);
+
+const console_lines = [];
+try {
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  page.setDefaultTimeout(timeout);
+  page.on("console", (message) => console_lines.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => console_lines.push(`pageerror: ${error.message}`));
+
+  const open = async () => {
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
+  };
+  const stored = () => page.evaluate(async () => (await window.confidant.holder.credentials()).length);
+
+  await open();
+  const identity = await page.evaluate(() => window.confidant.holder.identityKey);
+  await page.fill("#invitation", invitation);
+  await page.click("#accept");
+  await page.waitForFunction(
+    () => window.confidant.steps.some((line) => line.startsWith("joined connection ")),
+    null, { timeout },
+  );
+  // Part of the burst is in: reload now, in the middle of it.
+  await page.waitForFunction(
+    async (n) => (await window.confidant.holder.credentials()).length >= n,
+    reloadAt, { timeout, polling: 20 },
+  );
+  const beforeReload = await page.evaluate(() => [...window.confidant.steps]);
+  const storedAtReload = await stored();
+  await page.reload();
+  await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
+  const identityAfter = await page.evaluate(() => window.confidant.holder.identityKey);
+  const storedAfterReload = await stored();
+  await page.waitForFunction(
+    async (n) => {
+      const all = await window.confidant.holder.credentials();
+      return all.length >= n && all.every((credential) => credential.replied);
+    },
+    expected, { timeout, polling: 100 },
+  );
+  // Late copies would come now: give them a moment to show up.
+  await page.waitForTimeout(1500);
+  const credentials = await page.evaluate(() => window.confidant.holder.credentials());
+  const connections = await page.evaluate(() => window.confidant.holder.connections());
+  const waiting = await page.evaluate(() => window.confidant.holder.waiting());
+  const afterReload = await page.evaluate(() => [...window.confidant.steps]);
+  // A page refuses a damaged invitation with a typed error.
+  const refused = await page.evaluate(async () => {
+    try {
+      await window.confidant.holder.acceptInvitation("confidant2:AAAA");
+      return null;
+    } catch (error) {
+      return { kind: error.kind, message: error.message };
+    }
+  });
+  await page.click("#time");
+  await page.waitForFunction(() => document.getElementById("timing").textContent.length > 0, null, { timeout });
+  const timing = await page.evaluate(() => document.getElementById("timing").textContent);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log("result: " + JSON.stringify({
+    identity, identityAfter, storedAtReload, storedAfterReload, credentials, connections,
+    waiting, refused, timing, beforeReload, afterReload,
+  }));
+} catch (error) {
+  console.error(`e2e.mjs: ${error?.stack ?? error}`);
+  console.error(console_lines.join("\n"));
+  process.exitCode = 1;
+} finally {
+  clearTimeout(deadline);
+  await browser.close();
+}
