@@ -7,15 +7,16 @@
 // (`result: {...}`) for the Rust test to check. Every wait is bounded; the
 // browser is closed on every path.
 //
-// Environment: PAGE_URL, INVITATION, EXPECTED (credentials in all),
-// RELOAD_AT (credentials stored before the reload), SCREENSHOT, CHROMIUM,
-// USER_DATA_DIR, TIMEOUT_MS.
+// Its one argument is JSON: PAGE_URL, INVITATION, EXPECTED (credentials in
+// all), RELOAD_AT (credentials stored before the reload), SCREENSHOT,
+// CHROMIUM, USER_DATA_DIR, TIMEOUT_MS.
 import { chromium } from "playwright-core";
 
+const settings = JSON.parse(process.argv[2] ?? "{}");
 const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) throw new Error(`${name} is not set`);
-  return value;
+  const value = settings[name] ?? fallback;
+  if (value === undefined) throw new Error(`${name} is not given`);
+  return String(value);
 };
 const pageUrl = env("PAGE_URL");
 const invitation = env("INVITATION");
@@ -50,6 +51,14 @@ try {
     await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
   };
   const stored = () => page.evaluate(async () => (await window.confidant.holder.credentials()).length);
+  // Polls `check` (in the page) until it is true, within `timeout`.
+  const until = async (what, check, arg) => {
+    const end = Date.now() + timeout;
+    while (!(await page.evaluate(check, arg))) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await page.waitForTimeout(20);
+    }
+  };
 
   await open();
   const identity = await page.evaluate(() => window.confidant.holder.identityKey);
@@ -60,9 +69,10 @@ try {
     null, { timeout },
   );
   // Part of the burst is in: reload now, in the middle of it.
-  await page.waitForFunction(
+  await until(
+    `${reloadAt} stored credentials`,
     async (n) => (await window.confidant.holder.credentials()).length >= n,
-    reloadAt, { timeout, polling: 20 },
+    reloadAt,
   );
   const beforeReload = await page.evaluate(() => [...window.confidant.steps]);
   const storedAtReload = await stored();
@@ -70,12 +80,13 @@ try {
   await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
   const identityAfter = await page.evaluate(() => window.confidant.holder.identityKey);
   const storedAfterReload = await stored();
-  await page.waitForFunction(
+  await until(
+    `${expected} stored and answered credentials`,
     async (n) => {
       const all = await window.confidant.holder.credentials();
       return all.length >= n && all.every((credential) => credential.replied);
     },
-    expected, { timeout, polling: 100 },
+    expected,
   );
   // Late copies would come now: give them a moment to show up.
   await page.waitForTimeout(1500);
