@@ -315,6 +315,11 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         .count();
     assert_eq!(answers, BURST + 1, "{issuer_lines:#?}");
     connector.stop().unwrap();
+    println!(
+        "stored at the reload: {at_reload}; found after it: {}; in all: {}",
+        result["storedAfterReload"],
+        credentials.len()
+    );
     println!("seal/open in Chromium:\n{}", result["timing"].as_str().unwrap_or_default());
     println!("screenshot: {}", screenshot.display());
 }

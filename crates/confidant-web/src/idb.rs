@@ -185,6 +185,12 @@ impl Database {
         Ok(Self { db })
     }
 
+    /// Closes the database (a later commit fails, as after the tab went
+    /// away).
+    pub fn close(&self) {
+        self.db.close();
+    }
+
     fn transaction(&self, readwrite: bool) -> Result<IdbTransaction, WebError> {
         let names = Array::new();
         names.push(&JsValue::from_str(RECORDS));

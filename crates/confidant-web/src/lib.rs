@@ -53,7 +53,7 @@ pub mod invitation;
 #[cfg(target_arch = "wasm32")]
 mod holder;
 #[cfg(target_arch = "wasm32")]
-mod idb;
+pub mod idb;
 #[cfg(target_arch = "wasm32")]
 mod transport;
 
