@@ -5,6 +5,9 @@ import init, { WebHolder } from "./pkg/confidant_web.js";
 
 const params = new URLSearchParams(location.search);
 const dbName = params.get("db") ?? "confidant-web-holder";
+// `?delivery=poll` (or `delivery` = `poll` in localStorage): pages of
+// GetMessagesPaginated instead of the stream.
+const poll = (params.get("delivery") ?? localStorage.getItem("delivery")) === "poll";
 const $ = (id) => document.getElementById(id);
 
 const confidant = { steps: [], holder: null, ready: null };
@@ -69,13 +72,15 @@ async function refresh() {
 async function main() {
   await init();
   const holder = await WebHolder.open(dbName, step);
-  confidant.holder = holder;
   $("identity").textContent = holder.identityKey;
+  // What IndexedDB held when the page opened, before any delivery.
+  confidant.storedAtOpen = (await holder.credentials()).length;
   for (const connection of await holder.connections()) {
     step(`connection ${connection.connectionId}: ${connection.state}`);
   }
   // Continues every stored connection (nothing to do on a first visit).
-  holder.start();
+  confidant.holder = holder;
+  holder.start(poll);
   $("accept").addEventListener("click", async () => {
     const text = $("invitation").value;
     $("accept").disabled = true;

@@ -1,8 +1,9 @@
 // The browser half of the web holder's end-to-end test (tests/tests/web.rs
 // starts the connector, the issuer and the page's server, then runs this).
 // It drives Debian's Chromium with playwright-core: opens the page, pastes
-// the invitation, waits for the credential and part of the burst, reloads
-// the page in the middle of the burst, waits for everything, times
+// the invitation, waits for the credential and part of the burst (live, on
+// GetMessageStream), reloads the page in the middle of the burst (which it
+// then receives by polling GetMessagesPaginated), waits for everything, times
 // seal/open in the page, takes a screenshot, and prints one JSON line
 // (`result: {...}`) for the Rust test to check. Every wait is bounded; the
 // browser is closed on every path.
@@ -50,7 +51,6 @@ try {
     await page.goto(pageUrl);
     await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
   };
-  const stored = () => page.evaluate(async () => (await window.confidant.holder.credentials()).length);
   // Polls `check` (in the page) until it is true, within `timeout`.
   const until = async (what, check, arg) => {
     const end = Date.now() + timeout;
@@ -69,17 +69,22 @@ try {
     null, { timeout },
   );
   // Part of the burst is in: reload now, in the middle of it.
+  // (Counted from the steps, which need no lock: the holder's calls queue
+  // behind the deliveries it is processing.)
   await until(
     `${reloadAt} stored credentials`,
-    async (n) => (await window.confidant.holder.credentials()).length >= n,
+    (n) => window.confidant.steps.filter((line) => line.startsWith("credential received")).length >= n,
     reloadAt,
   );
   const beforeReload = await page.evaluate(() => [...window.confidant.steps]);
-  const storedAtReload = await stored();
+  const storedAtReload = beforeReload.filter((line) => line.startsWith("credential received")).length;
+  // After the reload the page polls GetMessagesPaginated instead of
+  // streaming, so both ways of delivery are exercised.
+  await page.evaluate(() => localStorage.setItem("delivery", "poll"));
   await page.reload();
   await page.waitForFunction(() => window.confidant?.holder, null, { timeout });
   const identityAfter = await page.evaluate(() => window.confidant.holder.identityKey);
-  const storedAfterReload = await stored();
+  const storedAfterReload = await page.evaluate(() => window.confidant.storedAtOpen);
   await until(
     `${expected} stored and answered credentials`,
     async (n) => {

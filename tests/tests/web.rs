@@ -304,6 +304,27 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         steps.iter().any(|line| line.starts_with("credential received on connection ")),
         "nothing received after the reload: {steps:#?}"
     );
+    // What was stored before the reload is not received again after it.
+    let found = result["storedAfterReload"].as_u64().unwrap();
+    assert!(found >= at_reload, "{result}");
+    let received_after = steps
+        .iter()
+        .filter(|line| line.starts_with("credential received on connection "))
+        .count();
+    assert_eq!(
+        received_after as u64 + found,
+        (BURST + 1) as u64,
+        "received after the reload: {steps:#?}"
+    );
+    // Live delivery before the reload, pages after it.
+    assert!(
+        before.contains(&"waiting for the issuer (live: GetMessageStream)"),
+        "{before:#?}"
+    );
+    assert!(
+        steps.contains(&"waiting for the issuer (polling GetMessagesPaginated)"),
+        "{steps:#?}"
+    );
     // A damaged invitation is refused with its kind.
     assert_eq!(result["refused"]["kind"], "invitation", "{result}");
     // The issuer got every answer, each reported once, and exits.

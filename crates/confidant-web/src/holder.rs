@@ -659,7 +659,7 @@ impl WebHolder {
                 Err(error) => return Err(error.into()),
             }
             drop(state);
-            self.start();
+            self.start(None);
             Ok(id.as_str().to_owned())
         }
     }
@@ -667,16 +667,20 @@ impl WebHolder {
     /// Starts receiving (if a connector is known and it is not running):
     /// sends again what a reload kept from leaving, reports the inbox
     /// again, sends owed answers, then takes deliveries from the
-    /// connector's stream (falling back to polling its pages).
-    pub fn start(&self) {
+    /// connector's stream (`GetMessageStream`), falling back to polling its
+    /// pages (`GetMessagesPaginated`) when the stream cannot be opened.
+    /// With `poll` true it only polls (for pages behind proxies that break
+    /// streamed responses).
+    pub fn start(&self, poll: Option<bool>) {
         if self.inner.receiving.replace(true) {
             return;
         }
         self.inner.stopped.set(false);
         let inner = Rc::clone(&self.inner);
+        let poll = poll.unwrap_or(false);
         wasm_bindgen_futures::spawn_local(async move {
             let steps = Steps(inner.on_step.clone());
-            if let Err(error) = receive(&inner, &steps).await {
+            if let Err(error) = receive(&inner, &steps, poll).await {
                 steps.say(&format!("receiving stopped: {error}"));
             }
             inner.receiving.set(false);
@@ -773,7 +777,7 @@ impl WebHolder {
 }
 
 /// The receive loop: resume, then the stream (or pages) until stopped.
-async fn receive(inner: &Rc<Inner>, steps: &Steps) -> Result<(), WebError> {
+async fn receive(inner: &Rc<Inner>, steps: &Steps, poll: bool) -> Result<(), WebError> {
     let transport = {
         let mut state = inner.state.lock().await;
         let Some(transport) = state.transport.clone() else {
@@ -784,56 +788,85 @@ async fn receive(inner: &Rc<Inner>, steps: &Steps) -> Result<(), WebError> {
         transport
     };
     let mut cursor = 0u64;
+    let mut announced = false;
     while !inner.stopped.get() {
-        match transport.stream(cursor).await {
-            Ok(mut stream) => {
-                steps.say("waiting for the issuer (live: GetMessageStream)");
-                loop {
-                    if inner.stopped.get() {
-                        return Ok(());
-                    }
-                    match stream.message().await {
-                        Ok(Some(message)) => {
-                            cursor = cursor.max(message.id);
-                            let mut state = inner.state.lock().await;
-                            state.received(message, steps).await?;
-                            if std::mem::take(&mut state.reread) {
-                                cursor = 0;
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            steps.say(&format!(
-                                "the stream ended: {}",
-                                crate::transport::connector_error("GetMessageStream", &status)
-                            ));
+        let stream = if poll {
+            None
+        } else {
+            match transport.stream(cursor).await {
+                Ok(stream) => Some(stream),
+                Err(error) => {
+                    steps.say(&format!("{error}; polling GetMessagesPaginated instead"));
+                    None
+                }
+            }
+        };
+        if let Some(mut stream) = stream {
+            steps.say("waiting for the issuer (live: GetMessageStream)");
+            loop {
+                if inner.stopped.get() {
+                    return Ok(());
+                }
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        cursor = cursor.max(message.id);
+                        if !deliver(inner, message, steps).await {
+                            cursor = 0;
                             break;
                         }
                     }
+                    Ok(None) => break,
+                    Err(status) => {
+                        steps.say(&format!(
+                            "the stream ended: {}",
+                            crate::transport::connector_error("GetMessageStream", &status)
+                        ));
+                        break;
+                    }
                 }
             }
-            Err(error) => {
-                steps.say(&format!("{error}; polling GetMessagesPaginated instead"));
-                let page = transport.page(cursor, PAGE_LIMIT).await;
-                match page {
-                    Ok(messages) => {
-                        for message in messages {
-                            cursor = cursor.max(message.id);
-                            let mut state = inner.state.lock().await;
-                            state.received(message, steps).await?;
-                            if std::mem::take(&mut state.reread) {
-                                cursor = 0;
-                            }
+        } else {
+            if !announced {
+                steps.say("waiting for the issuer (polling GetMessagesPaginated)");
+                announced = true;
+            }
+            match transport.page(cursor, PAGE_LIMIT).await {
+                Ok(messages) => {
+                    let full = messages.len() >= PAGE_LIMIT as usize;
+                    for message in messages {
+                        cursor = cursor.max(message.id);
+                        if !deliver(inner, message, steps).await {
+                            cursor = 0;
+                            break;
                         }
                     }
-                    Err(error) => steps.say(&format!("{error}")),
+                    if full {
+                        // More wait: ask again at once.
+                        continue;
+                    }
                 }
+                Err(error) => steps.say(&format!("{error}")),
             }
         }
         sleep(POLL_MS).await;
     }
     Ok(())
+}
+
+/// Delivers one message under the lock; `false` when the mailbox must be
+/// read again from the start (a delivery was handed back, or failed: its
+/// connection is loaded again from the store and the message comes again).
+async fn deliver(inner: &Rc<Inner>, message: crate::proto::ReceivedMessage, steps: &Steps) -> bool {
+    let mut state = inner.state.lock().await;
+    let connection = ConnectionId::new(message.connection_id.clone()).ok();
+    if let Err(error) = state.received(message, steps).await {
+        steps.say(&format!("a delivery failed ({error}); it comes again"));
+        if let Some(connection) = connection {
+            state.connections.remove(&connection);
+        }
+        return false;
+    }
+    !std::mem::take(&mut state.reread)
 }
 
 /// At start: what a reload kept from leaving, the inbox again, owed
