@@ -42,7 +42,7 @@ if command -v npm >/dev/null 2>&1 && [ ! -d examples/web-holder/node_modules/pla
     (cd examples/web-holder && npm ci --no-audit --no-fund)
 fi
 
-cargo clippy --locked --target "$TARGET" -p confidant-web -- -D warnings
+cargo clippy --locked --target "$TARGET" -p confidant-web --all-targets -- -D warnings
 cargo build --locked --release --target "$TARGET" -p confidant-web
 
 rm -rf "$OUT"

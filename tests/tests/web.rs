@@ -56,14 +56,18 @@ fn target_dir() -> PathBuf {
 }
 
 fn chromium() -> PathBuf {
-    std::env::var_os("CONFIDANT_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+    std::env::var_os("CONFIDANT_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
 /// Whether everything the test needs is there; without it, a failure under
 /// `CI=true` and a loud skip otherwise.
 fn ready(test: &str) -> bool {
     let mut missing = Vec::new();
-    if !target_dir().join("web-holder/pkg/confidant_web_bg.wasm").is_file() {
+    if !target_dir()
+        .join("web-holder/pkg/confidant_web_bg.wasm")
+        .is_file()
+    {
         missing.push(format!(
             "the built page in {} (run ./scripts/web-build.sh)",
             target_dir().join("web-holder").display()
@@ -127,7 +131,11 @@ fn answer(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let path = path.split('?').next().unwrap_or("/");
-    let relative = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+    let relative = if path == "/" {
+        "index.html"
+    } else {
+        path.trim_start_matches('/')
+    };
     let file = root.join(relative);
     let inside = !relative.split('/').any(|part| part == "..");
     let (status, body, kind) = match std::fs::read(&file) {
@@ -260,14 +268,23 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
     let mut expected: Vec<String> = vec![CREDENTIAL.to_owned()];
     expected.extend((1..=BURST).map(|n| format!(r#"{{"burst":{n},"of":{BURST}}}"#)));
     for json in &expected {
-        assert_eq!(seen.get(json), Some(&1), "{json} stored {:?} times", seen.get(json));
+        assert_eq!(
+            seen.get(json),
+            Some(&1),
+            "{json} stored {:?} times",
+            seen.get(json)
+        );
     }
     assert_eq!(credentials.len(), expected.len(), "stored: {seen:?}");
     let sequences: std::collections::BTreeSet<u64> = credentials
         .iter()
         .map(|credential| credential["sequence"].as_u64().unwrap())
         .collect();
-    assert_eq!(sequences.len(), credentials.len(), "an inbox number used twice");
+    assert_eq!(
+        sequences.len(),
+        credentials.len(),
+        "an inbox number used twice"
+    );
     // Nothing is left for the page at the connector.
     assert_eq!(result["waiting"], 0, "{result}");
     let connections = result["connections"].as_array().unwrap();
@@ -301,7 +318,9 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         );
     }
     assert!(
-        steps.iter().any(|line| line.starts_with("credential received on connection ")),
+        steps
+            .iter()
+            .any(|line| line.starts_with("credential received on connection ")),
         "nothing received after the reload: {steps:#?}"
     );
     // What was stored before the reload is not received again after it.
@@ -341,6 +360,9 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         result["storedAfterReload"],
         credentials.len()
     );
-    println!("seal/open in Chromium:\n{}", result["timing"].as_str().unwrap_or_default());
+    println!(
+        "seal/open in Chromium:\n{}",
+        result["timing"].as_str().unwrap_or_default()
+    );
     println!("screenshot: {}", screenshot.display());
 }

@@ -41,8 +41,14 @@ pub fn seal_open(
     let agreed = AgreedSecret::new([0x11; 32], vec![0x22; 64], None);
     let connection = ConnectionId::new("timing-connection").map_err(|_| failed("connection id"))?;
     let session = |role| {
-        Session::new(role, connection.clone(), suite.clone(), &agreed, SessionConfig::default())
-            .map_err(|error| failed(&error.to_string()))
+        Session::new(
+            role,
+            connection.clone(),
+            suite.clone(),
+            &agreed,
+            SessionConfig::default(),
+        )
+        .map_err(|error| failed(&error.to_string()))
     };
     let mut sender = session(Role::Initiator)?;
     let mut receiver = session(Role::Responder)?;
@@ -50,12 +56,18 @@ pub fn seal_open(
     let mut sealed = Vec::with_capacity(messages as usize);
     let start = now_ms();
     for _ in 0..messages {
-        sealed.push(sender.seal(&plaintext).map_err(|error| failed(&error.to_string()))?);
+        sealed.push(
+            sender
+                .seal(&plaintext)
+                .map_err(|error| failed(&error.to_string()))?,
+        );
     }
     let seal_ms = now_ms() - start;
     let start = now_ms();
     for message in sealed {
-        let opened = receiver.open(message).map_err(|error| failed(&error.to_string()))?;
+        let opened = receiver
+            .open(message)
+            .map_err(|error| failed(&error.to_string()))?;
         if opened.len() != bytes {
             return Err(failed("a message opened to another length"));
         }

@@ -61,10 +61,28 @@ impl Credential {
         let damaged = || WebError::new(ErrorKind::Storage, "a stored credential is damaged");
         let value: serde_json::Value = serde_json::from_str(text).map_err(|_| damaged())?;
         Ok(Self {
-            connection_id: value.get("connection_id").ok_or_else(damaged)?.as_str().ok_or_else(damaged)?.to_owned(),
-            sequence: value.get("sequence").ok_or_else(damaged)?.as_u64().ok_or_else(damaged)?,
-            json: value.get("json").ok_or_else(damaged)?.as_str().ok_or_else(damaged)?.to_owned(),
-            replied: value.get("replied").ok_or_else(damaged)?.as_bool().ok_or_else(damaged)?,
+            connection_id: value
+                .get("connection_id")
+                .ok_or_else(damaged)?
+                .as_str()
+                .ok_or_else(damaged)?
+                .to_owned(),
+            sequence: value
+                .get("sequence")
+                .ok_or_else(damaged)?
+                .as_u64()
+                .ok_or_else(damaged)?,
+            json: value
+                .get("json")
+                .ok_or_else(damaged)?
+                .as_str()
+                .ok_or_else(damaged)?
+                .to_owned(),
+            replied: value
+                .get("replied")
+                .ok_or_else(damaged)?
+                .as_bool()
+                .ok_or_else(damaged)?,
         })
     }
 
@@ -102,7 +120,10 @@ mod tests {
             json: r#"{"name":"Ada \"A\""}"#.into(),
             replied: false,
         };
-        assert_eq!(Credential::decode(&credential.encode()).unwrap(), credential);
+        assert_eq!(
+            Credential::decode(&credential.encode()).unwrap(),
+            credential
+        );
         let later = Credential {
             sequence: 10,
             ..credential.clone()
@@ -110,7 +131,10 @@ mod tests {
         assert!(credential.key() < later.key());
         assert!(Credential::decode("{}").is_err());
         assert!(Credential::decode("not json").is_err());
-        assert_eq!(credential.reply(), format!("received credential {}", short_hash(&credential.json)));
+        assert_eq!(
+            credential.reply(),
+            format!("received credential {}", short_hash(&credential.json))
+        );
         assert_eq!(short_hash("").len(), 8);
     }
 

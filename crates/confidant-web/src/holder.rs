@@ -256,11 +256,7 @@ impl State {
             more.commits = queued;
             effects = more;
         }
-        if self
-            .connections
-            .get(id)
-            .is_some_and(Connection::is_stale)
-        {
+        if self.connections.get(id).is_some_and(Connection::is_stale) {
             // Memory may be ahead of the store: load it again next time.
             self.connections.remove(id);
         }
@@ -339,7 +335,8 @@ impl State {
         let id = ConnectionId::new(credential.connection_id.clone())
             .map_err(|error| WebError::new(ErrorKind::Storage, error.to_string()))?;
         let text = credential.reply();
-        self.send(&id, vec![text.clone().into_bytes()], steps).await?;
+        self.send(&id, vec![text.clone().into_bytes()], steps)
+            .await?;
         let replied = Credential {
             replied: true,
             ..credential.clone()
@@ -362,7 +359,10 @@ impl State {
     ) -> Result<(), WebError> {
         self.connection(id, steps).await?;
         let connection = self.connections.get_mut(id).ok_or_else(|| {
-            WebError::new(ErrorKind::Protocol, format!("connection {id} could not be loaded"))
+            WebError::new(
+                ErrorKind::Protocol,
+                format!("connection {id} could not be loaded"),
+            )
         })?;
         let effects = connection.send(messages);
         let mut out = self.drive(id, effects, steps).await?;
@@ -375,7 +375,10 @@ impl State {
         match outcome {
             Some(Ok(())) => Ok(()),
             Some(Err(error)) => Err(error.into()),
-            None => Err(WebError::new(ErrorKind::Protocol, "the send did not finish")),
+            None => Err(WebError::new(
+                ErrorKind::Protocol,
+                "the send did not finish",
+            )),
         }
     }
 
@@ -419,7 +422,10 @@ impl State {
         let Some(connection) = self.connections.get_mut(&id) else {
             return Ok(());
         };
-        let effects = connection.deliver(self.mirror.store(), vec![(delivery, Item::Envelope(envelope))]);
+        let effects = connection.deliver(
+            self.mirror.store(),
+            vec![(delivery, Item::Envelope(envelope))],
+        );
         let out = self.drive(&id, effects, steps).await?;
         self.handle(out, steps).await
     }
@@ -472,17 +478,27 @@ impl Steps {
             } => self.say(&format!(
                 "connected: connection {connection_id}, issuer identity key {} ({})",
                 hex::encode(peer_identity),
-                if *reset { "X3DH done, session replaced" } else { "X3DH done" }
+                if *reset {
+                    "X3DH done, session replaced"
+                } else {
+                    "X3DH done"
+                }
             )),
             Event::HandshakeFailed {
                 connection_id,
                 error,
-            } => self.say(&format!("REFUSED bundle on connection {connection_id}: {error}")),
+            } => self.say(&format!(
+                "REFUSED bundle on connection {connection_id}: {error}"
+            )),
             Event::DeliveryDropped {
                 connection_id,
                 reason,
-            } => self.say(&format!("dropped a delivery on connection {connection_id}: {reason}")),
-            Event::Joined { connection_id } => self.say(&format!("joined: connection {connection_id}")),
+            } => self.say(&format!(
+                "dropped a delivery on connection {connection_id}: {reason}"
+            )),
+            Event::Joined { connection_id } => {
+                self.say(&format!("joined: connection {connection_id}"))
+            }
             Event::Message(message) => self.say(&format!(
                 "message #{} on connection {} (kept in the inbox)",
                 message.sequence, message.connection_id
@@ -548,7 +564,8 @@ impl WebHolder {
             written?;
             relay_seed = Some(seed);
         }
-        let relay_seed = relay_seed.ok_or_else(|| WebError::new(ErrorKind::Internal, "no relay key"))?;
+        let relay_seed =
+            relay_seed.ok_or_else(|| WebError::new(ErrorKind::Internal, "no relay key"))?;
         let context = Arc::new(engine_context(keys)?);
         let identity_key = hex::encode(context.identity().public_key().to_bytes());
         steps.say(&format!("holder identity key: {identity_key}"));
@@ -603,7 +620,12 @@ impl WebHolder {
         let steps = Steps(self.inner.on_step.clone());
         let invitation = Invitation::from_text(&text)?;
         confidant_x3dh::IdentityPublicKey::from_bytes(&invitation.identity_key).map_err(
-            |error| WebError::new(ErrorKind::Invitation, format!("the invitation's identity key: {error}")),
+            |error| {
+                WebError::new(
+                    ErrorKind::Invitation,
+                    format!("the invitation's identity key: {error}"),
+                )
+            },
         )?;
         steps.say(&format!(
             "invitation: connector {}, issuer identity key {}",
@@ -614,14 +636,17 @@ impl WebHolder {
             let mut state = self.inner.state.lock().await;
             let accepted = ConnectionRecord::all(state.mirror.store())?
                 .into_iter()
-                .any(|(_, record)| record.invitation_token.as_deref() == Some(invitation.token.as_str()));
+                .any(|(_, record)| {
+                    record.invitation_token.as_deref() == Some(invitation.token.as_str())
+                });
             if accepted {
                 return Err(WebError::new(
                     ErrorKind::Invitation,
                     "this invitation was accepted already",
                 ));
             }
-            let transport = Rc::new(Transport::connect(&invitation.relay, &state.relay_seed).await?);
+            let transport =
+                Rc::new(Transport::connect(&invitation.relay, &state.relay_seed).await?);
             let (_, used) = transport.token_info(&invitation.token).await?;
             if used {
                 // Ours, if a reload came between the join and its record
@@ -631,7 +656,10 @@ impl WebHolder {
             }
             let connection_id = transport.join(&invitation.token).await?;
             let id = ConnectionId::new(connection_id).map_err(|error| {
-                WebError::new(ErrorKind::Connector, format!("the connector's connection id: {error}"))
+                WebError::new(
+                    ErrorKind::Connector,
+                    format!("the connector's connection id: {error}"),
+                )
             })?;
             steps.say(&format!("joined connection {id}"));
             let greeting = greeting.unwrap_or_else(|| "hello from the browser holder".into());
@@ -645,7 +673,10 @@ impl WebHolder {
             match state
                 .commit(
                     batch,
-                    vec![AppChange::PutText(CONNECTOR_URL.to_owned(), invitation.relay.clone())],
+                    vec![AppChange::PutText(
+                        CONNECTOR_URL.to_owned(),
+                        invitation.relay.clone(),
+                    )],
                 )
                 .await
             {
@@ -653,7 +684,9 @@ impl WebHolder {
                 Err(StoreError::AlreadyExists { .. }) => {
                     return Err(WebError::new(
                         ErrorKind::Connector,
-                        format!("the connector answered with the id of an existing connection ({id}); refused"),
+                        format!(
+                            "the connector answered with the id of an existing connection ({id}); refused"
+                        ),
                     ));
                 }
                 Err(error) => return Err(error.into()),
@@ -881,7 +914,12 @@ async fn resume(state: &mut State, steps: &Steps) -> Result<(), WebError> {
     }
     for entry in resumed.inbox {
         state
-            .on_message(&entry.connection_id, entry.sequence, &entry.plaintext, steps)
+            .on_message(
+                &entry.connection_id,
+                entry.sequence,
+                &entry.plaintext,
+                steps,
+            )
             .await?;
     }
     let owed: Vec<Credential> = state
@@ -893,7 +931,10 @@ async fn resume(state: &mut State, steps: &Steps) -> Result<(), WebError> {
         .collect();
     for credential in owed {
         if let Err(error) = state.reply(&credential, steps).await {
-            steps.say(&format!("could not answer on connection {}: {error}", credential.connection_id));
+            steps.say(&format!(
+                "could not answer on connection {}: {error}",
+                credential.connection_id
+            ));
         }
     }
     Ok(())

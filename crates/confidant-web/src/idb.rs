@@ -82,7 +82,10 @@ async fn request_done(request: &IdbRequest, what: &str) -> Result<JsValue, WebEr
             let _ = resolve.call1(&JsValue::UNDEFINED, &result);
         });
         let failure = Handler::new(move |event: web_sys::Event| {
-            let _ = reject.call1(&JsValue::UNDEFINED, &request_error(&event, "the request failed"));
+            let _ = reject.call1(
+                &JsValue::UNDEFINED,
+                &request_error(&event, "the request failed"),
+            );
         });
         request.set_onsuccess(Some(success.as_ref().unchecked_ref()));
         request.set_onerror(Some(failure.as_ref().unchecked_ref()));
@@ -151,9 +154,7 @@ impl Database {
         let factory = Reflect::get(&global, &JsValue::from_str("indexedDB"))
             .ok()
             .filter(|factory| !factory.is_undefined() && !factory.is_null())
-            .ok_or_else(|| {
-                WebError::new(ErrorKind::Environment, "this page has no IndexedDB")
-            })?
+            .ok_or_else(|| WebError::new(ErrorKind::Environment, "this page has no IndexedDB"))?
             .unchecked_into::<web_sys::IdbFactory>();
         let request: IdbOpenDbRequest = factory
             .open_with_u32(name, VERSION)
@@ -205,7 +206,9 @@ impl Database {
         let open = Reflect::get(&self.db, &"transaction".into())
             .ok()
             .and_then(|open| open.dyn_into::<Function>().ok())
-            .ok_or_else(|| WebError::new(ErrorKind::Environment, "IndexedDB has no transaction()"))?;
+            .ok_or_else(|| {
+                WebError::new(ErrorKind::Environment, "IndexedDB has no transaction()")
+            })?;
         open.call3(&self.db, &names, &mode, &options)
             .map_err(|error| storage("transaction", &error))?
             .dyn_into::<IdbTransaction>()
@@ -227,13 +230,16 @@ impl Database {
             .get_all_keys()
             .map_err(|error| storage("read", &error))?;
         let record_values = records.get_all().map_err(|error| storage("read", &error))?;
-        let app_keys = app.get_all_keys().map_err(|error| storage("read", &error))?;
+        let app_keys = app
+            .get_all_keys()
+            .map_err(|error| storage("read", &error))?;
         let app_values = app.get_all().map_err(|error| storage("read", &error))?;
         let record_keys = Array::from(&request_done(&record_keys, "read").await?);
         let record_values = Array::from(&request_done(&record_values, "read").await?);
         let app_keys = Array::from(&request_done(&app_keys, "read").await?);
         let app_values = Array::from(&request_done(&app_values, "read").await?);
-        let damaged = |what: &str| WebError::new(ErrorKind::Storage, format!("IndexedDB holds {what}"));
+        let damaged =
+            |what: &str| WebError::new(ErrorKind::Storage, format!("IndexedDB holds {what}"));
         let mut loaded = Loaded {
             records: Vec::new(),
             text: Vec::new(),
@@ -251,11 +257,14 @@ impl Database {
                 ))
             })?;
             let key = bytes_of(&key.get(1)).ok_or_else(|| damaged("a record key without bytes"))?;
-            let value = bytes_of(&value).ok_or_else(|| damaged("a record value that is not bytes"))?;
+            let value =
+                bytes_of(&value).ok_or_else(|| damaged("a record value that is not bytes"))?;
             loaded.records.push((table, key.to_vec(), value));
         }
         for (key, value) in app_keys.iter().zip(app_values.iter()) {
-            let key = key.as_string().ok_or_else(|| damaged("a page record without a text key"))?;
+            let key = key
+                .as_string()
+                .ok_or_else(|| damaged("a page record without a text key"))?;
             if let Some(text) = value.as_string() {
                 loaded.text.push((key, text));
             } else if let Some(bytes) = bytes_of(&value) {

@@ -82,8 +82,9 @@ impl Random for BrowserRandom {
 /// apps.
 pub fn suites() -> Result<SuiteRegistry, WebError> {
     let mut suites = SuiteRegistry::new();
-    let refused =
-        |error: confidant_core::RegistryError| WebError::new(ErrorKind::Internal, error.to_string());
+    let refused = |error: confidant_core::RegistryError| {
+        WebError::new(ErrorKind::Internal, error.to_string())
+    };
     confidant_aes_gcm::register(&mut suites).map_err(refused)?;
     confidant_chacha20poly1305::register(&mut suites).map_err(refused)?;
     Ok(suites)

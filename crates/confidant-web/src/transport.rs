@@ -77,7 +77,11 @@ impl Transport {
         self.key.verifying_key().to_bytes()
     }
 
-    fn sign<T: prost::Message>(&self, call: &str, message: T) -> Result<tonic::Request<T>, WebError> {
+    fn sign<T: prost::Message>(
+        &self,
+        call: &str,
+        message: T,
+    ) -> Result<tonic::Request<T>, WebError> {
         let mut nonce = [0u8; auth::NONCE_LEN];
         let (clock, random) = nonce.split_at_mut(8);
         // The browser's clock (milliseconds since the epoch; a float that
@@ -165,7 +169,11 @@ impl Transport {
     }
 
     /// The waiting messages above `last_seen`, oldest first.
-    pub async fn page(&self, last_seen: u64, limit: u32) -> Result<Vec<proto::ReceivedMessage>, WebError> {
+    pub async fn page(
+        &self,
+        last_seen: u64,
+        limit: u32,
+    ) -> Result<Vec<proto::ReceivedMessage>, WebError> {
         let request = self.sign(
             "GetMessagesPaginated",
             proto::GetMessagesPaginatedRequest {

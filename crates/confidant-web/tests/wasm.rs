@@ -7,7 +7,12 @@
 //! Chromium (`tests/tests/web.rs`).
 
 #![cfg(target_arch = "wasm32")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use confidant_core::ConnectionId;
 use confidant_store::{InboxEntry, InboxStore as _, RawStore as _, Table, WriteBatch, WriteOp};
@@ -56,7 +61,13 @@ async fn a_holder_keeps_its_identity_across_reopening() {
 #[wasm_bindgen_test]
 async fn bad_invitations_are_refused_with_their_kind_before_any_network_call() {
     let holder = WebHolder::open(unique("refusals"), quiet()).await.unwrap();
-    for text in ["", "hello", "confidant1:AAAA", "confidant2:AAAA", "confidant2:!!!"] {
+    for text in [
+        "",
+        "hello",
+        "confidant1:AAAA",
+        "confidant2:AAAA",
+        "confidant2:!!!",
+    ] {
         let error = holder
             .accept_invitation(text.to_owned(), None)
             .await
@@ -65,7 +76,8 @@ async fn bad_invitations_are_refused_with_their_kind_before_any_network_call() {
         assert_eq!(kind_of(&error).as_deref(), Some("invitation"), "{text}");
     }
     // Nothing was stored and no connector is known.
-    let connections = js_sys::Array::from(&holder.connections().await.map_err(JsValue::from).unwrap());
+    let connections =
+        js_sys::Array::from(&holder.connections().await.map_err(JsValue::from).unwrap());
     assert_eq!(connections.length(), 0);
     let error = holder.waiting().await.map_err(JsValue::from).unwrap_err();
     assert_eq!(kind_of(&error).as_deref(), Some("protocol"));
@@ -90,7 +102,10 @@ async fn committed_batches_are_in_indexeddb_after_reopening_and_a_failed_one_is_
         let mut changes = std::mem::take(&mut first);
         changes.extend(staged.changes.iter().cloned());
         let written = db
-            .commit(&changes, &[AppChange::PutText(format!("note/{round}"), "x".into())])
+            .commit(
+                &changes,
+                &[AppChange::PutText(format!("note/{round}"), "x".into())],
+            )
             .await;
         mirror.settle(staged, written.is_ok()).unwrap();
         written.unwrap();
@@ -122,7 +137,15 @@ async fn committed_batches_are_in_indexeddb_after_reopening_and_a_failed_one_is_
     assert!(mirror.settle(staged, false).is_err());
     assert_eq!(mirror.store().inbox().unwrap().len(), 5);
     let loaded = Database::open(&name).await.unwrap().load().await.unwrap();
-    assert_eq!(Mirror::load(loaded.records).unwrap().store().inbox().unwrap().len(), 5);
+    assert_eq!(
+        Mirror::load(loaded.records)
+            .unwrap()
+            .store()
+            .inbox()
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 #[wasm_bindgen_test]
