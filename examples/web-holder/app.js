@@ -69,9 +69,49 @@ async function refresh() {
   );
 }
 
+// `?sealed=1`: the holder's state is sealed at rest under a 32-byte key
+// that is kept wrapped (AES-GCM) under a non-extractable WebCrypto key, both
+// in an IndexedDB database of their own. Script on this origin can still
+// use the key (it can unwrap it), but nobody can export the wrapping key,
+// and the holder's database alone reveals nothing. A passphrase (PBKDF2)
+// or a WebAuthn PRF would protect it from the origin's own script too (see
+// docs/web.md).
+async function atRestKey() {
+  if ((params.get("sealed") ?? localStorage.getItem("sealed")) !== "1") return undefined;
+  const request = (r) => new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const open = indexedDB.open(`${dbName}-at-rest-key`, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore("keys");
+  const db = await request(open);
+  const read = db.transaction("keys").objectStore("keys");
+  let [wrapping, wrapped] = await Promise.all([request(read.get("wrapping")), request(read.get("wrapped"))]);
+  if (!wrapping || !wrapped) {
+    wrapping = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    wrapped = { iv, sealed: await crypto.subtle.encrypt({ name: "AES-GCM", iv }, wrapping, key) };
+    key.fill(0);
+    const write = db.transaction("keys", "readwrite", { durability: "strict" });
+    write.objectStore("keys").put(wrapping, "wrapping");
+    write.objectStore("keys").put(wrapped, "wrapped");
+    await new Promise((resolve, reject) => {
+      write.oncomplete = resolve;
+      write.onerror = () => reject(write.error);
+      write.onabort = () => reject(write.error);
+    });
+  }
+  db.close();
+  return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv: wrapped.iv }, wrapping, wrapped.sealed));
+}
+
 async function main() {
   await init();
-  const holder = await WebHolder.open(dbName, step);
+  const key = await atRestKey();
+  const holder = await WebHolder.open(dbName, step, key);
+  key?.fill(0);
+  if (key) step("state sealed at rest (key unwrapped with a non-extractable WebCrypto key)");
   $("identity").textContent = holder.identityKey;
   // What IndexedDB held when the page opened, before any delivery.
   confidant.storedAtOpen = (await holder.credentials()).length;

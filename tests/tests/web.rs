@@ -226,7 +226,8 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
     let profile = dir.path().join("chromium-profile");
     let driver = workspace().join("examples/web-holder/e2e.mjs");
     let settings = serde_json::json!({
-        "PAGE_URL": format!("{origin}/?db=e2e"),
+        // Sealed at rest, with the page's WebCrypto-wrapped key.
+        "PAGE_URL": format!("{origin}/?db=e2e&sealed=1"),
         "INVITATION": invitation.trim(),
         "EXPECTED": BURST + 1,
         "RELOAD_AT": RELOAD_AT,
@@ -304,6 +305,7 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         .filter_map(|line| line.as_str())
         .collect();
     for prefix in [
+        "state sealed at rest",
         "holder identity key: ",
         "invitation: connector ",
         "joined connection ",

@@ -26,7 +26,9 @@ use confidant_engine::{
     CommitKind, Connection, ConnectionRecord, ConnectionState, Context, DeliveryId, Effects, Event,
     Item, Outbound, Report,
 };
-use confidant_store::{IdentityStore as _, PreKeyStore as _, StoreError, WriteBatch};
+use confidant_store::{
+    IdentityStore as _, KeyEncryptionKey, PreKeyStore as _, StoreError, WriteBatch,
+};
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
 use futures_util::lock::Mutex;
 use js_sys::{Array, Function, Object, Reflect};
@@ -521,11 +523,26 @@ impl Steps {
 impl WebHolder {
     /// Opens the holder kept in IndexedDB database `name` (created with a
     /// new identity on first use). `onStep` is called with one line per
-    /// step, as the terminal holder prints them.
+    /// step, as the terminal holder prints them. `atRestKey` (32 bytes),
+    /// if given, seals the database's secret values at rest (see
+    /// `docs/web.md` for how a page can keep such a key); a database
+    /// sealed under one key opens only with it.
     #[wasm_bindgen(js_name = open)]
-    pub async fn open(name: String, on_step: Function) -> Result<WebHolder, WebError> {
+    pub async fn open(
+        name: String,
+        on_step: Function,
+        at_rest_key: Option<Vec<u8>>,
+    ) -> Result<WebHolder, WebError> {
         let steps = Steps(on_step.clone());
-        let db = Database::open(&name).await?;
+        let kek = match at_rest_key.map(Zeroizing::new) {
+            None => None,
+            Some(bytes) => Some(KeyEncryptionKey::from_bytes(
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    WebError::new(ErrorKind::Environment, "an at-rest key is 32 bytes")
+                })?,
+            )),
+        };
+        let db = Database::open(&name, kek).await?;
         let loaded = db.load().await?;
         let fresh = loaded.records.is_empty();
         let mut mirror = Mirror::load(loaded.records)?;

@@ -5,10 +5,20 @@
 //! both, asked for with `durability: "strict"` (the browser flushes it to
 //! disk before `complete`), and counts only once its `complete` event has
 //! fired.
+//!
+//! **At rest**, with a key-encryption key given to [`Database::open`], the
+//! values of the store's secret tables (and its counter reservations, for
+//! integrity) and every page record are sealed before they reach
+//! IndexedDB, with the store's own at-rest format
+//! ([`confidant_store::at_rest::seal_secret`]: a fresh HKDF-derived
+//! AES-256-GCM key per record), bound to the record's place (object store,
+//! table, key) so a value moved elsewhere fails to open. A check record
+//! tells a wrong key, a missing one, and a database that was not sealed.
 
 use crate::error::{ErrorKind, WebError};
 use crate::mirror::{Change, table_name, table_named};
-use confidant_store::Table;
+use confidant_store::at_rest::{open_secret, seal_secret};
+use confidant_store::{KeyEncryptionKey, Table};
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
@@ -19,6 +29,25 @@ use zeroize::Zeroizing;
 const RECORDS: &str = "records";
 const APP: &str = "app";
 const VERSION: u32 = 1;
+/// The page record that tells whether (and under which key) the database
+/// is sealed at rest.
+const KEY_CHECK: &str = "at-rest-check";
+const KEY_CHECK_VALUE: &[u8] = b"confidant-web at-rest key check v1";
+
+/// Where a record is, as the associated data of its sealed value.
+fn record_label(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut label = b"indexeddb/records/".to_vec();
+    label.extend_from_slice(table.name().as_bytes());
+    label.push(0);
+    label.extend_from_slice(key);
+    label
+}
+
+fn app_label(key: &str) -> Vec<u8> {
+    let mut label = b"indexeddb/app/".to_vec();
+    label.extend_from_slice(key.as_bytes());
+    label
+}
 
 fn storage(what: &str, error: &JsValue) -> WebError {
     let detail = error
@@ -56,6 +85,7 @@ pub struct Loaded {
 /// An open database.
 pub struct Database {
     db: IdbDatabase,
+    kek: Option<KeyEncryptionKey>,
 }
 
 type Handler = Closure<dyn FnMut(web_sys::Event)>;
@@ -148,8 +178,11 @@ fn bytes_of(value: &JsValue) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 impl Database {
-    /// Opens (creating on first use) the holder database `name`.
-    pub async fn open(name: &str) -> Result<Self, WebError> {
+    /// Opens (creating on first use) the holder database `name`, sealing
+    /// at rest under `kek` if one is given. A database sealed under
+    /// another key, or not sealed, or sealed while no key is given, is
+    /// refused by [`Database::load`].
+    pub async fn open(name: &str, kek: Option<KeyEncryptionKey>) -> Result<Self, WebError> {
         let global = js_sys::global();
         let factory = Reflect::get(&global, &JsValue::from_str("indexedDB"))
             .ok()
@@ -183,7 +216,7 @@ impl Database {
         let db = opened?
             .dyn_into::<IdbDatabase>()
             .map_err(|error| storage("open", &error))?;
-        Ok(Self { db })
+        Ok(Self { db, kek })
     }
 
     /// Closes the database (a later commit fails, as after the tab went
@@ -259,13 +292,54 @@ impl Database {
             let key = bytes_of(&key.get(1)).ok_or_else(|| damaged("a record key without bytes"))?;
             let value =
                 bytes_of(&value).ok_or_else(|| damaged("a record value that is not bytes"))?;
+            let value = match &self.kek {
+                Some(kek) if table.is_sealed_at_rest() => {
+                    open_secret(kek, &record_label(table, &key), &value)?
+                }
+                _ => value,
+            };
             loaded.records.push((table, key.to_vec(), value));
         }
+        let mut checked = false;
         for (key, value) in app_keys.iter().zip(app_values.iter()) {
             let key = key
                 .as_string()
                 .ok_or_else(|| damaged("a page record without a text key"))?;
-            if let Some(text) = value.as_string() {
+            if key == KEY_CHECK {
+                let sealed = bytes_of(&value).ok_or_else(|| damaged("a damaged key check"))?;
+                let Some(kek) = &self.kek else {
+                    return Err(WebError::new(
+                        ErrorKind::Storage,
+                        "this holder's database is sealed at rest: give its key",
+                    ));
+                };
+                let check = open_secret(kek, &app_label(KEY_CHECK), &sealed).map_err(|_| {
+                    WebError::new(
+                        ErrorKind::Storage,
+                        "wrong at-rest key for this holder's database",
+                    )
+                })?;
+                if check.as_slice() != KEY_CHECK_VALUE {
+                    return Err(damaged("a damaged key check"));
+                }
+                checked = true;
+            } else if let Some(kek) = &self.kek {
+                // Sealed: a kind byte ('t' text, 'b' bytes), then the value.
+                let sealed =
+                    bytes_of(&value).ok_or_else(|| damaged("a page record that is not sealed"))?;
+                let opened = open_secret(kek, &app_label(&key), &sealed)?;
+                match opened.split_first() {
+                    Some((b't', text)) => loaded.text.push((
+                        key,
+                        String::from_utf8(text.to_vec())
+                            .map_err(|_| damaged("a page record that is not text"))?,
+                    )),
+                    Some((b'b', bytes)) => {
+                        loaded.bytes.push((key, Zeroizing::new(bytes.to_vec())));
+                    }
+                    _ => return Err(damaged("a page record of an unknown kind")),
+                }
+            } else if let Some(text) = value.as_string() {
                 loaded.text.push((key, text));
             } else if let Some(bytes) = bytes_of(&value) {
                 loaded.bytes.push((key, bytes));
@@ -273,21 +347,89 @@ impl Database {
                 return Err(damaged("a page record that is neither text nor bytes"));
             }
         }
+        let empty = loaded.records.is_empty() && loaded.text.is_empty() && loaded.bytes.is_empty();
+        if self.kek.is_some() && !checked && !empty {
+            return Err(WebError::new(
+                ErrorKind::Storage,
+                "this holder's database is not sealed at rest; open it without a key",
+            ));
+        }
         Ok(loaded)
+    }
+
+    /// Every stored value as it is in IndexedDB (sealed or not; text as
+    /// UTF-8): what someone who copies the browser's profile gets. For
+    /// tests.
+    pub async fn raw_values(&self) -> Result<Vec<Vec<u8>>, WebError> {
+        let transaction = self.transaction(false)?;
+        let mut values = Vec::new();
+        for name in [RECORDS, APP] {
+            let request = Self::object_store(&transaction, name)?
+                .get_all()
+                .map_err(|error| storage("read", &error))?;
+            for value in Array::from(&request_done(&request, "read").await?).iter() {
+                if let Some(text) = value.as_string() {
+                    values.push(text.into_bytes());
+                } else if let Some(bytes) = bytes_of(&value) {
+                    values.push(bytes.to_vec());
+                }
+            }
+        }
+        Ok(values)
     }
 
     /// Writes `changes` and `app` in one transaction; `Ok` once it has
     /// completed (is durable), `Err` if it failed or was aborted (nothing
     /// of it is stored).
     pub async fn commit(&self, changes: &[Change], app: &[AppChange]) -> Result<(), WebError> {
+        // Sealed before the transaction starts (it must not wait for us).
+        let mut sealed_records = Vec::with_capacity(changes.len());
+        for change in changes {
+            sealed_records.push(match (change, &self.kek) {
+                (Change::Put { table, key, value }, Some(kek)) if table.is_sealed_at_rest() => {
+                    Some(seal_secret(kek, &record_label(*table, key), value)?)
+                }
+                _ => None,
+            });
+        }
+        let mut app_values: Vec<(String, JsValue)> = Vec::with_capacity(app.len() + 1);
+        for change in app {
+            let (key, kind, bytes) = match change {
+                AppChange::PutText(key, text) => (key, b't', text.as_bytes()),
+                AppChange::PutBytes(key, bytes) => (key, b'b', bytes.as_slice()),
+            };
+            let value = match &self.kek {
+                Some(kek) => {
+                    let mut plain = Zeroizing::new(Vec::with_capacity(1 + bytes.len()));
+                    plain.push(kind);
+                    plain.extend_from_slice(bytes);
+                    Uint8Array::from(seal_secret(kek, &app_label(key), &plain)?.as_slice())
+                        .buffer()
+                        .into()
+                }
+                None if kind == b't' => JsValue::from_str(&String::from_utf8_lossy(bytes)),
+                None => Uint8Array::from(bytes).buffer().into(),
+            };
+            app_values.push((key.clone(), value));
+        }
+        // The key check goes with every sealed commit (one more small seal),
+        // so the first one of a new database carries it.
+        if let Some(kek) = &self.kek {
+            let check = seal_secret(kek, &app_label(KEY_CHECK), KEY_CHECK_VALUE)?;
+            app_values.push((
+                KEY_CHECK.to_owned(),
+                Uint8Array::from(check.as_slice()).buffer().into(),
+            ));
+        }
         let transaction = self.transaction(true)?;
         let write = || -> Result<(), JsValue> {
             let records = transaction.object_store(RECORDS)?;
-            for change in changes {
+            for (change, sealed) in changes.iter().zip(&sealed_records) {
                 match change {
                     Change::Put { table, key, value } => {
+                        let stored = sealed.as_deref().unwrap_or(value.as_slice());
                         records.put_with_key(
-                            &Uint8Array::from(value.as_slice()).buffer(),
+                            &Uint8Array::from(stored).buffer(),
                             &record_key(*table, key),
                         )?;
                     }
@@ -297,18 +439,8 @@ impl Database {
                 }
             }
             let store = transaction.object_store(APP)?;
-            for change in app {
-                match change {
-                    AppChange::PutText(key, text) => {
-                        store.put_with_key(&JsValue::from_str(text), &JsValue::from_str(key))?;
-                    }
-                    AppChange::PutBytes(key, bytes) => {
-                        store.put_with_key(
-                            &Uint8Array::from(bytes.as_slice()).buffer(),
-                            &JsValue::from_str(key),
-                        )?;
-                    }
-                }
+            for (key, value) in &app_values {
+                store.put_with_key(value, &JsValue::from_str(key))?;
             }
             Ok(())
         };

@@ -71,9 +71,9 @@ pub struct Mirror {
     shadow: MemoryStore,
 }
 
-/// A table's name in IndexedDB keys (stable: never reuse or rename one).
+/// A table's name in IndexedDB keys: the store's own stable name.
 pub fn table_name(table: Table) -> String {
-    format!("{table:?}")
+    table.name().to_owned()
 }
 
 /// The table named `name` in an IndexedDB key.

@@ -50,17 +50,21 @@ fn kind_of(error: &JsValue) -> Option<String> {
 #[wasm_bindgen_test]
 async fn a_holder_keeps_its_identity_across_reopening() {
     let name = unique("identity");
-    let first = WebHolder::open(name.clone(), quiet()).await.unwrap();
-    let again = WebHolder::open(name.clone(), quiet()).await.unwrap();
+    let first = WebHolder::open(name.clone(), quiet(), None).await.unwrap();
+    let again = WebHolder::open(name.clone(), quiet(), None).await.unwrap();
     assert_eq!(first.identity_key(), again.identity_key());
     assert_eq!(first.identity_key().len(), 64);
-    let other = WebHolder::open(unique("other"), quiet()).await.unwrap();
+    let other = WebHolder::open(unique("other"), quiet(), None)
+        .await
+        .unwrap();
     assert_ne!(first.identity_key(), other.identity_key());
 }
 
 #[wasm_bindgen_test]
 async fn bad_invitations_are_refused_with_their_kind_before_any_network_call() {
-    let holder = WebHolder::open(unique("refusals"), quiet()).await.unwrap();
+    let holder = WebHolder::open(unique("refusals"), quiet(), None)
+        .await
+        .unwrap();
     for text in [
         "",
         "hello",
@@ -87,7 +91,7 @@ async fn bad_invitations_are_refused_with_their_kind_before_any_network_call() {
 async fn committed_batches_are_in_indexeddb_after_reopening_and_a_failed_one_is_nowhere() {
     let name = unique("commits");
     let connection = ConnectionId::new("c-wasm").unwrap();
-    let db = Database::open(&name).await.unwrap();
+    let db = Database::open(&name, None).await.unwrap();
     let mut mirror = Mirror::load(db.load().await.unwrap().records).unwrap();
     let mut first = mirror.records().unwrap();
     for round in 0..5u64 {
@@ -110,7 +114,7 @@ async fn committed_batches_are_in_indexeddb_after_reopening_and_a_failed_one_is_
         mirror.settle(staged, written.is_ok()).unwrap();
         written.unwrap();
     }
-    let reopened = Database::open(&name).await.unwrap();
+    let reopened = Database::open(&name, None).await.unwrap();
     let loaded = reopened.load().await.unwrap();
     assert_eq!(loaded.text.len(), 5);
     let again = Mirror::load(loaded.records).unwrap();
@@ -130,13 +134,18 @@ async fn committed_batches_are_in_indexeddb_after_reopening_and_a_failed_one_is_
     let mut batch = WriteBatch::new();
     batch.push_inbox(&entry(&connection, "never stored"));
     let staged = mirror.stage(batch).unwrap();
-    let closed = Database::open(&name).await.unwrap();
+    let closed = Database::open(&name, None).await.unwrap();
     closed.close();
     let written = closed.commit(&staged.changes, &[]).await;
     assert!(written.is_err());
     assert!(mirror.settle(staged, false).is_err());
     assert_eq!(mirror.store().inbox().unwrap().len(), 5);
-    let loaded = Database::open(&name).await.unwrap().load().await.unwrap();
+    let loaded = Database::open(&name, None)
+        .await
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
     assert_eq!(
         Mirror::load(loaded.records)
             .unwrap()
@@ -158,4 +167,100 @@ fn seal_and_open_time_in_the_wasm_build() {
     let signed = confidant_x3dh::SignedPreKey::generate(&identity, 1);
     let keys = confidant_x3dh::ResponderKeys::new(identity, signed).unwrap();
     assert!(confidant_web::engine_context(keys).is_ok());
+}
+
+/// Every value IndexedDB holds for `name`, as bytes (text as UTF-8).
+async fn raw_values(name: &str) -> Vec<Vec<u8>> {
+    let db = Database::open(name, None).await.unwrap();
+    db.raw_values().await.unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn sealed_at_rest_no_secret_is_in_indexeddb_and_only_the_right_key_opens_it() {
+    let name = unique("sealed");
+    let key = vec![7u8; 32];
+    let holder = WebHolder::open(name.clone(), quiet(), Some(key.clone()))
+        .await
+        .unwrap();
+    let identity = holder.identity_key();
+    drop(holder);
+    // The identity's public key is derivable from its seed; what must not
+    // be in IndexedDB is the seed, and the page records in plaintext.
+    let db = Database::open(
+        &name,
+        Some(confidant_store::KeyEncryptionKey::from_bytes([7; 32])),
+    )
+    .await
+    .unwrap();
+    let loaded = db.load().await.unwrap();
+    let seed = loaded
+        .records
+        .iter()
+        .find(|(table, _, _)| *table == Table::Identity)
+        .map(|(_, _, value)| value.to_vec())
+        .unwrap();
+    let relay = loaded
+        .bytes
+        .iter()
+        .find(|(key, _)| key == "relay-key")
+        .unwrap()
+        .1
+        .to_vec();
+    let raw = raw_values(&name).await;
+    let contains = |needle: &[u8]| {
+        raw.iter()
+            .any(|value| value.windows(needle.len()).any(|window| window == needle))
+    };
+    assert!(
+        !contains(&seed[seed.len() - 16..]),
+        "the identity's secret is in IndexedDB"
+    );
+    assert!(!contains(&relay[..16]), "the relay key is in IndexedDB");
+    // Reopened with the key: the same holder.
+    let again = WebHolder::open(name.clone(), quiet(), Some(key))
+        .await
+        .unwrap();
+    assert_eq!(again.identity_key(), identity);
+    // A wrong key, no key, a short key: refused, with their kinds.
+    for (key, kind) in [
+        (Some(vec![8u8; 32]), "storage"),
+        (None, "storage"),
+        (Some(vec![7u8; 31]), "environment"),
+    ] {
+        let error = WebHolder::open(name.clone(), quiet(), key)
+            .await
+            .map(|_| ())
+            .map_err(JsValue::from)
+            .unwrap_err();
+        assert_eq!(kind_of(&error).as_deref(), Some(kind));
+    }
+    // A database that is not sealed is not opened as if it were.
+    let plain = unique("plain");
+    WebHolder::open(plain.clone(), quiet(), None).await.unwrap();
+    let error = WebHolder::open(plain.clone(), quiet(), Some(vec![7u8; 32]))
+        .await
+        .map(|_| ())
+        .map_err(JsValue::from)
+        .unwrap_err();
+    assert_eq!(kind_of(&error).as_deref(), Some("storage"));
+    // Without a key the same search finds the secrets (so it can fail).
+    let plain_loaded = Database::open(&plain, None)
+        .await
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    let plain_relay = plain_loaded
+        .bytes
+        .iter()
+        .find(|(key, _)| key == "relay-key")
+        .unwrap()
+        .1
+        .to_vec();
+    let plain_raw = raw_values(&plain).await;
+    assert!(
+        plain_raw
+            .iter()
+            .any(|value| value.windows(16).any(|window| window == &plain_relay[..16]))
+    );
 }
