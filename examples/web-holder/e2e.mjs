@@ -108,6 +108,17 @@ try {
       return { kind: error.kind, message: error.message };
     }
   });
+  // A second tab of the same holder is refused while this one lives.
+  const second = await browser.newPage();
+  const secondSteps = [];
+  second.on("console", (message) => console_lines.push(`second tab ${message.type()}: ${message.text()}`));
+  await second.goto(pageUrl);
+  await second.waitForFunction(
+    () => window.confidant?.steps.some((line) => line.startsWith("could not start")),
+    null, { timeout },
+  );
+  secondSteps.push(...(await second.evaluate(() => window.confidant.steps)));
+  await second.close();
   await page.click("#time");
   await page.waitForFunction(() => document.getElementById("timing").textContent.length > 0, null, { timeout });
   const timing = await page.evaluate(() => document.getElementById("timing").textContent);
@@ -115,7 +126,7 @@ try {
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log("result: " + JSON.stringify({
     identity, identityAfter, storedAtReload, storedAfterReload, credentials, connections,
-    waiting, refused, timing, beforeReload, afterReload,
+    waiting, refused, timing, beforeReload, afterReload, secondSteps,
   }));
 } catch (error) {
   console.error(`e2e.mjs: ${error?.stack ?? error}`);

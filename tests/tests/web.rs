@@ -346,6 +346,13 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
         steps.contains(&"waiting for the issuer (polling GetMessagesPaginated)"),
         "{steps:#?}"
     );
+    // A second tab of the same holder is refused (its Web Lock is held):
+    // two mirrors of one store could reserve the same counters.
+    let second = result["secondSteps"].to_string();
+    assert!(
+        second.contains("could not start: error (environment)") && second.contains("another tab"),
+        "{second}"
+    );
     // A damaged invitation is refused with its kind.
     assert_eq!(result["refused"]["kind"], "invitation", "{result}");
     // The issuer got every answer, each reported once, and exits.

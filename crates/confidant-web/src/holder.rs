@@ -130,6 +130,81 @@ async fn sleep(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// How long a page waits for another page of the same holder to let go.
+const LOCK_WAIT_MS: u32 = 5000;
+
+/// Holds the holder's Web Lock (`navigator.locks`) for as long as this
+/// page lives: two pages driving one holder would each keep a mirror of
+/// the store and could reserve, and seal under, the same counters. A page
+/// being reloaded lets go when it is torn down; the new one waits for that
+/// (up to 5 s). `Ok(false)`: this runtime has no Web Locks (Node), so
+/// nothing is held.
+async fn hold_exclusively(name: &str) -> Result<bool, WebError> {
+    let global = js_sys::global();
+    let locks = Reflect::get(&global, &JsValue::from_str("navigator"))
+        .ok()
+        .filter(|navigator| !navigator.is_undefined())
+        .and_then(|navigator| Reflect::get(&navigator, &JsValue::from_str("locks")).ok())
+        .filter(|locks| !locks.is_undefined() && !locks.is_null());
+    let Some(locks) = locks else {
+        return Ok(false);
+    };
+    let environment = |what: &str| WebError::new(ErrorKind::Environment, what.to_owned());
+    let request = Reflect::get(&locks, &JsValue::from_str("request"))
+        .ok()
+        .and_then(|request| request.dyn_into::<Function>().ok())
+        .ok_or_else(|| environment("navigator.locks has no request()"))?;
+    let options = Object::new();
+    if let Some(timeout) = Reflect::get(&global, &JsValue::from_str("AbortSignal"))
+        .ok()
+        .and_then(|signal| {
+            let timeout = Reflect::get(&signal, &JsValue::from_str("timeout")).ok()?;
+            timeout
+                .dyn_into::<Function>()
+                .ok()?
+                .call1(&signal, &JsValue::from(LOCK_WAIT_MS))
+                .ok()
+        })
+    {
+        let _ = Reflect::set(&options, &JsValue::from_str("signal"), &timeout);
+    }
+    let lock_name = JsValue::from_str(&format!("confidant-web:{name}"));
+    let acquired = js_sys::Promise::new(&mut |resolve: Function, reject: Function| {
+        // Called once the lock is granted; the promise it returns never
+        // settles, so the lock is held until the page goes away. (The
+        // closure lives as long, by design.)
+        let granted = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+            js_sys::Promise::new(&mut |_, _| {}).into()
+        });
+        match request.call3(&locks, &lock_name, &options, &granted) {
+            Ok(pending) => {
+                let refused = Closure::<dyn FnMut(JsValue)>::new(move |error: JsValue| {
+                    let _ = reject.call1(&JsValue::UNDEFINED, &error);
+                });
+                if let Ok(pending) = pending.dyn_into::<js_sys::Promise>() {
+                    let _ = pending.catch(&refused);
+                }
+                // One small handler per opened holder, kept for the page's
+                // life as the lock is.
+                refused.forget();
+            }
+            Err(error) => {
+                let _ = reject.call1(&JsValue::UNDEFINED, &error);
+            }
+        }
+    });
+    wasm_bindgen_futures::JsFuture::from(acquired)
+        .await
+        .map(|_| true)
+        .map_err(|_| {
+            WebError::new(
+                ErrorKind::Environment,
+                "this holder is open in another tab or window (its Web Lock is held); close it first",
+            )
+        })
+}
+
 /// The holder's X3DH keys, and the batch that stores them when they are new
 /// (as the native node does at its first start).
 fn keys_of(mirror: &Mirror) -> Result<(ResponderKeys, Option<WriteBatch>), WebError> {
@@ -542,6 +617,9 @@ impl WebHolder {
                 })?,
             )),
         };
+        if !hold_exclusively(&name).await? {
+            steps.say("no Web Locks here: never open this holder in two places at once");
+        }
         let db = Database::open(&name, kek).await?;
         let loaded = db.load().await?;
         let fresh = loaded.records.is_empty();
