@@ -87,6 +87,9 @@ struct State {
     connections: HashMap<ConnectionId, Connection>,
     /// A delivery was handed back: read the mailbox again from the start.
     reread: bool,
+    /// Connections the connector delivered for before this holder stored
+    /// them (their messages were left at the connector).
+    unknown: std::collections::HashSet<ConnectionId>,
 }
 
 struct Inner {
@@ -357,6 +360,17 @@ impl State {
                 // acknowledged: nothing is delivered twice.
                 steps.say(&format!("could not acknowledge to the connector: {error}"));
             }
+        } else if out
+            .send
+            .iter()
+            .any(|outbound| matches!(outbound, Outbound::Message(_)))
+        {
+            // Sealed, but no connector to hand them to: the request fails
+            // (protocol steps are sent again at the next start).
+            out.failed = Some(WebError::new(
+                ErrorKind::Connector,
+                "the connector is not reachable now; try again",
+            ));
         }
         if !release.is_empty() {
             self.reread = true;
@@ -493,6 +507,7 @@ impl State {
             steps.say(&format!(
                 "a message for connection {id}, which this holder does not know (yet), left at the connector"
             ));
+            self.unknown.insert(id);
             return Ok(());
         }
         self.connection(&id, steps).await?;
@@ -684,6 +699,7 @@ impl WebHolder {
             transport,
             connections: HashMap::new(),
             reread: false,
+            unknown: std::collections::HashSet::new(),
         };
         Ok(WebHolder {
             inner: Rc::new(Inner {
@@ -785,6 +801,17 @@ impl WebHolder {
                     ));
                 }
                 Err(error) => return Err(error.into()),
+            }
+            if state.unknown.remove(&id) {
+                // Its messages came before it was stored (a reload between
+                // the join and its record) and were left at the connector:
+                // take them now.
+                let transport = state.transport()?;
+                for message in transport.page(0, 1000).await? {
+                    if message.connection_id == id.as_str() {
+                        state.received(message, &steps).await?;
+                    }
+                }
             }
             drop(state);
             self.start(None);
@@ -906,14 +933,30 @@ impl WebHolder {
 
 /// The receive loop: resume, then the stream (or pages) until stopped.
 async fn receive(inner: &Rc<Inner>, steps: &Steps, poll: bool) -> Result<(), WebError> {
-    let transport = {
+    let transport = loop {
         let mut state = inner.state.lock().await;
-        let Some(transport) = state.transport.clone() else {
+        if let Some(transport) = state.transport.clone() {
+            resume(&mut state, steps).await?;
+            break transport;
+        }
+        let Some(url) = state.app.get(CONNECTOR_URL).cloned() else {
             steps.say("no connector yet: accept an invitation");
             return Ok(());
         };
-        resume(&mut state, steps).await?;
-        transport
+        // The connector was not reachable when the page opened: try again.
+        match Transport::connect(&url, &state.relay_seed).await {
+            Ok(transport) => state.transport = Some(Rc::new(transport)),
+            Err(error) => {
+                drop(state);
+                steps.say(&format!(
+                    "could not reach the connector at {url}: {error}; trying again"
+                ));
+                if inner.stopped.get() {
+                    return Ok(());
+                }
+                sleep(POLL_MS * 3).await;
+            }
+        }
     };
     let mut cursor = 0u64;
     let mut announced = false;
