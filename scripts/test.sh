@@ -5,7 +5,10 @@
 # it is missing.
 #
 # Before them it builds confidant-ffi's shared library and generates its
-# bindings (./scripts/bindings.sh), for the Python tests.
+# bindings (./scripts/bindings.sh), for the Python tests, builds the browser
+# holder's page (./scripts/web-build.sh), for the end-to-end test in
+# Chromium (tests/tests/web.rs), and runs the wasm build's unit tests under
+# Node (./scripts/web-test.sh).
 #
 # The connector's PostgreSQL tests run when CONFIDANT_TEST_DATABASE_URL
 # names a database (./scripts/postgres-test-db.sh makes one); without it
@@ -34,6 +37,12 @@ fi
 # them first. Under CI=true a missing python3 or missing bindings fails
 # those tests.
 ./scripts/bindings.sh
+
+# The browser holder: the page for tests/tests/web.rs (which, under
+# CI=true, fails without it, Node's packages or Chromium), and the wasm
+# build's own tests under Node.
+./scripts/web-build.sh
+./scripts/web-test.sh
 
 cargo test --workspace --locked --doc
 cargo nextest run --workspace --locked --no-fail-fast

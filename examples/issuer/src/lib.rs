@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! issuer --data-dir DIR --connector URL [--qr auto|dark|light|none] invite
-//! issuer --data-dir DIR --connector URL [--qr …] serve (--credential JSON | --credential-file PATH) [--invite] [--exit-after-replies N]
+//! issuer --data-dir DIR --connector URL [--qr …] serve (--credential JSON | --credential-file PATH) [--invite] [--exit-after-replies N] [--burst N]
 //! ```
 //!
 //! - `invite` starts the node, creates an invitation at the connector,
@@ -60,6 +60,7 @@
 //! | `joined: connection ID (a holder used the invitation; bundle sent)` | `Event::Joined` |
 //! | `connected: connection ID, holder identity key HEX (X3DH done)` | `Event::Connected` |
 //! | `credential sent on connection ID` | the connector has the sealed credential |
+//! | `burst of N credentials sent on connection ID` | `--burst N`: the connector has the N more credentials |
 //! | `could not send the credential on connection ID: REASON (…)` | the send failed; the issuer goes on, and sends it at its next start |
 //! | `greeting from ID: TEXT` | the holder's first message (its greeting), acknowledged |
 //! | `reply from ID: TEXT` | any later message from the holder, acknowledged |
@@ -165,6 +166,11 @@ pub enum Command {
         /// SIGTERM or Ctrl-C).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         exit_after_replies: Option<u64>,
+        /// After the credential, send N more credentials to each holder,
+        /// one at a time (`{"burst":I,"of":N}`): a load for tests of
+        /// delivery (the browser holder's). Not remembered across restarts.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        burst: u32,
     },
 }
 
@@ -280,6 +286,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
             credential_file,
             invite: invite_first,
             exit_after_replies,
+            burst,
         } => {
             let credential = match (credential, credential_file) {
                 (Some(credential), _) => credential,
@@ -325,6 +332,7 @@ pub async fn run_args(args: Args) -> Result<(), Error> {
                     state: IssuerState::load(&args.data_dir)?,
                     replies: 0,
                     exit_after_replies,
+                    burst,
                     qr: args.qr,
                     control,
                 };
@@ -476,6 +484,8 @@ struct Server {
     state: IssuerState,
     replies: u64,
     exit_after_replies: Option<u64>,
+    /// More credentials sent after the credential (`--burst`).
+    burst: u32,
     qr: qr::Terminal,
     /// Where `issuer invite` asks for invitations (none if it could not
     /// be created).
@@ -583,7 +593,21 @@ impl Server {
             .insert(connection.as_str().to_owned());
         self.state.save_and_report(&self.dir, || {
             println!("credential sent on connection {connection}");
-        })
+        })?;
+        for n in 1..=self.burst {
+            let message = format!(r#"{{"burst":{n},"of":{}}}"#, self.burst);
+            if let Err(error) = self.node.send(connection, message.into_bytes()).await {
+                println!("could not send burst message {n} on connection {connection}: {error}");
+                return Ok(());
+            }
+        }
+        if self.burst > 0 {
+            println!(
+                "burst of {} credentials sent on connection {connection}",
+                self.burst
+            );
+        }
+        Ok(())
     }
 
     /// Handles one event; `true` when it is time to exit.
@@ -769,10 +793,12 @@ mod tests {
                 credential_file: None,
                 invite,
                 exit_after_replies,
+                burst,
             } => {
                 assert_eq!(credential.as_str(), "{\"degree\": \"BSc\"}");
                 assert!(invite);
                 assert_eq!(exit_after_replies, Some(2));
+                assert_eq!(burst, 0);
             }
             other => panic!("serve expected: {other:?}"),
         }

@@ -1,0 +1,115 @@
+//! # confidant-web
+//!
+//! A Confidant holder (wallet) in the browser. It is a **driver** of the same
+//! connection engine the native runtime drives (`confidant-engine`: X3DH,
+//! the session, the cipher plugins, the durable session and its counter
+//! reservations), compiled to WebAssembly: it feeds the engine what the
+//! connector delivers and what the page asks for, and carries out the
+//! effects the engine returns, in order: commits (IndexedDB transactions),
+//! envelopes (gRPC-Web calls), events (the page's callback). No protocol
+//! logic lives here.
+//!
+//! | module | holds | builds on the host |
+//! |---|---|---|
+//! | [`mirror`] | the engine's store: an in-memory mirror of IndexedDB whose commits are IndexedDB transactions | yes (tested natively) |
+//! | [`credentials`] | the page's own records (credentials, the relay key) and their encodings | yes |
+//! | [`error`] | typed errors, thrown to JavaScript as `Error`s with a `kind` | yes |
+//! | `proto`, `auth`, `invitation` | the connector's `.proto` (client only), its request signatures and the invitation text format: the native crates' own source, compiled here | yes |
+//! | `idb`, `transport`, `holder` | IndexedDB, the gRPC-Web client over `fetch`, and the `WebHolder` class exported to JavaScript | `wasm32` only |
+//!
+//! `docs/web.md` has the API, the storage design and its crash guarantees,
+//! and how to build and test the page.
+
+// tonic's generated client names the crate `tonic`; it is tonic without its
+// transport, renamed in the workspace (see `tonic-codegen` there).
+extern crate tonic_codegen as tonic;
+
+pub mod bench;
+pub mod credentials;
+pub mod error;
+pub mod mirror;
+
+/// The connector's messages and its client, generated from the same
+/// `.proto` the connector is built from.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("confidant.connector.v1");
+}
+
+/// The connector's request signatures: `confidant-connector`'s own module,
+/// compiled here (that crate needs sockets and threads and cannot build for
+/// the browser). Only its wire constants and [`auth::signed_bytes`] are
+/// used: the browser's clock comes from JavaScript.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../confidant-connector/src/auth.rs"]
+mod auth;
+
+/// The invitation text format: `confidant-actors`' own module, compiled
+/// here (the runtime needs threads).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../confidant-actors/src/invitation.rs"]
+pub mod invitation;
+
+#[cfg(target_arch = "wasm32")]
+mod holder;
+#[cfg(target_arch = "wasm32")]
+pub mod idb;
+#[cfg(target_arch = "wasm32")]
+mod transport;
+
+#[cfg(target_arch = "wasm32")]
+pub use holder::WebHolder;
+
+use confidant_core::SuiteRegistry;
+use confidant_engine::{Context, ProtocolConfig, Random};
+use confidant_x3dh::ResponderKeys;
+use error::{ErrorKind, WebError};
+use std::sync::Arc;
+
+/// The browser's randomness for the engine: Web Crypto's
+/// `getRandomValues`, through getrandom's `wasm_js` backend (the operating
+/// system's on the host).
+#[derive(Debug)]
+pub struct BrowserRandom;
+
+impl Random for BrowserRandom {
+    fn fill(&self, bytes: &mut [u8]) -> Result<(), String> {
+        getrandom::fill(bytes).map_err(|error| format!("no randomness from the browser: {error}"))
+    }
+}
+
+/// The cipher suites the holder accepts: the same plugins as the native
+/// apps.
+pub fn suites() -> Result<SuiteRegistry, WebError> {
+    let mut suites = SuiteRegistry::new();
+    let refused = |error: confidant_core::RegistryError| {
+        WebError::new(ErrorKind::Internal, error.to_string())
+    };
+    confidant_aes_gcm::register(&mut suites).map_err(refused)?;
+    confidant_chacha20poly1305::register(&mut suites).map_err(refused)?;
+    Ok(suites)
+}
+
+/// The engine's context for this holder's keys: suites, key agreement,
+/// settings and randomness. **The one place the browser build chooses
+/// them**, as the native runtime does in its node builder (same plugins, same
+/// default offer order).
+pub fn engine_context(keys: ResponderKeys) -> Result<Context, WebError> {
+    let registry = suites()?;
+    let built_in = [
+        confidant_core::SuiteId::AES_256_GCM_SHA256_COUNTER,
+        confidant_core::SuiteId::CHACHA20_POLY1305_COUNTER,
+        confidant_core::SuiteId::AES_256_GCM_LFSR,
+    ];
+    let offered = built_in
+        .into_iter()
+        .filter(|id| registry.ids().contains(id))
+        .collect();
+    Ok(Context {
+        registry: Arc::new(registry),
+        agreement: Arc::new(confidant_x3dh::X3dh::default()),
+        keys,
+        config: ProtocolConfig::new(offered),
+        random: Arc::new(BrowserRandom),
+    })
+}
