@@ -319,6 +319,14 @@ fn the_browser_holder_gets_every_credential_exactly_once_across_a_reload_mid_bur
             "no `{prefix}` line before the reload: {before:#?}"
         );
     }
+    // The browser holder and the issuer app both use the hybrid.
+    assert!(
+        before
+            .iter()
+            .any(|line| line.starts_with("connected: connection ")
+                && line.ends_with("(post-quantum X3DH + ML-KEM-768 done)")),
+        "the browser's session is not post-quantum: {before:#?}"
+    );
     assert!(
         steps
             .iter()

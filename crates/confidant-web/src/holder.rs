@@ -26,10 +26,8 @@ use confidant_engine::{
     CommitKind, Connection, ConnectionRecord, ConnectionState, Context, DeliveryId, Effects, Event,
     Item, Outbound, Report,
 };
-use confidant_store::{
-    IdentityStore as _, KeyEncryptionKey, PreKeyStore as _, StoreError, WriteBatch,
-};
-use confidant_x3dh::{IdentityKeyPair, ResponderKeys, SignedPreKey};
+use confidant_store::{KeyEncryptionKey, StoreError, WriteBatch};
+
 use futures_util::lock::Mutex;
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::Cell;
@@ -206,34 +204,6 @@ async fn hold_exclusively(name: &str) -> Result<bool, WebError> {
                 "this holder is open in another tab or window (its Web Lock is held); close it first",
             )
         })
-}
-
-/// The holder's X3DH keys, and the batch that stores them when they are new
-/// (as the native node does at its first start).
-fn keys_of(mirror: &Mirror) -> Result<(ResponderKeys, Option<WriteBatch>), WebError> {
-    let store = mirror.store();
-    let mut batch = WriteBatch::new();
-    let identity = match store.identity()? {
-        Some(identity) => identity,
-        None => {
-            let identity = IdentityKeyPair::generate();
-            batch.put_identity(&identity);
-            identity
-        }
-    };
-    let current = match store.signed_pre_key_ids()?.last() {
-        Some(&id) => store
-            .signed_pre_key(id)?
-            .ok_or(StoreError::Inconsistent("signed pre-key vanished"))?,
-        None => {
-            let signed = SignedPreKey::generate(&identity, 1);
-            batch.put_signed_pre_key(&signed);
-            signed
-        }
-    };
-    let keys = ResponderKeys::new(identity, current)
-        .map_err(|error| WebError::new(ErrorKind::Storage, format!("stored keys: {error}")))?;
-    Ok((keys, (!batch.is_empty()).then_some(batch)))
 }
 
 impl State {
@@ -566,15 +536,17 @@ impl Steps {
                 connection_id,
                 peer_identity,
                 reset,
+                post_quantum,
                 ..
             } => self.say(&format!(
-                "connected: connection {connection_id}, issuer identity key {} ({})",
+                "connected: connection {connection_id}, issuer identity key {} ({} done{})",
                 hex::encode(peer_identity),
-                if *reset {
-                    "X3DH done, session replaced"
+                if *post_quantum {
+                    "post-quantum X3DH + ML-KEM-768"
                 } else {
-                    "X3DH done"
-                }
+                    "classical X3DH"
+                },
+                if *reset { ", session replaced" } else { "" }
             )),
             Event::HandshakeFailed {
                 connection_id,
@@ -639,7 +611,11 @@ impl WebHolder {
         let loaded = db.load().await?;
         let fresh = loaded.records.is_empty();
         let mut mirror = Mirror::load(loaded.records)?;
-        let (keys, new_keys) = keys_of(&mirror)?;
+        // Unix seconds from the page's clock, for the signed pre-keys'
+        // rotation (at each open).
+        let now_seconds = (js_sys::Date::now() / 1000.0) as u64;
+        let new_keys = Some(crate::key_changes(mirror.store(), now_seconds)?)
+            .filter(|batch| !batch.is_empty());
         let mut app: BTreeMap<String, String> = loaded.text.into_iter().collect();
         let mut relay_seed = loaded
             .bytes
@@ -676,7 +652,7 @@ impl WebHolder {
         }
         let relay_seed =
             relay_seed.ok_or_else(|| WebError::new(ErrorKind::Internal, "no relay key"))?;
-        let context = Arc::new(engine_context(keys)?);
+        let context = Arc::new(engine_context(mirror.store())?);
         let identity_key = hex::encode(context.identity().public_key().to_bytes());
         steps.say(&format!("holder identity key: {identity_key}"));
         let transport = match app.get(CONNECTOR_URL) {
@@ -779,6 +755,7 @@ impl WebHolder {
                 invitation.identity_key,
                 &invitation.token,
                 greeting.into_bytes(),
+                invitation.hybrid,
             )?;
             state.transport = Some(transport);
             match state

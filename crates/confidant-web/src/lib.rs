@@ -61,8 +61,12 @@ mod transport;
 pub use holder::WebHolder;
 
 use confidant_core::SuiteRegistry;
+use confidant_engine::hybrid::Hybrid;
+use confidant_engine::setup::Rotation;
 use confidant_engine::{Context, ProtocolConfig, Random};
-use confidant_x3dh::ResponderKeys;
+use confidant_store::{IdentityStore, RawStore, WriteBatch};
+use confidant_x3dh::IdentityKeyPair;
+use confidant_x3dh_mlkem768::X3dhMlKem768;
 use error::{ErrorKind, WebError};
 use std::sync::Arc;
 
@@ -90,11 +94,48 @@ pub fn suites() -> Result<SuiteRegistry, WebError> {
     Ok(suites)
 }
 
-/// The engine's context for this holder's keys: suites, key agreement,
-/// settings and randomness. **The one place the browser build chooses
-/// them**, as the native runtime does in its node builder (same plugins, same
-/// default offer order).
-pub fn engine_context(keys: ResponderKeys) -> Result<Context, WebError> {
+/// The key agreement of the browser holder: the post-quantum hybrid, X3DH +
+/// ML-KEM-768, with its default settings (a bundle without the hybrid is
+/// refused), as the native apps and the bindings use it.
+pub fn agreement() -> X3dhMlKem768 {
+    X3dhMlKem768::default()
+}
+
+/// The changes that bring this holder's keys up to date at `now_seconds`
+/// (Unix time, from the page's clock): its identity on first use, and its
+/// signed pre-keys with their last-resort KEM keys, rotated as a native
+/// node rotates them (`confidant_engine::setup::rotate_signed_pre_keys`).
+/// An empty batch when nothing is due.
+pub fn key_changes(store: &dyn RawStore, now_seconds: u64) -> Result<WriteBatch, WebError> {
+    let mut batch = WriteBatch::new();
+    let identity = match store.identity()? {
+        Some(identity) => identity,
+        None => {
+            let identity = IdentityKeyPair::generate();
+            batch.put_identity(&identity);
+            identity
+        }
+    };
+    batch.append(confidant_engine::setup::rotate_signed_pre_keys(
+        &Hybrid::new(agreement()),
+        &identity,
+        &BrowserRandom,
+        store,
+        now_seconds,
+        Rotation::default(),
+    )?);
+    Ok(batch)
+}
+
+/// The engine's context over the keys in `store` (after
+/// [`key_changes`] were committed): suites, key agreement, settings and
+/// randomness. **The one place the browser build chooses them**, as the
+/// native runtime does in its node builder (same plugins, same default
+/// offer order, the hybrid).
+pub fn engine_context(store: &dyn RawStore) -> Result<Context, WebError> {
+    let keys = confidant_engine::setup::responder_keys(store)?
+        .ok_or_else(|| WebError::new(ErrorKind::Storage, "the holder's keys are not stored"))?;
+    let hybrid = Hybrid::load(agreement(), store, &keys)?;
     let registry = suites()?;
     let built_in = [
         confidant_core::SuiteId::AES_256_GCM_SHA256_COUNTER,
@@ -107,7 +148,7 @@ pub fn engine_context(keys: ResponderKeys) -> Result<Context, WebError> {
         .collect();
     Ok(Context {
         registry: Arc::new(registry),
-        agreement: Arc::new(confidant_x3dh::X3dh::default()),
+        agreement: Arc::new(hybrid),
         keys,
         config: ProtocolConfig::new(offered),
         random: Arc::new(BrowserRandom),

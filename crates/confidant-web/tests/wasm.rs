@@ -162,11 +162,22 @@ fn seal_and_open_time_in_the_wasm_build() {
     let start = js_sys::Date::now();
     let timing = confidant_web::bench::seal_open(64, 200, || js_sys::Date::now() - start).unwrap();
     assert!(timing.seal_ns >= 0.0 && timing.open_ns >= 0.0);
-    // The engine's context builds here: randomness from Web Crypto.
-    let identity = confidant_x3dh::IdentityKeyPair::generate();
-    let signed = confidant_x3dh::SignedPreKey::generate(&identity, 1);
-    let keys = confidant_x3dh::ResponderKeys::new(identity, signed).unwrap();
-    assert!(confidant_web::engine_context(keys).is_ok());
+    // The engine's context builds here, with the hybrid's keys minted and
+    // stored first: randomness from Web Crypto.
+    let store = confidant_store::MemoryStore::new();
+    assert!(
+        confidant_web::engine_context(&store).is_err(),
+        "no keys yet"
+    );
+    let changes = confidant_web::key_changes(&store, 1_000_000).unwrap();
+    confidant_store::RawStore::commit(&store, changes).unwrap();
+    assert!(confidant_web::engine_context(&store).is_ok());
+    // Nothing is due a moment later.
+    assert!(
+        confidant_web::key_changes(&store, 1_000_001)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Every value IndexedDB holds for `name`, as bytes (text as UTF-8).
