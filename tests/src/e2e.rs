@@ -174,3 +174,26 @@ impl From<proto::ReceivedMessage> for Waiting {
 pub fn connection_id_in(text: &str) -> &str {
     text.split([' ', ',', ':']).next().unwrap_or_default()
 }
+
+/// Whether a test that needs outside tools can run: `missing` names what
+/// is not there. With nothing missing, `true`; otherwise a loud skip
+/// (`false`), except under `CI=true`, where a skip is a failure (a panic
+/// naming what is missing).
+///
+/// # Panics
+///
+/// Under `CI=true` when something is missing.
+#[allow(clippy::panic)]
+pub fn ready_or_skip(test: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: missing {}, and CI=true forbids skipping",
+            missing.join(", ")
+        );
+    }
+    eprintln!("{test}: SKIPPED, missing {}", missing.join(", "));
+    false
+}

@@ -92,16 +92,7 @@ fn ready(test: &str) -> bool {
             chromium().display()
         ));
     }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: missing {}, and CI=true forbids skipping",
-        missing.join(", ")
-    );
-    eprintln!("{test}: SKIPPED, missing {}", missing.join(", "));
-    false
+    confidant_tests::e2e::ready_or_skip(test, &missing)
 }
 
 /// Serves `root`'s files on `listener` (GET only, one request per

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use confidant_core::{ConnectionId, KeyAgreement, SuiteRegistry};
 use confidant_engine::hybrid::Hybrid;
 use confidant_engine::records::ConnectionRecord;
-use confidant_store::{IdentityStore, RawStore, SendResume, StoreError, WriteBatch};
+use confidant_store::{RawStore, SendResume, StoreError, WriteBatch};
 use confidant_x3dh::{IdentityKeyPair, ResponderKeys};
 use confidant_x3dh_mlkem768::X3dhMlKem768;
 use std::pin::Pin;
@@ -270,23 +270,13 @@ fn load_keys(
     choice: &AgreementChoice,
     rotation: confidant_engine::setup::Rotation,
 ) -> Result<(ResponderKeys, Arc<dyn confidant_engine::Handshaker>, bool), NodeError> {
-    let mut batch = WriteBatch::new();
-    let identity = match store.identity()? {
-        Some(identity) => identity,
-        None => {
-            let identity = IdentityKeyPair::generate();
-            batch.put_identity(&identity);
-            identity
-        }
-    };
-    batch.append(confidant_engine::setup::rotate_signed_pre_keys(
+    let batch = confidant_engine::setup::key_changes(
         &*choice.minting(),
-        &identity,
         &crate::config::SystemRandom,
         store,
         now_seconds(),
         rotation,
-    )?);
+    )?;
     let changed = !batch.is_empty();
     if changed {
         store.commit(batch)?;

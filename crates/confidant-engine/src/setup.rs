@@ -285,3 +285,36 @@ pub fn rotate_signed_pre_keys(
     }
     Ok(batch)
 }
+
+/// The changes a node makes to its keys when it starts at `now_seconds`:
+/// a new identity key (from `random`) if the store has none, then
+/// [`rotate_signed_pre_keys`]. An empty batch when nothing is due. Commit
+/// it, then build the context over [`responder_keys`].
+pub fn key_changes(
+    agreement: &dyn Handshaker,
+    random: &dyn Random,
+    store: &dyn RawStore,
+    now_seconds: u64,
+    rotation: Rotation,
+) -> Result<WriteBatch, EngineError> {
+    let mut batch = WriteBatch::new();
+    let identity = match store.identity()? {
+        Some(identity) => identity,
+        None => {
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            random.fill(seed.as_mut()).map_err(EngineError::Random)?;
+            let identity = IdentityKeyPair::from_seed(*seed);
+            batch.put_identity(&identity);
+            identity
+        }
+    };
+    batch.append(rotate_signed_pre_keys(
+        agreement,
+        &identity,
+        random,
+        store,
+        now_seconds,
+        rotation,
+    )?);
+    Ok(batch)
+}

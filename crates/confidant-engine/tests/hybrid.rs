@@ -70,6 +70,19 @@ fn agreement_keys(store: &TestStore, tag: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The first of `applied` that puts a record into `table`.
+fn first_putting(applied: &[WriteBatch], table: Table) -> &WriteBatch {
+    applied
+        .iter()
+        .find(|batch| {
+            batch
+                .ops()
+                .iter()
+                .any(|op| matches!(op, WriteOp::Put { table: t, .. } if *t == table))
+        })
+        .unwrap_or_else(|| panic!("no commit puts into {table:?}"))
+}
+
 fn one_time_key(id: u32) -> Vec<u8> {
     let mut key = vec![b'o'];
     key.extend_from_slice(&id.to_be_bytes());
@@ -112,21 +125,7 @@ fn first_contact_is_post_quantum_and_the_one_time_kem_key_goes_with_the_session(
         agreement_keys(&inviter.store, b'o'),
         vec![one_time_key(one_time.id)]
     );
-    let join_commit = inviter
-        .applied
-        .iter()
-        .find(|batch| {
-            batch.ops().iter().any(|op| {
-                matches!(
-                    op,
-                    WriteOp::Put {
-                        table: Table::OneTimePreKeys,
-                        ..
-                    }
-                )
-            })
-        })
-        .expect("the join's commit");
+    let join_commit = first_putting(&inviter.applied, Table::OneTimePreKeys);
     assert!(join_commit.ops().iter().any(|op| matches!(
         op,
         WriteOp::Put { table: Table::AgreementKeys, key, .. } if *key == one_time_key(one_time.id)
@@ -138,21 +137,7 @@ fn first_contact_is_post_quantum_and_the_one_time_kem_key_goes_with_the_session(
     // The commit that stored the inviter's session deleted both one-time
     // keys; none is left.
     let inviter = &sim.parties[INVITER];
-    let session_commit = inviter
-        .applied
-        .iter()
-        .find(|batch| {
-            batch.ops().iter().any(|op| {
-                matches!(
-                    op,
-                    WriteOp::Put {
-                        table: Table::Sessions,
-                        ..
-                    }
-                )
-            })
-        })
-        .expect("the session's commit");
+    let session_commit = first_putting(&inviter.applied, Table::Sessions);
     for (table, key) in [
         (Table::OneTimePreKeys, one_time.id.to_be_bytes().to_vec()),
         (Table::AgreementKeys, one_time_key(one_time.id)),

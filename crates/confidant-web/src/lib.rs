@@ -64,8 +64,7 @@ use confidant_core::SuiteRegistry;
 use confidant_engine::hybrid::Hybrid;
 use confidant_engine::setup::Rotation;
 use confidant_engine::{Context, ProtocolConfig, Random};
-use confidant_store::{IdentityStore, RawStore, WriteBatch};
-use confidant_x3dh::IdentityKeyPair;
+use confidant_store::{RawStore, WriteBatch};
 use confidant_x3dh_mlkem768::X3dhMlKem768;
 use error::{ErrorKind, WebError};
 use std::sync::Arc;
@@ -107,24 +106,13 @@ pub fn agreement() -> X3dhMlKem768 {
 /// node rotates them (`confidant_engine::setup::rotate_signed_pre_keys`).
 /// An empty batch when nothing is due.
 pub fn key_changes(store: &dyn RawStore, now_seconds: u64) -> Result<WriteBatch, WebError> {
-    let mut batch = WriteBatch::new();
-    let identity = match store.identity()? {
-        Some(identity) => identity,
-        None => {
-            let identity = IdentityKeyPair::generate();
-            batch.put_identity(&identity);
-            identity
-        }
-    };
-    batch.append(confidant_engine::setup::rotate_signed_pre_keys(
+    Ok(confidant_engine::setup::key_changes(
         &Hybrid::new(agreement()),
-        &identity,
         &BrowserRandom,
         store,
         now_seconds,
         Rotation::default(),
-    )?);
-    Ok(batch)
+    )?)
 }
 
 /// The engine's context over the keys in `store` (after
