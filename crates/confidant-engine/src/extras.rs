@@ -74,18 +74,40 @@ pub fn delete_signed(batch: &mut WriteBatch, id: u32) {
 /// An extra, by the id of the pre-key it belongs to.
 pub type Extra = (u32, Zeroizing<Vec<u8>>);
 
-/// Every signed pre-key's extra, by id, in increasing order.
-pub fn signed(store: &(impl RawStore + ?Sized)) -> Result<Vec<Extra>, StoreError> {
-    let mut extras = Vec::new();
+/// What the store keeps for the signed pre-keys, read in one pass over the
+/// table: their extras by id, in increasing order, and when each with a
+/// time was made.
+#[derive(Default)]
+pub struct Signed {
+    /// The extras.
+    pub extras: Vec<Extra>,
+    /// Unix seconds each was made, by id.
+    pub made: Vec<(u32, u64)>,
+}
+
+/// The signed pre-keys' records (see [`Signed`]). A key that is not a tag
+/// and an id, or a time that is not 8 bytes, is `Corrupt`.
+pub fn signed_records(store: &(impl RawStore + ?Sized)) -> Result<Signed, StoreError> {
+    let mut signed = Signed::default();
     for (key, value) in store.entries(Table::AgreementKeys)? {
         match parse(&key) {
-            Some((SIGNED, id)) => extras.push((id, value)),
-            Some((ONE_TIME | MADE, _)) => {}
+            Some((SIGNED, id)) => signed.extras.push((id, value)),
+            Some((MADE, id)) => {
+                let seconds = <[u8; 8]>::try_from(value.as_slice())
+                    .map_err(|_| StoreError::Corrupt("malformed signed pre-key time".into()))?;
+                signed.made.push((id, u64::from_be_bytes(seconds)));
+            }
+            Some((ONE_TIME, _)) => {}
             _ => return Err(StoreError::Corrupt("malformed agreement key record".into())),
         }
     }
-    extras.sort_by_key(|(id, _)| *id);
-    Ok(extras)
+    signed.extras.sort_by_key(|(id, _)| *id);
+    Ok(signed)
+}
+
+/// Every signed pre-key's extra, by id, in increasing order.
+pub fn signed(store: &(impl RawStore + ?Sized)) -> Result<Vec<Extra>, StoreError> {
+    Ok(signed_records(store)?.extras)
 }
 
 /// Records that signed pre-key `id` was made at `unix_seconds`.
@@ -96,17 +118,4 @@ pub fn put_made_at(batch: &mut WriteBatch, id: u32, unix_seconds: u64) {
         id,
         Zeroizing::new(unix_seconds.to_be_bytes().to_vec()),
     );
-}
-
-/// When each signed pre-key was made, by id, for those that have a time.
-pub fn made_at(store: &(impl RawStore + ?Sized)) -> Result<Vec<(u32, u64)>, StoreError> {
-    let mut times = Vec::new();
-    for (key, value) in store.entries(Table::AgreementKeys)? {
-        if let Some((MADE, id)) = parse(&key) {
-            let seconds = <[u8; 8]>::try_from(value.as_slice())
-                .map_err(|_| StoreError::Corrupt("malformed signed pre-key time".into()))?;
-            times.push((id, u64::from_be_bytes(seconds)));
-        }
-    }
-    Ok(times)
 }

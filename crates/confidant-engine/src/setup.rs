@@ -225,12 +225,10 @@ pub fn rotate_signed_pre_keys(
     let mut batch = WriteBatch::new();
     let mut ids = store.signed_pre_key_ids()?;
     ids.sort_unstable();
-    let made: std::collections::BTreeMap<u32, u64> =
-        crate::extras::made_at(store)?.into_iter().collect();
-    let with_extra: std::collections::BTreeSet<u32> = crate::extras::signed(store)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let stored = crate::extras::signed_records(store)?;
+    let made: std::collections::BTreeMap<u32, u64> = stored.made.into_iter().collect();
+    let with_extra: std::collections::BTreeSet<u32> =
+        stored.extras.into_iter().map(|(id, _)| id).collect();
     let made_at = |id: u32, batch: &mut WriteBatch| match made.get(&id) {
         Some(&seconds) => seconds,
         None => {
