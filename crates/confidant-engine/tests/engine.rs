@@ -414,9 +414,7 @@ fn either_side_can_reset_and_messages_flow_under_the_new_session() {
         let mut sim = Sim::new(small_context);
         sim.connect();
         exchange(&mut sim, "before", 2);
-        let engine = sim.parties[asking].engine.as_mut().unwrap();
-        let effects = engine.reset();
-        let outcome = sim.run(asking, effects);
+        let outcome = sim.reset(asking);
         assert!(matches!(outcome, Some(Ok(()))), "{outcome:?}");
         sim.settle();
         assert_eq!(connected_events(&sim, INVITEE), vec![false, true]);
@@ -500,9 +498,7 @@ fn a_replayed_first_bundle_cannot_wedge_a_reset() {
     exchange(&mut sim, "before", 2);
     // The invitee asks for a reset; the relay replays the first contact's
     // bundle before the answer.
-    let engine = sim.parties[INVITEE].engine.as_mut().unwrap();
-    let effects = engine.reset();
-    assert!(matches!(sim.run(INVITEE, effects), Some(Ok(()))));
+    assert!(matches!(sim.reset(INVITEE), Some(Ok(()))));
     sim.push(INVITEE, first_bundle);
     sim.deliver_all(INVITEE);
     assert!(sim.parties[INVITEE].events.iter().any(|event| matches!(

@@ -242,12 +242,7 @@ fn a_crash_between_any_two_hybrid_effects_loses_and_repeats_nothing() {
 fn a_reset_under_the_hybrid_is_post_quantum_and_deletes_its_keys() {
     let mut sim = hybrid_sim();
     sim.connect();
-    let effects = sim.parties[INVITEE]
-        .engine
-        .as_mut()
-        .expect("loaded")
-        .reset();
-    sim.run(INVITEE, effects);
+    assert!(matches!(sim.reset(INVITEE), Some(Ok(()))));
     sim.settle();
     assert_eq!(post_quantum(&sim, INVITEE), vec![true, true]);
     assert_eq!(post_quantum(&sim, INVITER), vec![true, true]);
@@ -523,12 +518,7 @@ fn the_invitations_promise_refuses_a_stripped_bundle_where_classical_is_allowed(
 
     let mut sim = Sim::new_with(hybrid, lenient);
     sim.connect();
-    let effects = sim.parties[INVITEE]
-        .engine
-        .as_mut()
-        .expect("loaded")
-        .reset();
-    sim.run(INVITEE, effects);
+    assert!(matches!(sim.reset(INVITEE), Some(Ok(()))));
     sim.deliver_all(INVITER);
     strip_bundles(&mut sim);
     sim.deliver_all(INVITEE);

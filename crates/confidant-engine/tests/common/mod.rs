@@ -437,6 +437,17 @@ impl Sim {
         }
     }
 
+    /// The party's application asks for a reset of the (loaded)
+    /// connection; carried out as [`Sim::run`] carries out any request.
+    pub fn reset(&mut self, party: usize) -> Option<Result<(), EngineError>> {
+        let effects = self.parties[party]
+            .engine
+            .as_mut()
+            .expect("the engine is loaded")
+            .reset();
+        self.run(party, effects)
+    }
+
     /// The party dies: its engine is gone; its store stays.
     pub fn kill(&mut self, party: usize) {
         let p = &mut self.parties[party];
