@@ -10,6 +10,9 @@
 //! its encoding, which reaches the signature and KEM checks.
 #![no_main]
 
+#[path = "../src/edits.rs"]
+mod edits;
+
 use confidant_core::{KeyAgreement, SuiteId};
 use confidant_x3dh::{EphemeralKey, IdentityKeyPair, ResponderKeys, SignedPreKey};
 use confidant_x3dh_mlkem768::{
@@ -40,23 +43,8 @@ fn honest_bundle() -> &'static Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let edited;
-    let input = match data.split_first() {
-        Some((0xFF, edits)) => {
-            let mut bytes = honest_bundle().clone();
-            let len = bytes.len();
-            for edit in edits.chunks_exact(3) {
-                let offset = usize::from(u16::from_be_bytes([edit[0], edit[1]]));
-                if let Some(byte) = bytes.get_mut(offset % len) {
-                    *byte = edit[2];
-                }
-            }
-            edited = bytes;
-            &edited[..]
-        }
-        _ => data,
-    };
-    let Ok(bundle) = HybridPreKeyBundle::from_bytes(input) else {
+    let input = edits::edited_or_raw(data, honest_bundle());
+    let Ok(bundle) = HybridPreKeyBundle::from_bytes(&input) else {
         return;
     };
     let again = HybridPreKeyBundle::from_bytes(&bundle.to_bytes()).unwrap();

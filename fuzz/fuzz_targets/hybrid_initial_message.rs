@@ -7,6 +7,9 @@
 //! its encoding, which reaches the DH and decapsulation paths.
 #![no_main]
 
+#[path = "../src/edits.rs"]
+mod edits;
+
 use confidant_core::{KeyAgreement, SuiteId};
 use confidant_x3dh::{IdentityKeyPair, OneTimePreKey, ResponderKeys, SignedPreKey};
 use confidant_x3dh_mlkem768::{
@@ -53,23 +56,8 @@ fn responder() -> &'static (HybridResponderKeys, Vec<u8>) {
 
 fuzz_target!(|data: &[u8]| {
     let (keys, honest) = responder();
-    let edited;
-    let input = match data.split_first() {
-        Some((0xFF, edits)) => {
-            let mut bytes = honest.clone();
-            let len = bytes.len();
-            for edit in edits.chunks_exact(3) {
-                let offset = usize::from(u16::from_be_bytes([edit[0], edit[1]]));
-                if let Some(byte) = bytes.get_mut(offset % len) {
-                    *byte = edit[2];
-                }
-            }
-            edited = bytes;
-            &edited[..]
-        }
-        _ => data,
-    };
-    let Ok(initial) = HybridInitialMessage::from_bytes(input) else {
+    let input = edits::edited_or_raw(data, honest);
+    let Ok(initial) = HybridInitialMessage::from_bytes(&input) else {
         return;
     };
     let again = HybridInitialMessage::from_bytes(&initial.to_bytes(None)).unwrap();
